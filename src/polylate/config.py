@@ -1,0 +1,63 @@
+"""ColBERT settings that travel with a checkpoint.
+
+One dataclass holds everything that changes how text becomes token vectors, so a
+saved model re-encodes exactly as it did when it was indexed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MATRYOSHKA_DIMS = (128, 96, 64)
+MAX_DOC_TOKENS = 8192
+MAX_DOC_TOKENS_EXTENDED = 12288  # with rotary scaling (see EncoderConfig.rope_scaling)
+
+
+@dataclass
+class ColBERTConfig:
+    """How queries and documents are tokenised and projected.
+
+    Markers are given as token strings; the tokenizer resolves them to ids so that a
+    checkpoint's own vocabulary decides (Jina: ``[QueryMarker]`` = 250002, Stanford:
+    ``[unused0]`` = 1, PyLate: ``[Q]``). A marker may span several tokens (the bundled
+    e5 model uses its native ``query:`` / ``passage:`` prefixes).
+    """
+
+    query_marker: str = "[QueryMarker]"
+    doc_marker: str = "[DocumentMarker]"
+    query_maxlen: int = 32
+    doc_maxlen: int = 300
+    dim: int = 128
+    attend_to_mask_tokens: bool = True
+    mask_punctuation: bool = True
+    similarity: str = "cosine"
+    nbits: int = 2
+    skiplist_words: list[str] = field(default_factory=list)  # extra tokens dropped from docs
+
+    def __post_init__(self) -> None:
+        if self.query_maxlen < 4:
+            raise ValueError(f"query_maxlen must be at least 4, got {self.query_maxlen}")
+        if not 4 <= self.doc_maxlen <= MAX_DOC_TOKENS_EXTENDED:
+            raise ValueError(
+                f"doc_maxlen must be in [4, {MAX_DOC_TOKENS_EXTENDED}], got {self.doc_maxlen}"
+            )
+        if self.similarity != "cosine":
+            raise ValueError(f"only cosine similarity is supported, got {self.similarity!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ColBERTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ColBERTConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

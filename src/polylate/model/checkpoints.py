@@ -1,0 +1,415 @@
+"""Readers for published ColBERT checkpoint layouts → one native ColBERT model.
+
+Layouts understood (detected from the files, never from the folder name):
+- native polylate: ``polylate.json`` + ``model.safetensors`` + ``tokenizer.json``
+- Jina-ColBERT-v2: ``roberta.{embeddings,emb_ln,encoder.layers.N.{mixer.Wqkv,...}}`` +
+  ``linear.weight``, rotary positions, markers ``[QueryMarker]`` / ``[DocumentMarker]``
+- Stanford ColBERT ``HF_ColBERT``: a HF BERT / XLM-R (``bert.`` / ``roberta.`` prefix) +
+  ``linear.weight``, settings in ``artifact.metadata``
+- PyLate / sentence-transformers: ``modules.json`` → Transformer folder + ``Dense`` heads,
+  settings in ``config_sentence_transformers.json``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from polylate.config import ColBERTConfig
+from polylate.model.colbert import NATIVE_CONFIG, NATIVE_FORMAT_VERSION, ColBERT
+from polylate.model.encoder import Encoder, EncoderConfig
+from polylate.text.tokenizer import ColBERTTokenizer
+
+
+class CheckpointError(ValueError):
+    """A folder or hub id that cannot be turned into a ColBERT model; says why."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+_JINA_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> ColBERT:
+    """Load any supported checkpoint; ``None`` gives the bundled offline default."""
+    if name_or_path is None or str(name_or_path) == "default":
+        from polylate.model.bundled import load_bundled
+
+        model = load_bundled()
+    else:
+        folder = resolve(name_or_path)
+        model = load_folder(folder)
+    model.eval()
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    return model
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is, or a hub id downloaded into the hub cache."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; a checkpoint is a folder")
+        return path
+    name = str(name_or_path)
+    if not _HUB_ID.match(name):
+        raise CheckpointError(f"no checkpoint folder at {path} (and {name!r} is not a hub id)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, etag_timeout=10))
+    except Exception as exc:  # offline, unknown repo, gated, ...
+        raise CheckpointError(
+            f"could not fetch {name!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            "If this machine is offline, download the repository elsewhere and pass its local "
+            "folder path instead."
+        ) from exc
+
+
+def detect_layout(folder: Path) -> str:
+    if (folder / NATIVE_CONFIG).exists():
+        return "polylate"
+    if (folder / "modules.json").exists():
+        return "sentence-transformers"
+    keys = set(read_weights(folder, keys_only=True))
+    if any(k.startswith("roberta.encoder.layers.") and ".mixer.Wqkv." in k for k in keys):
+        return "jina"
+    if "linear.weight" in keys and any(_HF_LAYER.match(_strip_prefix(k)) for k in keys):
+        return "stanford"
+    if any(_HF_LAYER.match(_strip_prefix(k)) for k in keys):
+        return "hf-encoder"
+    raise CheckpointError(f"{folder}: weights match no known layout (first keys: {sorted(keys)[:5]})")
+
+
+def load_folder(folder: Path) -> ColBERT:
+    layout = detect_layout(folder)
+    loader = {
+        "polylate": _load_native,
+        "jina": _load_hf_colbert,
+        "stanford": _load_hf_colbert,
+        "sentence-transformers": _load_sentence_transformers,
+    }.get(layout)
+    if loader is None:
+        raise CheckpointError(
+            f"{folder} holds a plain {layout} encoder without a ColBERT projection head; "
+            "train one (polylate train) or load a ColBERT checkpoint"
+        )
+    model = loader(folder)
+    model.name = model.name or folder.name
+    return model
+
+
+# -- weights --------------------------------------------------------------------------------
+
+
+def read_weights(folder: Path, keys_only: bool = False) -> dict[str, torch.Tensor] | list[str]:
+    """safetensors (single or sharded) or a PyTorch pickle, loaded without code execution."""
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").exists():
+        files = [folder / "model.safetensors"]
+    elif index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [folder / s for s in shards]
+    elif (folder / "pytorch_model.bin").exists():
+        files = [folder / "pytorch_model.bin"]
+    else:
+        raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
+    if keys_only and files[0].suffix == ".safetensors":
+        from safetensors import safe_open
+
+        keys: list[str] = []
+        for f in files:
+            with safe_open(str(f), framework="pt") as h:
+                keys.extend(h.keys())
+        return keys
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            state.update(load_file(str(f)))
+        else:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
+    return list(state) if keys_only else state
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in ("bert.", "roberta."):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def _take(state: dict, key: str) -> torch.Tensor:
+    try:
+        return state.pop(key)
+    except KeyError:
+        raise CheckpointError(f"checkpoint lacks weight {key!r}") from None
+
+
+def hf_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """HF BertModel / XLMRobertaModel keys (any of bert./roberta./no prefix) → native keys."""
+    s = {
+        _strip_prefix(k).replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+            "LayerNorm.beta", "LayerNorm.bias"
+        ): v
+        for k, v in state.items()
+    }
+    out = {
+        "embeddings.word.weight": _take(s, "embeddings.word_embeddings.weight"),
+        "embeddings.token_type.weight": _take(s, "embeddings.token_type_embeddings.weight"),
+        "embeddings.norm.weight": _take(s, "embeddings.LayerNorm.weight"),
+        "embeddings.norm.bias": _take(s, "embeddings.LayerNorm.bias"),
+    }
+    if "embeddings.position_embeddings.weight" in s:
+        out["embeddings.position.weight"] = s.pop("embeddings.position_embeddings.weight")
+    for n in range(num_layers):
+        p, o = f"encoder.layer.{n}.", f"layers.{n}."
+        for part in ("weight", "bias"):
+            out[o + f"attn.qkv.{part}"] = torch.cat(
+                [_take(s, p + f"attention.self.{x}.{part}") for x in ("query", "key", "value")]
+            )
+            out[o + f"attn.out.{part}"] = _take(s, p + f"attention.output.dense.{part}")
+            out[o + f"norm1.{part}"] = _take(s, p + f"attention.output.LayerNorm.{part}")
+            out[o + f"fc1.{part}"] = _take(s, p + f"intermediate.dense.{part}")
+            out[o + f"fc2.{part}"] = _take(s, p + f"output.dense.{part}")
+            out[o + f"norm2.{part}"] = _take(s, p + f"output.LayerNorm.{part}")
+    return out
+
+
+def jina_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Jina flash XLM-R keys (roberta.emb_ln, encoder.layers.N.mixer.Wqkv, ...) → native."""
+    s = {k[len("roberta.") :]: v for k, v in state.items() if k.startswith("roberta.")}
+    out = {
+        "embeddings.word.weight": _take(s, "embeddings.word_embeddings.weight"),
+        "embeddings.token_type.weight": _take(s, "embeddings.token_type_embeddings.weight"),
+        "embeddings.norm.weight": _take(s, "emb_ln.weight"),
+        "embeddings.norm.bias": _take(s, "emb_ln.bias"),
+    }
+    names = {"mixer.Wqkv": "attn.qkv", "mixer.out_proj": "attn.out", "norm1": "norm1",
+             "mlp.fc1": "fc1", "mlp.fc2": "fc2", "norm2": "norm2"}
+    for n in range(num_layers):
+        for src, dst in names.items():
+            for part in ("weight", "bias"):
+                out[f"layers.{n}.{dst}.{part}"] = _take(s, f"encoder.layers.{n}.{src}.{part}")
+    return out
+
+
+def _num_layers(keys, pattern: re.Pattern) -> int:
+    found = {int(m.group(1)) for k in keys if (m := pattern.match(_strip_prefix(k)))}
+    if not found:
+        raise CheckpointError("checkpoint has no encoder layers")
+    return max(found) + 1
+
+
+# -- configs --------------------------------------------------------------------------------
+
+
+_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def encoder_config_from_hf(hf: dict, vocab_size: int, rotary: bool) -> EncoderConfig:
+    """HF config.json → EncoderConfig; vocab size comes from the weights (may be resized)."""
+    model_type = hf.get("model_type", "bert")
+    act = hf.get("hidden_act", "gelu")
+    if act not in _ACT:
+        raise CheckpointError(f"unsupported hidden_act {act!r}")
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        max_positions=hf.get("max_position_embeddings", 512),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        activation=_ACT[act],
+    )
+    if rotary:
+        scaling = hf.get("rotary_emb_scaling_factor") or 1.0
+        return EncoderConfig(position="rotary", rope_base=float(hf.get("rotary_emb_base", 10000.0)),
+                             rope_scaling=float(scaling), **common)
+    offset = hf.get("pad_token_id", 1) + 1 if model_type in ("xlm-roberta", "roberta") else 0
+    return EncoderConfig(position="absolute", position_offset=offset, **common)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def colbert_config_from_metadata(meta: dict, tokenizer_vocab: dict, dim: int) -> ColBERTConfig:
+    """Stanford/Jina ``artifact.metadata`` → ColBERTConfig (defaults: Stanford's)."""
+    jina = "[QueryMarker]" in tokenizer_vocab
+    default_q, default_d = ("[QueryMarker]", "[DocumentMarker]") if jina else ("[unused0]", "[unused1]")
+
+    def marker(value, default):
+        if isinstance(value, int):
+            inverse = {i: t for t, i in tokenizer_vocab.items()}
+            return inverse.get(value, default)
+        return value or default
+
+    return ColBERTConfig(
+        query_marker=marker(meta.get("query_token_id"), default_q),
+        doc_marker=marker(meta.get("doc_token_id"), default_d),
+        query_maxlen=int(meta.get("query_maxlen", 32)),
+        doc_maxlen=int(meta.get("doc_maxlen", 300 if jina else 180)),
+        dim=dim,
+        attend_to_mask_tokens=bool(meta.get("attend_to_mask_tokens", jina)),
+        mask_punctuation=bool(meta.get("mask_punctuation", True)),
+        similarity=meta.get("similarity", "cosine"),
+        nbits=int(meta.get("nbits", 2)),
+    )
+
+
+# -- tokenizers -----------------------------------------------------------------------------
+
+
+def load_tokenizer_file(folder: Path):
+    """tokenizer.json, or a BERT vocab.txt (Stanford checkpoints predate tokenizer.json)."""
+    import tokenizers
+
+    if (folder / "tokenizer.json").exists():
+        return tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if (folder / "vocab.txt").exists():
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        cfg = _read_json(folder / "tokenizer_config.json")
+        wp = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=cfg.get("do_lower_case", True))
+        return wp._tokenizer
+    raise CheckpointError(f"{folder}: no tokenizer.json or vocab.txt")
+
+
+# -- loaders --------------------------------------------------------------------------------
+
+
+def _assemble(encoder_config, encoder_state, heads_state: dict[int, dict], tokenizer, config, name=""):
+    encoder = Encoder(encoder_config)
+    missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"encoder weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    heads = {}
+    for d, hs in heads_state.items():
+        head = nn.Linear(encoder_config.hidden_size, d, bias="bias" in hs)
+        head.load_state_dict(hs)
+        heads[d] = head
+    model = ColBERT(encoder, heads, ColBERTTokenizer(tokenizer, config), config, name=name)
+    return model.float()
+
+
+def _linear_heads(weight: torch.Tensor, bias: torch.Tensor | None = None) -> dict[int, dict]:
+    hs = {"weight": weight}
+    if bias is not None:
+        hs["bias"] = bias
+    return {weight.shape[0]: hs}
+
+
+def _load_hf_colbert(folder: Path) -> ColBERT:
+    """Jina-ColBERT-v2 and Stanford HF_ColBERT: HF config + encoder + ``linear.weight``."""
+    state = read_weights(folder)
+    hf = _read_json(folder / "config.json")
+    if not hf:
+        raise CheckpointError(f"{folder}: config.json missing")
+    jina = any(".mixer.Wqkv." in k for k in state)
+    if jina:
+        n = _num_layers(state, _JINA_LAYER)
+        vocab = state["roberta.embeddings.word_embeddings.weight"].shape[0]
+        enc_state = jina_encoder_state(state, n)
+    else:
+        n = _num_layers(state, _HF_LAYER)
+        word = next(v for k, v in state.items() if _strip_prefix(k) == "embeddings.word_embeddings.weight")
+        vocab = word.shape[0]
+        enc_state = hf_encoder_state(state, n)
+    if hf.get("num_hidden_layers", n) != n:
+        raise CheckpointError(f"config says {hf['num_hidden_layers']} layers, weights have {n}")
+    heads = _linear_heads(_take(state, "linear.weight"), state.pop("linear.bias", None))
+    tok = load_tokenizer_file(folder)
+    meta = _read_json(folder / "artifact.metadata")
+    config = colbert_config_from_metadata(meta, tok.get_vocab(with_added_tokens=True), next(iter(heads)))
+    enc_cfg = encoder_config_from_hf(hf, vocab, rotary=jina or hf.get("position_embedding_type") == "rotary")
+    return _assemble(enc_cfg, enc_state, heads, tok, config)
+
+
+def _load_sentence_transformers(folder: Path) -> ColBERT:
+    """PyLate: modules.json → Transformer (HF folder) then Dense layer(s) with no activation."""
+    modules = json.loads((folder / "modules.json").read_text())
+    transformer = [m for m in modules if m["type"].endswith("Transformer")]
+    dense = [m for m in modules if m["type"].endswith("Dense")]
+    if len(transformer) != 1 or not dense:
+        raise CheckpointError(f"{folder}/modules.json: expected one Transformer and Dense module(s)")
+    tdir = folder / transformer[0].get("path", "")
+    state = read_weights(tdir)
+    hf = _read_json(tdir / "config.json")
+    rotary = any(".mixer.Wqkv." in k for k in state)
+    if rotary:
+        n = _num_layers(state, _JINA_LAYER)
+        vocab = state["roberta.embeddings.word_embeddings.weight"].shape[0]
+        enc_state = jina_encoder_state(state, n)
+    else:
+        n = _num_layers(state, _HF_LAYER)
+        word = next(v for k, v in state.items() if _strip_prefix(k) == "embeddings.word_embeddings.weight")
+        vocab = word.shape[0]
+        enc_state = hf_encoder_state(state, n)
+    # compose the Dense chain into one affine map (identity activations only)
+    weight, bias = None, None
+    for m in dense:
+        ddir = folder / m["path"]
+        dcfg = _read_json(ddir / "config.json")
+        act = dcfg.get("activation_function", "torch.nn.modules.linear.Identity")
+        if not act.endswith("Identity"):
+            raise CheckpointError(f"{ddir}: Dense activation {act} is not supported (identity only)")
+        ds = read_weights(ddir)
+        w, b = _take(ds, "linear.weight"), ds.get("linear.bias")
+        # (w, b) ∘ (W, c): x ↦ w(Wx + c) + b
+        carried = None if bias is None else w @ bias
+        bias = b if carried is None else carried if b is None else carried + b
+        weight = w if weight is None else w @ weight
+    st = _read_json(folder / "config_sentence_transformers.json")
+    tok = load_tokenizer_file(tdir)
+    config = ColBERTConfig(
+        query_marker=st.get("query_prefix", "[Q] "),
+        doc_marker=st.get("document_prefix", "[D] "),
+        query_maxlen=int(st.get("query_length", 32)),
+        doc_maxlen=int(st.get("document_length", 180)),
+        dim=weight.shape[0],
+        attend_to_mask_tokens=bool(st.get("attend_to_expansion_tokens", False)),
+        mask_punctuation=False,
+        skiplist_words=list(st.get("skiplist_words", [])),
+    )
+    enc_cfg = encoder_config_from_hf(hf, vocab, rotary=rotary or hf.get("position_embedding_type") == "rotary")
+    return _assemble(enc_cfg, enc_state, _linear_heads(weight, bias), tok, config)
+
+
+def _load_native(folder: Path) -> ColBERT:
+    meta = _read_json(folder / NATIVE_CONFIG)
+    if meta.get("format") != "polylate" or meta.get("format_version") != NATIVE_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder}: unsupported polylate format {meta.get('format')!r} version "
+            f"{meta.get('format_version')!r} (this polylate reads version {NATIVE_FORMAT_VERSION})"
+        )
+    state = read_weights(folder)
+    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    heads: dict[int, dict] = {}
+    for k, v in state.items():
+        if k.startswith("heads."):
+            _, d, part = k.split(".")
+            heads.setdefault(int(d), {})[part] = v
+    tok = load_tokenizer_file(folder)
+    return _assemble(EncoderConfig(**meta["encoder"]), enc_state, heads, tok,
+                     ColBERTConfig.from_dict(meta["colbert"]), name=meta.get("name", ""))

@@ -1,0 +1,216 @@
+"""ColBERT = encoder → per-token linear projection → L2-normalised token vectors.
+
+Matryoshka: a checkpoint may carry one head per output size (Jina publishes 128/96/64
+as separate heads); a size without its own head uses the first ``d`` rows of the
+smallest larger head, re-normalised — identical to truncating the vectors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from polylate.config import ColBERTConfig
+from polylate.model.encoder import Encoder, EncoderConfig
+from polylate.scoring import maxsim, rerank as rerank_vectors
+from polylate.text.tokenizer import ColBERTTokenizer, TokenBatch
+
+NATIVE_CONFIG = "polylate.json"
+NATIVE_FORMAT_VERSION = 1
+
+
+class ColBERT(nn.Module):
+    def __init__(
+        self,
+        encoder: Encoder,
+        heads: dict[int, nn.Linear],
+        tokenizer: ColBERTTokenizer,
+        config: ColBERTConfig,
+        name: str = "",
+    ):
+        super().__init__()
+        if not heads:
+            raise ValueError("a ColBERT model needs at least one projection head")
+        for d, head in heads.items():
+            if head.out_features != d or head.in_features != encoder.config.hidden_size:
+                raise ValueError(
+                    f"head for dim {d} has shape [{head.out_features}, {head.in_features}], "
+                    f"expected [{d}, {encoder.config.hidden_size}]"
+                )
+        self.encoder = encoder
+        self.heads = nn.ModuleDict({str(d): heads[d] for d in sorted(heads, reverse=True)})
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        if tokenizer.vocab_size > encoder.config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the embedding table only "
+                f"{encoder.config.vocab_size}"
+            )
+
+    # -- shape facts -----------------------------------------------------------------------
+
+    @property
+    def head_dims(self) -> list[int]:
+        return [int(d) for d in self.heads]
+
+    @property
+    def max_dim(self) -> int:
+        return max(self.head_dims)
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.embeddings.word.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.embeddings.word.weight.dtype
+
+    @property
+    def max_doc_tokens(self) -> int:
+        return self.encoder.config.max_tokens
+
+    def _projection(self, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if str(dim) in self.heads:
+            head = self.heads[str(dim)]
+            return head.weight, head.bias
+        larger = [d for d in self.head_dims if d > dim]
+        if dim < 1 or not larger:
+            raise ValueError(f"dim must be in [1, {self.max_dim}], got {dim}")
+        head = self.heads[str(min(larger))]
+        return head.weight[:dim], None if head.bias is None else head.bias[:dim]
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def forward(self, input_ids, attention_mask, dim: int | None = None) -> torch.Tensor:
+        """[B, L] ids → [B, L, dim] unit vectors (padding rows are meaningless)."""
+        hidden = self.encoder(input_ids, attention_mask)
+        weight, bias = self._projection(dim or self.config.dim)
+        return F.normalize(F.linear(hidden, weight, bias).float(), p=2, dim=-1)
+
+    def _run(self, batch: TokenBatch, dim: int) -> list[torch.Tensor]:
+        ids = torch.from_numpy(batch.input_ids).to(self.device)
+        attention = torch.from_numpy(batch.attention_mask).to(self.device)
+        vectors = self(ids, attention, dim)
+        keep = torch.from_numpy(batch.output_mask).to(self.device)
+        lengths = keep.sum(dim=1).tolist()
+        return list(torch.split(vectors[keep], lengths))
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        is_query: bool = False,
+        dim: int | None = None,
+        batch_size: int = 32,
+        show_progress: bool = False,
+        doc_maxlen: int | None = None,
+        to_numpy: bool = True,
+        dtype: torch.dtype | np.dtype = np.float32,
+    ):
+        """Texts → one ``[n_tokens, dim]`` array each (queries: exactly ``query_maxlen``).
+
+        Texts are sorted by token count and batched so a batch pads only to its own
+        longest member; results come back in input order.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        dim = dim or self.config.dim
+        self._projection(dim)  # validate early
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if doc_maxlen is not None and not 4 <= doc_maxlen <= self.max_doc_tokens:
+            raise ValueError(f"doc_maxlen must be in [4, {self.max_doc_tokens}], got {doc_maxlen}")
+        sequences = self.tokenizer.sequences(texts, is_query, doc_maxlen)
+        order = sorted(range(len(texts)), key=lambda i: -len(sequences[i]))
+        out: list = [None] * len(texts)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for idx in _progress(batches, show_progress, "queries" if is_query else "documents"):
+            batch = self.tokenizer.batch([sequences[i] for i in idx], is_query)
+            for i, vec in zip(idx, self._run(batch, dim)):
+                out[i] = _convert(vec, to_numpy, dtype)
+        return out[0] if single else out
+
+    def encode_queries(self, queries, **kwargs):
+        return self.encode(queries, is_query=True, **kwargs)
+
+    def encode_documents(self, documents, **kwargs):
+        return self.encode(documents, is_query=False, **kwargs)
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def score(self, queries: Sequence[str], documents: Sequence[str], dim: int | None = None):
+        """MaxSim of every query against every document → [n_queries, n_documents]."""
+        q = self.encode(list(queries), is_query=True, dim=dim, to_numpy=False)
+        d = self.encode(list(documents), is_query=False, dim=dim, to_numpy=False)
+        width = max((t.shape[0] for t in d), default=0)
+        padded = torch.zeros(len(d), width, q[0].shape[-1]) if d else torch.zeros(0, 0, 1)
+        mask = torch.zeros(len(d), width, dtype=torch.bool)
+        for i, t in enumerate(d):
+            padded[i, : t.shape[0]] = t.float().cpu()
+            mask[i, : t.shape[0]] = True
+        return maxsim(torch.stack([t.float().cpu() for t in q]), padded, mask)
+
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+               dim: int | None = None) -> list[dict]:
+        """Order documents for one query → [{index, score, document}], best first."""
+        q = self.encode(query, is_query=True, dim=dim, to_numpy=False)
+        d = self.encode(list(documents), is_query=False, dim=dim, to_numpy=False)
+        ranked = rerank_vectors(q.float().cpu(), [t.float().cpu() for t in d], top_n)
+        return [{"index": i, "score": s, "document": documents[i]} for i, s in ranked]
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the native layout: polylate.json + model.safetensors + tokenizer.json."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        self.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
+        meta = {
+            "format": "polylate",
+            "format_version": NATIVE_FORMAT_VERSION,
+            "name": self.name,
+            "encoder": self.encoder.config.to_dict(),
+            "colbert": self.config.to_dict(),
+            "heads": self.head_dims,
+            "head_bias": self.heads[str(self.max_dim)].bias is not None,
+        }
+        (folder / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+
+def build_colbert(
+    encoder_config: EncoderConfig,
+    tokenizer: ColBERTTokenizer,
+    config: ColBERTConfig,
+    head_dims: Sequence[int] = (128,),
+    head_bias: bool = False,
+    name: str = "",
+) -> ColBERT:
+    """An uninitialised model of the given shape (weights are loaded or trained next)."""
+    encoder = Encoder(encoder_config)
+    heads = {d: nn.Linear(encoder_config.hidden_size, d, bias=head_bias) for d in head_dims}
+    return ColBERT(encoder, heads, tokenizer, config, name=name)
+
+
+def _convert(vec: torch.Tensor, to_numpy: bool, dtype):
+    if to_numpy:
+        return vec.float().cpu().numpy().astype(dtype, copy=False)
+    return vec.to(dtype) if isinstance(dtype, torch.dtype) else vec
+
+
+def _progress(items, show: bool, what: str):
+    if not show:
+        return items
+    from rich.progress import track
+
+    return track(items, description=f"encoding {what}", transient=True)

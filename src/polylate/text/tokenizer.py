@@ -1,0 +1,154 @@
+"""ColBERT's asymmetric tokenisation on top of a `tokenizers.Tokenizer`.
+
+Queries: ``<s> [Q] content </s>`` padded with mask tokens to exactly ``query_maxlen``
+(query augmentation). Documents: ``<s> [D] content </s>`` truncated at ``doc_maxlen``.
+The wrapped tokenizer only splits text into content pieces; the special tokens, the
+marker and the padding are placed here, so every published layout behaves the same.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tokenizers
+
+from polylate.config import ColBERTConfig
+
+_CLS_CANDIDATES = ("<s>", "[CLS]")
+_SEP_CANDIDATES = ("</s>", "[SEP]")
+_PAD_CANDIDATES = ("<pad>", "[PAD]")
+_MASK_CANDIDATES = ("<mask>", "[MASK]")
+_SPACE_MARKERS = ("▁", "Ġ")  # sentencepiece and byte-level BPE word-start markers
+
+
+@dataclass
+class TokenBatch:
+    """Right-padded ids for one forward pass.
+
+    ``attention_mask`` says which keys the encoder attends to; ``output_mask`` says which
+    positions become token vectors (queries keep mask tokens, documents drop pad and
+    punctuation).
+    """
+
+    input_ids: np.ndarray  # int64 [B, L]
+    attention_mask: np.ndarray  # bool [B, L]
+    output_mask: np.ndarray  # bool [B, L]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class ColBERTTokenizer:
+    def __init__(self, tokenizer: tokenizers.Tokenizer, config: ColBERTConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.cls_id = self._special_id(_CLS_CANDIDATES, "start (<s>/[CLS])")
+        self.sep_id = self._special_id(_SEP_CANDIDATES, "end (</s>/[SEP])")
+        self.pad_id = self._special_id(_PAD_CANDIDATES, "padding (<pad>/[PAD])")
+        self.mask_id = self._special_id(_MASK_CANDIDATES, "mask (<mask>/[MASK])")
+        self.query_marker_ids = self._marker_ids(config.query_marker, "query")
+        self.doc_marker_ids = self._marker_ids(config.doc_marker, "document")
+        self.skip_ids = self._skiplist() if config.mask_punctuation else set()
+        self.skip_ids |= {i for w in config.skiplist_words for i in self._piece_ids(w)}
+        self._skip_table = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), bool)
+        self._skip_table[sorted(self.skip_ids)] = True
+        if self.max_query_content < 1:
+            raise ValueError(
+                f"query_maxlen={config.query_maxlen} leaves no room for query text after "
+                f"{len(self.query_marker_ids)} marker token(s)"
+            )
+
+    @classmethod
+    def from_file(cls, path: str | Path, config: ColBERTConfig) -> ColBERTTokenizer:
+        return cls(tokenizers.Tokenizer.from_file(str(path)), config)
+
+    # -- vocabulary lookups -------------------------------------------------------------
+
+    def _special_id(self, candidates: tuple[str, ...], what: str) -> int:
+        for tok in candidates:
+            idx = self.tokenizer.token_to_id(tok)
+            if idx is not None:
+                return idx
+        raise ValueError(f"tokenizer has no {what} token (looked for {', '.join(candidates)})")
+
+    def _marker_ids(self, marker: str, what: str) -> list[int]:
+        for form in (marker, marker.strip()):  # PyLate's added token is "[Q] " with the space
+            idx = self.tokenizer.token_to_id(form)
+            if idx is not None:
+                return [idx]
+        ids = self.tokenizer.encode(marker, add_special_tokens=False).ids
+        if not ids:
+            raise ValueError(f"{what} marker {marker!r} tokenises to nothing")
+        return ids
+
+    def _piece_ids(self, word: str) -> set[int]:
+        ids = set()
+        for piece in (word, *(m + word for m in _SPACE_MARKERS)):
+            idx = self.tokenizer.token_to_id(piece)
+            if idx is not None:
+                ids.add(idx)
+        return ids
+
+    def _skiplist(self) -> set[int]:
+        """Pieces that are bare punctuation (with or without a word-start marker)."""
+        return {i for ch in string.punctuation for i in self._piece_ids(ch)}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def max_query_content(self) -> int:
+        return self.config.query_maxlen - 2 - len(self.query_marker_ids)
+
+    def max_doc_content(self, doc_maxlen: int | None = None) -> int:
+        return (doc_maxlen or self.config.doc_maxlen) - 2 - len(self.doc_marker_ids)
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def content_ids(self, texts: list[str]) -> list[list[int]]:
+        """Content pieces of each text, without special tokens (parallel in Rust)."""
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def query_ids(self, content: list[int]) -> list[int]:
+        ids = [self.cls_id, *self.query_marker_ids, *content[: self.max_query_content], self.sep_id]
+        return ids + [self.mask_id] * (self.config.query_maxlen - len(ids))
+
+    def doc_ids(self, content: list[int], doc_maxlen: int | None = None) -> list[int]:
+        body = content[: self.max_doc_content(doc_maxlen)]
+        return [self.cls_id, *self.doc_marker_ids, *body, self.sep_id]
+
+    def sequences(self, texts: list[str], is_query: bool, doc_maxlen: int | None = None):
+        content = self.content_ids(texts)
+        if is_query:
+            return [self.query_ids(c) for c in content]
+        return [self.doc_ids(c, doc_maxlen) for c in content]
+
+    def batch(self, sequences: list[list[int]], is_query: bool) -> TokenBatch:
+        """Right-pad a group of sequences to its own longest member."""
+        width = max(len(s) for s in sequences)
+        ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = seq
+        real = np.arange(width)[None, :] < lengths[:, None]
+        if is_query:
+            attention = real.copy()
+            if not self.config.attend_to_mask_tokens:
+                attention &= ids != self.mask_id
+            output = real
+        else:
+            attention = real
+            output = real & ~self._skip_table[ids]
+        return TokenBatch(ids, attention, output)
+
+    def __call__(self, texts: list[str], is_query: bool) -> TokenBatch:
+        return self.batch(self.sequences(texts, is_query), is_query)

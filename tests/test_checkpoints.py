@@ -1,0 +1,164 @@
+"""Loading tiny random checkpoints written in each published layout, checked end to end
+against independent computations (the rotary reference, `transformers`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from polylate import CheckpointError, load_model
+from polylate.model.checkpoints import detect_layout
+from polylate.model.colbert import ColBERT
+from tests.layouts import write_jina, write_pylate, write_stanford
+from tests.reference import colbert_vectors, jina_reference
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def jina_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jina") / "jina-colbert-v2"
+    state = write_jina(folder)
+    return folder, state
+
+
+def _content(model: ColBERT, text: str) -> list[int]:
+    return model.tokenizer.content_ids([text])[0]
+
+
+def test_jina_layout_tokens_and_settings(jina_folder):
+    folder, _ = jina_folder
+    assert detect_layout(folder) == "jina"
+    model = load_model(folder)
+    tok = model.tokenizer
+    vocab = tok.vocab_size
+    assert (tok.query_marker_ids, tok.doc_marker_ids, tok.mask_id) == ([vocab - 2], [vocab - 1], vocab - 3)
+    assert (tok.cls_id, tok.sep_id, tok.pad_id) == (0, 2, 1)
+    assert model.encoder.config.position == "rotary" and model.encoder.config.rope_base == 10000.0
+    assert model.config.attend_to_mask_tokens and model.config.query_maxlen == 32
+    assert model.config.doc_maxlen == 8192 and model.head_dims == [128]
+    q = tok.sequences(["hello world"], is_query=True)[0]
+    content = _content(model, "hello world")
+    assert q[:2] == [0, vocab - 2] and q[2 : 2 + len(content)] == content
+    assert q[2 + len(content)] == 2 and set(q[3 + len(content):]) == {vocab - 3} and len(q) == 32
+    d = tok.sequences(["hello world"], is_query=False)[0]
+    assert d == [0, vocab - 1, *content, 2]
+
+
+def test_jina_vectors_match_reference(jina_folder):
+    folder, state = jina_folder
+    model = load_model(folder)
+    linear = state["linear.weight"]
+    query = "what is the capital of france?"
+    ids = model.tokenizer.sequences([query], is_query=True)[0]
+    ref = colbert_vectors(jina_reference(state, ids, heads=4), linear)
+    got = model.encode(query, is_query=True)
+    assert got.shape == (32, 128)
+    assert np.abs(got - ref.numpy()).max() < 1e-4
+
+    doc = "Paris is the capital of France, hello world."
+    ids = model.tokenizer.sequences([doc], is_query=False)[0]
+    ref = colbert_vectors(jina_reference(state, ids, heads=4), linear)
+    keep = [i for i, t in enumerate(ids) if t not in model.tokenizer.skip_ids]
+    assert len(keep) < len(ids)  # punctuation really dropped
+    got = model.encode(doc, is_query=False)
+    assert np.abs(got - ref[keep].numpy()).max() < 1e-4
+
+    # Matryoshka by truncation: first 64 rows of the head, re-normalised
+    got64 = model.encode(doc, is_query=False, dim=64)
+    ref64 = colbert_vectors(jina_reference(state, ids, heads=4), linear[:64])
+    assert got64.shape[1] == 64 and np.abs(got64 - ref64[keep].numpy()).max() < 1e-4
+
+
+def test_batching_and_order_do_not_change_vectors(jina_folder):
+    model = load_model(jina_folder[0])
+    docs = ["hello", "paris is the capital of france " * 5, "berlin", "search engine token vector"]
+    batched = model.encode(docs, batch_size=3)
+    for doc, vec in zip(docs, batched):
+        assert np.abs(model.encode(doc) - vec).max() < 1e-5
+
+
+def _hf_colbert(bert, linear, ids, attention):
+    with torch.no_grad():
+        hidden = bert(input_ids=torch.tensor([ids]), attention_mask=torch.tensor([attention])).last_hidden_state[0]
+    return torch.nn.functional.normalize(hidden @ linear.T, dim=-1).numpy()
+
+
+def test_stanford_layout(tmp_path):
+    folder = tmp_path / "colbertv2.0"
+    bert, linear = write_stanford(folder)
+    assert detect_layout(folder) == "stanford"
+    model = load_model(folder)
+    tok = model.tokenizer
+    assert (tok.cls_id, tok.sep_id, tok.mask_id, tok.query_marker_ids, tok.doc_marker_ids) == (4, 5, 6, [1], [2])
+    assert model.config.doc_maxlen == 180 and not model.config.attend_to_mask_tokens
+    query = "Which city is the capital of Germany?"
+    ids = tok.sequences([query], is_query=True)[0]
+    assert ids[:2] == [4, 1] and ids[-1] == 6 and len(ids) == 32
+    attention = [int(t != 6) for t in ids]  # mask tokens are not attended (attend_to_mask_tokens=False)
+    expected = _hf_colbert(bert, linear, ids, attention)
+    assert np.abs(model.encode(query, is_query=True) - expected).max() < 1e-4
+
+    doc = "Berlin is the capital of Germany."
+    ids = tok.sequences([doc], is_query=False)[0]
+    expected = _hf_colbert(bert, linear, ids, [1] * len(ids))
+    keep = [i for i, t in enumerate(ids) if t not in tok.skip_ids]
+    assert np.abs(model.encode(doc) - expected[keep]).max() < 1e-4
+
+
+def test_pylate_layout(tmp_path):
+    folder = tmp_path / "pylate-colbert"
+    bert, linear, hf_tok = write_pylate(folder)
+    assert detect_layout(folder) == "sentence-transformers"
+    model = load_model(folder)
+    q_id, d_id = hf_tok.token_to_id("[Q] "), hf_tok.token_to_id("[D] ")
+    assert model.tokenizer.query_marker_ids == [q_id] and model.tokenizer.doc_marker_ids == [d_id]
+    assert model.head_dims == [16] and model.config.doc_maxlen == 180
+    query = "hello world"
+    ids = model.tokenizer.sequences([query], is_query=True)[0]
+    mask_id = model.tokenizer.mask_id
+    expected = _hf_colbert(bert, linear, ids, [int(t != mask_id) for t in ids])
+    assert np.abs(model.encode(query, is_query=True) - expected).max() < 1e-4
+    doc = "search, engine!"
+    ids = model.tokenizer.sequences([doc], is_query=False)[0]
+    expected = _hf_colbert(bert, linear, ids, [1] * len(ids))
+    keep = [i for i, t in enumerate(ids) if t not in model.tokenizer.skip_ids]
+    assert len(keep) == len(ids) - 2
+    assert np.abs(model.encode(doc) - expected[keep]).max() < 1e-4
+
+
+def test_native_round_trip_with_matryoshka_heads(jina_folder, tmp_path):
+    model = load_model(jina_folder[0])
+    g = torch.Generator().manual_seed(9)
+    head64 = nn.Linear(model.encoder.config.hidden_size, 64, bias=False)
+    with torch.no_grad():
+        head64.weight.copy_(torch.randn(64, model.encoder.config.hidden_size, generator=g))
+    model.heads["64"] = head64
+    doc = "late interaction retrieval"
+    own64 = model.encode(doc, dim=64)
+    truncated = model.encode(doc, dim=96)
+    model.save(tmp_path / "native")
+    again = load_model(tmp_path / "native")
+    assert sorted(again.head_dims) == [64, 128]
+    assert np.array_equal(again.encode(doc, dim=64), own64)
+    assert np.array_equal(again.encode(doc, dim=96), truncated)
+    assert np.abs(again.encode(doc, dim=64) - model.encode(doc, dim=128)[:, :64]).max() > 0.01
+
+
+def test_bad_inputs(tmp_path, jina_folder):
+    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="Hugging Face hub"):
+        load_model("jinaai/definitely-not-cached-model")
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_model(tmp_path / "junk")
+    model = load_model(jina_folder[0])
+    with pytest.raises(ValueError, match="dim must be"):
+        model.encode("x", dim=256)
+    with pytest.raises(TypeError, match="text #1"):
+        model.encode(["ok", None])
+    with pytest.raises(ValueError, match="doc_maxlen"):
+        model.encode("x", doc_maxlen=100_000)
