@@ -299,7 +299,7 @@ def load_tokenizer_file(folder: Path):
 # -- loaders --------------------------------------------------------------------------------
 
 
-def _assemble(encoder_config, encoder_state, heads_state: dict[int, dict], tokenizer, config, name=""):
+def assemble(encoder_config, encoder_state, heads_state: dict[int, dict], tokenizer, config, name=""):
     encoder = Encoder(encoder_config)
     missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
     if missing or unexpected:
@@ -323,39 +323,20 @@ def _linear_heads(weight: torch.Tensor, bias: torch.Tensor | None = None) -> dic
 def _load_hf_colbert(folder: Path) -> ColBERT:
     """Jina-ColBERT-v2 and Stanford HF_ColBERT: HF config + encoder + ``linear.weight``."""
     state = read_weights(folder)
-    hf = _read_json(folder / "config.json")
-    if not hf:
-        raise CheckpointError(f"{folder}: config.json missing")
-    jina = any(".mixer.Wqkv." in k for k in state)
-    if jina:
-        n = _num_layers(state, _JINA_LAYER)
-        vocab = state["roberta.embeddings.word_embeddings.weight"].shape[0]
-        enc_state = jina_encoder_state(state, n)
-    else:
-        n = _num_layers(state, _HF_LAYER)
-        word = next(v for k, v in state.items() if _strip_prefix(k) == "embeddings.word_embeddings.weight")
-        vocab = word.shape[0]
-        enc_state = hf_encoder_state(state, n)
-    if hf.get("num_hidden_layers", n) != n:
-        raise CheckpointError(f"config says {hf['num_hidden_layers']} layers, weights have {n}")
     heads = _linear_heads(_take(state, "linear.weight"), state.pop("linear.bias", None))
+    enc_cfg, enc_state = hf_encoder(folder, state)
     tok = load_tokenizer_file(folder)
     meta = _read_json(folder / "artifact.metadata")
     config = colbert_config_from_metadata(meta, tok.get_vocab(with_added_tokens=True), next(iter(heads)))
-    enc_cfg = encoder_config_from_hf(hf, vocab, rotary=jina or hf.get("position_embedding_type") == "rotary")
-    return _assemble(enc_cfg, enc_state, heads, tok, config)
+    return assemble(enc_cfg, enc_state, heads, tok, config)
 
 
-def _load_sentence_transformers(folder: Path) -> ColBERT:
-    """PyLate: modules.json → Transformer (HF folder) then Dense layer(s) with no activation."""
-    modules = json.loads((folder / "modules.json").read_text())
-    transformer = [m for m in modules if m["type"].endswith("Transformer")]
-    dense = [m for m in modules if m["type"].endswith("Dense")]
-    if len(transformer) != 1 or not dense:
-        raise CheckpointError(f"{folder}/modules.json: expected one Transformer and Dense module(s)")
-    tdir = folder / transformer[0].get("path", "")
-    state = read_weights(tdir)
-    hf = _read_json(tdir / "config.json")
+def hf_encoder(folder: Path, state: dict[str, torch.Tensor] | None = None):
+    """A HF encoder folder (BERT, XLM-R or Jina's flash XLM-R) → (EncoderConfig, native state)."""
+    state = read_weights(folder) if state is None else state
+    hf = _read_json(folder / "config.json")
+    if not hf:
+        raise CheckpointError(f"{folder}: config.json missing")
     rotary = any(".mixer.Wqkv." in k for k in state)
     if rotary:
         n = _num_layers(state, _JINA_LAYER)
@@ -366,6 +347,21 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
         word = next(v for k, v in state.items() if _strip_prefix(k) == "embeddings.word_embeddings.weight")
         vocab = word.shape[0]
         enc_state = hf_encoder_state(state, n)
+    if hf.get("num_hidden_layers", n) != n:
+        raise CheckpointError(f"config says {hf['num_hidden_layers']} layers, weights have {n}")
+    rotary = rotary or hf.get("position_embedding_type") == "rotary"
+    return encoder_config_from_hf(hf, vocab, rotary=rotary), enc_state
+
+
+def _load_sentence_transformers(folder: Path) -> ColBERT:
+    """PyLate: modules.json → Transformer (HF folder) then Dense layer(s) with no activation."""
+    modules = json.loads((folder / "modules.json").read_text())
+    transformer = [m for m in modules if m["type"].endswith("Transformer")]
+    dense = [m for m in modules if m["type"].endswith("Dense")]
+    if len(transformer) != 1 or not dense:
+        raise CheckpointError(f"{folder}/modules.json: expected one Transformer and Dense module(s)")
+    tdir = folder / transformer[0].get("path", "")
+    enc_cfg, enc_state = hf_encoder(tdir)
     # compose the Dense chain into one affine map (identity activations only)
     weight, bias = None, None
     for m in dense:
@@ -392,8 +388,7 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
         mask_punctuation=False,
         skiplist_words=list(st.get("skiplist_words", [])),
     )
-    enc_cfg = encoder_config_from_hf(hf, vocab, rotary=rotary or hf.get("position_embedding_type") == "rotary")
-    return _assemble(enc_cfg, enc_state, _linear_heads(weight, bias), tok, config)
+    return assemble(enc_cfg, enc_state, _linear_heads(weight, bias), tok, config)
 
 
 def _load_native(folder: Path) -> ColBERT:
@@ -411,5 +406,5 @@ def _load_native(folder: Path) -> ColBERT:
             _, d, part = k.split(".")
             heads.setdefault(int(d), {})[part] = v
     tok = load_tokenizer_file(folder)
-    return _assemble(EncoderConfig(**meta["encoder"]), enc_state, heads, tok,
+    return assemble(EncoderConfig(**meta["encoder"]), enc_state, heads, tok,
                      ColBERTConfig.from_dict(meta["colbert"]), name=meta.get("name", ""))
