@@ -81,7 +81,7 @@ def test_rotary_matches_complex_rotation():
     x = torch.randn(1, 3, 50, 16, dtype=torch.float64)
     from polylate.model.encoder import RotaryEmbedding
 
-    cos, sin = RotaryEmbedding(16, 10000.0)(50, x.device)
+    cos, sin = RotaryEmbedding(16, 10000.0, trained_length=8194)(50, x.device)
     ours = apply_rotary(x, cos.double(), sin.double())
     ref = rotary_complex(x[0].transpose(0, 1)).transpose(0, 1)[None]
     assert torch.allclose(ours, ref, atol=1e-6)
@@ -115,3 +115,21 @@ def test_padding_does_not_change_real_tokens():
         batched = enc(ids, mask.bool())
         alone = enc(ids[:1, :12])
     assert (batched[0, :12] - alone[0]).abs().max() < 1e-5
+
+
+def test_rotary_extension_keeps_short_inputs_and_allows_longer():
+    cfg = EncoderConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=32,
+                        max_positions=16, rope_scaling=1.5)
+    enc = Encoder(cfg).eval()
+    enc.init_weights(std=0.2, generator=torch.Generator().manual_seed(1))
+    assert cfg.max_tokens == 24
+    ids = torch.randint(0, 50, (1, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        short = enc(ids[:, :16])
+        enc(ids[:, :10])  # a shorter call in between must not disturb the cache
+        again = enc(ids[:, :16])
+        longer = enc(ids)  # 24 tokens: scaled base
+        with pytest.raises(ValueError, match="exceeds"):
+            enc(torch.zeros(1, 25, dtype=torch.long))
+    assert torch.equal(short, again)
+    assert longer.shape == (1, 24, 32) and torch.isfinite(longer).all()

@@ -238,9 +238,9 @@ def encoder_config_from_hf(hf: dict, vocab_size: int, rotary: bool) -> EncoderCo
         activation=_ACT[act],
     )
     if rotary:
-        scaling = hf.get("rotary_emb_scaling_factor") or 1.0
+        # inputs past max_position_embeddings (8194) use dynamic NTK scaling up to 1.5× (12288)
         return EncoderConfig(position="rotary", rope_base=float(hf.get("rotary_emb_base", 10000.0)),
-                             rope_scaling=float(scaling), **common)
+                             **common)
     offset = hf.get("pad_token_id", 1) + 1 if model_type in ("xlm-roberta", "roberta") else 0
     return EncoderConfig(position="absolute", position_offset=offset, **common)
 

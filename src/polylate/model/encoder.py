@@ -29,7 +29,7 @@ class EncoderConfig:
     position_offset: int = 0  # absolute only: first position id (XLM-R: pad_id + 1)
     type_vocab_size: int = 1
     rope_base: float = 10000.0
-    rope_scaling: float = 1.0  # >1 stretches rotary to longer inputs (NTK-aware base scaling)
+    rope_scaling: float = 1.5  # rotary: inputs up to this × max_positions (dynamic NTK scaling)
     activation: str = "gelu"  # exact erf GELU; "gelu_tanh" for the tanh approximation
 
     def __post_init__(self) -> None:
@@ -64,25 +64,37 @@ _ACTIVATIONS = {
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables for GPT-NeoX style (half-split) rotary embeddings, grown on demand."""
+    """cos/sin tables for GPT-NeoX style (half-split) rotary embeddings.
 
-    def __init__(self, head_dim: int, base: float, scaling: float = 1.0):
+    Inputs up to the trained length use the trained base exactly. Longer inputs (up to
+    ``max_scaling`` × trained length) get dynamic NTK-aware scaling: the base is raised so
+    the lowest frequencies still span the whole input, without touching short inputs.
+    """
+
+    def __init__(self, head_dim: int, base: float, trained_length: int, max_scaling: float = 1.0):
         super().__init__()
-        if scaling != 1.0:  # NTK-aware: raise the base so low frequencies span more tokens
-            base = base * scaling ** (head_dim / (head_dim - 2))
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.base = head_dim, base
+        self.trained_length, self.max_scaling = trained_length, max_scaling
         self._cache: tuple[int, torch.device, torch.Tensor, torch.Tensor] | None = None
+
+    def _tables(self, size: int, base: float, device: torch.device):
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
+        freqs = torch.outer(torch.arange(size, dtype=torch.float64), 1.0 / base**exponent)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos().to(device, torch.float32), emb.sin().to(device, torch.float32)
 
     def forward(self, length: int, device: torch.device):
         """float32 tables (bf16 angles would drift at long positions)."""
+        if length > self.trained_length:
+            factor = length / self.trained_length
+            if factor > self.max_scaling + 1e-9:
+                raise ValueError(f"{length} tokens exceed the rotary limit of "
+                                 f"{int(self.trained_length * self.max_scaling)}")
+            return self._tables(length, self.base * factor ** (self.head_dim / (self.head_dim - 2)), device)
         c = self._cache
         if c is None or c[0] < length or c[1] != device:
-            size = max(length, 512 if c is None else c[0])
-            pos = torch.arange(size, dtype=torch.float64, device=self.inv_freq.device)
-            freqs = torch.outer(pos, self.inv_freq)
-            emb = torch.cat([freqs, freqs], dim=-1)
-            c = (size, device, emb.cos().to(device, torch.float32), emb.sin().to(device, torch.float32))
+            size = min(self.trained_length, max(length, 512 if c is None else c[0]))
+            c = (size, device, *self._tables(size, self.base, device))
             self._cache = c
         return c[2][:length], c[3][:length]
 
@@ -159,7 +171,7 @@ class Encoder(nn.Module):
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
         self.rotary = (
-            RotaryEmbedding(config.head_dim, config.rope_base, config.rope_scaling)
+            RotaryEmbedding(config.head_dim, config.rope_base, config.max_positions, config.rope_scaling)
             if config.position == "rotary"
             else None
         )
