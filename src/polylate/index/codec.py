@@ -1,0 +1,160 @@
+"""Residual compression of token vectors (ColBERTv2): nearest centroid + quantised residual.
+
+A token vector x is stored as its centroid id c and, per dimension, the bucket of the
+residual x - C[c] among 2^nbits buckets. Bucket edges and values are per dimension
+(quantiles of held-out residuals), a little sharper than ColBERTv2's pooled ones at no
+decoding cost: decoding is one table lookup per packed byte.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+NBITS = (1, 2, 4)
+
+
+def default_num_centroids(num_embeddings: int) -> int:
+    """ColBERTv2's rule: 2^floor(log2(16·√N)), at least 16."""
+    return max(16, 2 ** int(math.floor(math.log2(16 * math.sqrt(max(num_embeddings, 1))))))
+
+
+def train_centroids(sample: np.ndarray, k: int, niter: int = 10, seed: int = 1234,
+                    max_points_per_centroid: int = 256) -> np.ndarray:
+    """faiss k-means on a sample of token vectors → unit-norm centroids [k, dim] float32."""
+    import faiss
+
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if sample.shape[0] < k:
+        raise ValueError(f"{sample.shape[0]} sample vectors cannot train {k} centroids")
+    km = faiss.Kmeans(sample.shape[1], k, niter=niter, seed=seed, spherical=True,
+                      max_points_per_centroid=max_points_per_centroid, verbose=False)
+    km.train(sample)
+    c = km.centroids.astype(np.float32)
+    return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class ResidualCodec:
+    centroids: np.ndarray  # float32 [K, dim], unit norm
+    cutoffs: np.ndarray  # float32 [dim, 2^nbits - 1], bucket edges per dimension
+    weights: np.ndarray  # float32 [dim, 2^nbits], bucket values per dimension
+    nbits: int
+
+    def __post_init__(self) -> None:
+        if self.nbits not in NBITS:
+            raise ValueError(f"nbits must be one of {NBITS}, got {self.nbits}")
+        dim = self.centroids.shape[1]
+        if (dim * self.nbits) % 8:
+            raise ValueError(f"dim {dim} × nbits {self.nbits} is not a whole number of bytes")
+        self._centroids_t = torch.from_numpy(np.ascontiguousarray(self.centroids, np.float32))
+        self._lut = torch.from_numpy(self._decode_table())
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    @property
+    def num_centroids(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.dim * self.nbits // 8
+
+    @property
+    def code_dtype(self):
+        return np.uint16 if self.num_centroids <= 65536 else np.int32
+
+    # -- training --------------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, sample: np.ndarray, nbits: int = 2, num_centroids: int | None = None,
+              heldout_fraction: float = 0.05, niter: int = 10, seed: int = 1234) -> ResidualCodec:
+        """Centroids from most of the sample; bucket statistics from the held-out rest."""
+        if nbits not in NBITS:
+            raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
+        sample = np.asarray(sample, dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        sample = sample[rng.permutation(sample.shape[0])]
+        n_held = max(1, min(int(sample.shape[0] * heldout_fraction), 50_000))
+        held, train = sample[:n_held], sample[n_held:]
+        k = num_centroids or default_num_centroids(sample.shape[0])
+        k = min(k, max(1, train.shape[0]))
+        centroids = train_centroids(train, k, niter=niter, seed=seed)
+        codec = cls(centroids, np.zeros((sample.shape[1], 2**nbits - 1), np.float32),
+                    np.zeros((sample.shape[1], 2**nbits), np.float32), nbits)
+        residual = held - centroids[codec.assign(held)]
+        q_cut = np.arange(1, 2**nbits) / 2**nbits
+        q_mid = (np.arange(2**nbits) + 0.5) / 2**nbits
+        cutoffs = np.quantile(residual, q_cut, axis=0).T.astype(np.float32)
+        weights = np.quantile(residual, q_mid, axis=0).T.astype(np.float32)
+        return cls(centroids, cutoffs, weights, nbits)
+
+    # -- encode / decode -----------------------------------------------------------------
+
+    def assign(self, vectors: np.ndarray, batch: int = 1 << 15) -> np.ndarray:
+        """Nearest centroid (max inner product) for each vector."""
+        v = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
+        out = np.empty(v.shape[0], dtype=np.int64)
+        for s in range(0, v.shape[0], batch):
+            out[s : s + batch] = (v[s : s + batch] @ self._centroids_t.T).argmax(dim=1).numpy()
+        return out
+
+    def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[T, dim] → (codes [T], packed residual buckets uint8 [T, dim·nbits/8])."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {list(vectors.shape)}")
+        codes = self.assign(vectors)
+        residual = vectors - self.centroids[codes]
+        buckets = np.empty(residual.shape, dtype=np.uint8)
+        for d in range(self.dim):  # per-dimension edges; dim is small (≤128)
+            buckets[:, d] = np.searchsorted(self.cutoffs[d], residual[:, d])
+        return codes.astype(self.code_dtype), self._pack(buckets)
+
+    def _pack(self, buckets: np.ndarray) -> np.ndarray:
+        per = 8 // self.nbits
+        b = buckets.reshape(buckets.shape[0], -1, per).astype(np.uint8)
+        shifts = (np.arange(per, dtype=np.uint8) * self.nbits)[::-1]
+        return np.bitwise_or.reduce(b << shifts, axis=2).astype(np.uint8)
+
+    def _decode_table(self) -> np.ndarray:
+        """[bytes_per_token, 256, values_per_byte]: residual values for every byte value."""
+        per = 8 // self.nbits
+        nbytes = self.dim // per
+        byte = np.arange(256, dtype=np.uint16)
+        shifts = (np.arange(per) * self.nbits)[::-1]
+        buckets = (byte[:, None] >> shifts[None, :]) & (2**self.nbits - 1)  # [256, per]
+        dims = np.arange(self.dim).reshape(nbytes, per)  # dims covered by each byte
+        return self.weights[dims[:, None, :], buckets[None, :, :]].astype(np.float32)
+
+    def decompress(self, codes: np.ndarray | torch.Tensor, packed: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """→ unit-norm approximations [T, dim] float32 (a torch tensor for MaxSim)."""
+        codes_t = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        packed_t = torch.as_tensor(np.asarray(packed)).long()
+        nbytes = packed_t.shape[1]
+        residual = self._lut[torch.arange(nbytes)[None, :], packed_t]  # [T, nbytes, per]
+        v = self._centroids_t[codes_t] + residual.reshape(packed_t.shape[0], self.dim)
+        return torch.nn.functional.normalize(v, dim=1)
+
+    def centroid_scores(self, query: torch.Tensor) -> torch.Tensor:
+        """[Lq, dim] → [Lq, K] inner products with every centroid."""
+        return query.float() @ self._centroids_t.T
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, folder: Path) -> list[str]:
+        names = {"centroids.npy": self.centroids, "cutoffs.npy": self.cutoffs, "weights.npy": self.weights}
+        for name, arr in names.items():
+            np.save(folder / name, arr)
+        return list(names)
+
+    @classmethod
+    def load(cls, folder: Path, nbits: int) -> ResidualCodec:
+        return cls(np.load(folder / "centroids.npy"), np.load(folder / "cutoffs.npy"),
+                   np.load(folder / "weights.npy"), nbits)

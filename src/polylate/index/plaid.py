@@ -1,0 +1,416 @@
+"""PLAID-style compressed late-interaction index: build, add, delete, search.
+
+Search (per segment, then merged): query tokens probe their nearest centroids' inverted
+lists for candidates → centroid interaction with pruning (each token stands in for its
+centroid; tokens whose centroid no query token likes are skipped) keeps ``ndocs`` →
+centroid interaction without pruning keeps ``ndocs/4`` → those are decompressed (or
+read exactly, when originals are kept) and scored with exact MaxSim.
+
+Documents carry the caller's string ids. Adding writes new immutable segments; deleting
+writes new tombstones; both become visible in one atomic manifest commit (storage.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from polylate.index.codec import ResidualCodec
+from polylate.index.storage import (
+    FORMAT,
+    FORMAT_VERSION,
+    IndexStoreError,
+    WriterLock,
+    commit_manifest,
+    new_name,
+    read_manifest,
+    read_segment,
+    save_array,
+    sweep,
+    write_segment,
+)
+from polylate.scoring import maxsim_packed
+
+
+class Hit(NamedTuple):
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    ncells: int  # centroids probed per query token
+    centroid_score_threshold: float  # pruning threshold of stage 2
+    ndocs: int  # documents kept after stage 2 (ndocs/4 after stage 3)
+
+    @classmethod
+    def for_k(cls, k: int) -> SearchSettings:
+        """Defaults by k (ColBERTv2/PLAID's choices, probing a little wider)."""
+        if k <= 10:
+            return cls(2, 0.5, 256)
+        if k <= 100:
+            return cls(4, 0.45, 1024)
+        return cls(8, 0.4, max(4 * k, 4096))
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate arange(s, s + n) for each (s, n) without a Python loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return shift + np.arange(total, dtype=np.int64)
+
+
+def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) -> None:
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids but {len(vectors)} documents")
+    if len(set(ids)) != len(ids):
+        seen, dup = set(), []
+        for i in ids:
+            (dup.append(i) if i in seen else seen.add(i))
+        raise ValueError(f"duplicate ids in one call: {dup[:5]}")
+    for i, (doc_id, v) in enumerate(zip(ids, vectors)):
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ValueError(f"document #{i}: id must be a non-empty string, got {doc_id!r}")
+        if v.ndim != 2 or v.shape[1] != dim:
+            raise ValueError(f"document {doc_id!r}: expected vectors of shape [n, {dim}], got {list(v.shape)}")
+        if v.shape[0] == 0:
+            raise ValueError(f"document {doc_id!r} has no token vectors")
+        if not np.isfinite(v).all():
+            raise ValueError(f"document {doc_id!r} has NaN or infinite values")
+
+
+def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
+    """Inverted lists: for each centroid, the local doc numbers having a token there."""
+    owner = np.repeat(np.arange(len(doclens), dtype=np.int64), doclens)
+    pairs = np.unique(codes.astype(np.int64) * len(doclens) + owner)
+    docs = (pairs % len(doclens)).astype(np.int32)
+    counts = np.bincount(pairs // len(doclens), minlength=num_centroids)
+    offsets = np.zeros(num_centroids + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return docs, offsets
+
+
+class PlaidIndex:
+    """Open with ``PlaidIndex.open(path)``; create with ``PlaidIndex.build(...)``."""
+
+    def __init__(self, root: Path, manifest: dict):
+        self.root = Path(root)
+        self._load(manifest)
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _load(self, manifest: dict) -> None:
+        for attempt in range(3):  # a writer may sweep files between our manifest read and open
+            try:
+                self.manifest = manifest
+                self.codec = ResidualCodec.load(self.root / manifest["codec"], manifest["nbits"])
+                self.segments = [read_segment(self.root, s) for s in manifest["segments"]]
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                manifest = read_manifest(self.root)
+        self._locator = {doc_id: (si, li) for si, seg in enumerate(self.segments)
+                         for li, doc_id in enumerate(seg.ids) if not seg.deleted[li]}
+
+    @classmethod
+    def open(cls, root: str | Path) -> PlaidIndex:
+        return cls(Path(root), read_manifest(Path(root)))
+
+    def refresh(self) -> None:
+        """Pick up commits made by another process since this one opened."""
+        manifest = read_manifest(self.root)
+        if manifest["generation"] != self.manifest["generation"]:
+            self._load(manifest)
+
+    # -- facts -----------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self.manifest["dim"]
+
+    def __len__(self) -> int:
+        return len(self._locator)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._locator
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._locator)
+
+    def stats(self) -> dict:
+        tokens = sum(int(s.offsets[-1]) for s in self.segments)
+        disk = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+        return {
+            "documents": len(self),
+            "deleted_pending_compaction": sum(int(s.deleted.sum()) for s in self.segments),
+            "tokens": tokens,
+            "segments": len(self.segments),
+            "dim": self.dim,
+            "nbits": self.codec.nbits,
+            "centroids": self.codec.num_centroids,
+            "keeps_vectors": bool(self.manifest.get("keep_vectors")),
+            "bytes_on_disk": disk,
+            "bytes_per_token": disk / max(tokens, 1),
+            "generation": self.manifest["generation"],
+            "model": self.manifest.get("model"),
+        }
+
+    # -- building ------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        root: str | Path,
+        ids: Sequence[str],
+        vectors: Sequence[np.ndarray],
+        nbits: int = 2,
+        num_centroids: int | None = None,
+        keep_vectors: bool = False,
+        model: dict | None = None,
+        overwrite: bool = False,
+        kmeans_niter: int = 10,
+        sample_tokens: int = 1 << 18,
+        seed: int = 1234,
+    ) -> PlaidIndex:
+        """Train the codec on a sample of the vectors and write the first segment."""
+        root = Path(root)
+        if not vectors:
+            raise ValueError("cannot build an index from zero documents")
+        dim = int(np.asarray(vectors[0]).shape[-1])
+        vectors = [np.asarray(v) for v in vectors]
+        _validate_docs(ids, vectors, dim)
+        if (root / "MANIFEST.json").exists() and not overwrite:
+            raise IndexStoreError(f"an index already exists at {root}; pass overwrite=True to replace it")
+        if root.exists() and not root.is_dir():
+            raise IndexStoreError(f"{root} is a file")
+        root.mkdir(parents=True, exist_ok=True)
+        with WriterLock(root):
+            rng = np.random.default_rng(seed)
+            total = sum(v.shape[0] for v in vectors)
+            if total > sample_tokens:  # sample whole documents, like ColBERTv2
+                order = rng.permutation(len(vectors))
+                lens = np.array([vectors[i].shape[0] for i in order])
+                take = order[: int(np.searchsorted(np.cumsum(lens), sample_tokens)) + 1]
+                sample = np.concatenate([vectors[i] for i in take])
+            else:
+                sample = np.concatenate(vectors)
+            codec = ResidualCodec.train(sample.astype(np.float32), nbits=nbits,
+                                        num_centroids=num_centroids, niter=kmeans_niter, seed=seed)
+            codec_name = new_name("codec")
+            (root / codec_name).mkdir()
+            codec.save(root / codec_name)
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0,
+                "dim": dim, "nbits": nbits, "codec": codec_name, "segments": [],
+                "keep_vectors": keep_vectors, "model": model or {}, "created": time.time(),
+            }
+            index = cls.__new__(cls)
+            index.root, index.manifest, index.codec, index.segments, index._locator = root, manifest, codec, [], {}
+            index._append_segment(list(ids), vectors, manifest)
+            commit_manifest(root, manifest)
+            sweep(root, manifest)
+        return cls.open(root)
+
+    def _append_segment(self, ids: list[str], vectors: list[np.ndarray], manifest: dict) -> None:
+        flat = np.concatenate(vectors).astype(np.float32)
+        doclens = np.array([v.shape[0] for v in vectors], dtype=np.int32)
+        codes, residuals = self.codec.compress(flat)
+        ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
+        name = new_name("seg")
+        write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets,
+                      ids, flat if manifest.get("keep_vectors") else None)
+        manifest["segments"].append({"name": name, "docs": len(ids), "tokens": int(doclens.sum()),
+                                     "deleted": None})
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _begin(self) -> tuple[WriterLock, dict]:
+        lock = WriterLock(self.root)
+        lock.acquire()
+        try:
+            manifest = read_manifest(self.root)
+            if manifest["generation"] != self.manifest["generation"]:
+                self._load(manifest)
+            return lock, {**manifest, "segments": [dict(s) for s in manifest["segments"]]}
+        except BaseException:
+            lock.release()
+            raise
+
+    def _commit(self, manifest: dict) -> None:
+        manifest["generation"] += 1
+        commit_manifest(self.root, manifest)
+        sweep(self.root, manifest)
+        self._load(manifest)
+
+    def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], replace: bool = False,
+            commit_every: int = 10_000, progress=None) -> None:
+        """Append documents; every ``commit_every`` documents are one atomic commit.
+
+        An id already in the index is an error unless ``replace`` (then the old version is
+        deleted in the same commit as the new one is added).
+        """
+        vectors = [np.asarray(v) for v in vectors]
+        ids = list(ids)
+        _validate_docs(ids, vectors, self.dim)
+        lock, manifest = self._begin()
+        try:
+            present = [i for i in ids if i in self._locator]
+            if present and not replace:
+                raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; "
+                                 "delete them first or pass replace=True")
+            for start in range(0, len(ids), commit_every):
+                chunk_ids = ids[start : start + commit_every]
+                self._tombstone([i for i in chunk_ids if i in self._locator], manifest)
+                self._append_segment(chunk_ids, vectors[start : start + commit_every], manifest)
+                self._commit(manifest)
+                manifest = {**self.manifest, "segments": [dict(s) for s in self.manifest["segments"]]}
+                if progress is not None:
+                    progress(len(chunk_ids))
+        finally:
+            lock.release()
+
+    def _tombstone(self, ids: list[str], manifest: dict) -> None:
+        by_segment: dict[int, list[int]] = {}
+        for doc_id in ids:
+            si, li = self._locator[doc_id]
+            by_segment.setdefault(si, []).append(li)
+        for si, locals_ in by_segment.items():
+            seg = self.segments[si]
+            deleted = seg.deleted.copy()
+            deleted[locals_] = True
+            meta = manifest["segments"][si]
+            assert meta["name"] == seg.name
+            name = f"deleted-{manifest['generation'] + 1}.npy"
+            save_array(self.root / "segments" / seg.name / name, deleted)
+            meta["deleted"] = name
+
+    def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
+        """Remove documents by id in one commit; unknown ids are an error unless missing_ok."""
+        ids = list(dict.fromkeys(ids))
+        lock, manifest = self._begin()
+        try:
+            unknown = [i for i in ids if i not in self._locator]
+            if unknown and not missing_ok:
+                raise KeyError(f"{len(unknown)} id(s) not in the index, e.g. {unknown[:5]}")
+            known = [i for i in ids if i in self._locator]
+            if known:
+                self._tombstone(known, manifest)
+                self._commit(manifest)
+            return len(known)
+        finally:
+            lock.release()
+
+    def compact(self) -> None:
+        """Rewrite all segments into one, dropping deleted documents (codes are reused)."""
+        lock, manifest = self._begin()
+        try:
+            parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors")}
+            for seg in self.segments:
+                live = np.flatnonzero(~seg.deleted)
+                tok = _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
+                parts["codes"].append(np.asarray(seg.codes[tok]))
+                parts["residuals"].append(np.asarray(seg.residuals[tok]))
+                parts["doclens"].append(seg.doclens[live])
+                parts["ids"].extend(seg.ids[i] for i in live)
+                if seg.vectors is not None:
+                    parts["vectors"].append(np.asarray(seg.vectors[tok]))
+            if not parts["ids"]:
+                manifest["segments"] = []
+            else:
+                codes = np.concatenate(parts["codes"])
+                doclens = np.concatenate(parts["doclens"])
+                ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
+                name = new_name("seg")
+                write_segment(self.root / "segments" / name, codes, np.concatenate(parts["residuals"]),
+                              doclens, ivf_docs, ivf_offsets, parts["ids"],
+                              np.concatenate(parts["vectors"]) if parts["vectors"] else None)
+                manifest["segments"] = [{"name": name, "docs": len(parts["ids"]),
+                                         "tokens": int(doclens.sum()), "deleted": None}]
+            self._commit(manifest)
+        finally:
+            lock.release()
+
+    # -- searching -------------------------------------------------------------------------
+
+    def _filter_masks(self, filter_ids: Iterable[str] | None) -> list[np.ndarray | None]:
+        if filter_ids is None:
+            return [None] * len(self.segments)
+        masks = [np.zeros(s.num_docs, dtype=bool) for s in self.segments]
+        for doc_id in filter_ids:
+            loc = self._locator.get(doc_id)
+            if loc is not None:
+                masks[loc[0]][loc[1]] = True
+        return masks
+
+    def search(self, query: np.ndarray | torch.Tensor, k: int = 10, filter_ids: Iterable[str] | None = None,
+               settings: SearchSettings | None = None) -> list[Hit]:
+        """Top-k documents for one query's token vectors [Lq, dim], best first."""
+        q = torch.as_tensor(np.asarray(query, dtype=np.float32) if not isinstance(query, torch.Tensor) else query)
+        q = q.float()
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query must have shape [tokens, {self.dim}], got {list(q.shape)}")
+        if k < 1:
+            raise ValueError(f"k must be positive, got {k}")
+        settings = settings or SearchSettings.for_k(k)
+        centroid_scores = self.codec.centroid_scores(q)  # [Lq, K]
+        ncells = min(settings.ncells, self.codec.num_centroids)
+        cells = torch.topk(centroid_scores, ncells, dim=1).indices.flatten().unique().numpy()
+        keep_centroid = (centroid_scores.max(dim=0).values >= settings.centroid_score_threshold).numpy()
+        hits: list[tuple[float, str]] = []
+        for seg, allowed in zip(self.segments, self._filter_masks(filter_ids)):
+            hits.extend(self._search_segment(seg, q, centroid_scores, cells, keep_centroid, allowed, k, settings))
+        hits.sort(key=lambda h: -h[0])
+        return [Hit(doc_id, score) for score, doc_id in hits[:k]]
+
+    def _search_segment(self, seg, q, centroid_scores, cells, keep_centroid, allowed, k, settings):
+        starts, ends = seg.ivf_offsets[cells], seg.ivf_offsets[cells + 1]
+        cand = np.unique(np.asarray(seg.ivf_docs[_ranges(starts, ends - starts)]))
+        cand = cand[~seg.deleted[cand]]
+        if allowed is not None:
+            cand = cand[allowed[cand]]
+            if len(cand) < k:  # a narrow filter: score every allowed document instead
+                cand = np.flatnonzero(allowed & ~seg.deleted)
+        if len(cand) == 0:
+            return []
+        # stage 2: centroid interaction, tokens of unliked centroids pruned
+        cand = self._centroid_interaction(seg, cand, centroid_scores, keep_centroid, settings.ndocs)
+        # stage 3: centroid interaction, no pruning
+        cand = self._centroid_interaction(seg, cand, centroid_scores, None, max(k, settings.ndocs // 4))
+        # stage 4: exact MaxSim on decompressed (or original) vectors
+        lens = seg.doclens[cand].astype(np.int64)
+        tok = _ranges(seg.offsets[cand], lens)
+        if seg.vectors is not None:
+            vecs = torch.from_numpy(np.asarray(seg.vectors[tok], dtype=np.float32))
+        else:
+            vecs = self.codec.decompress(seg.codes[tok], seg.residuals[tok])
+        scores = maxsim_packed(q, vecs, torch.from_numpy(lens))
+        top = torch.topk(scores, min(k, len(cand)))
+        return [(float(s), seg.ids[cand[i]]) for s, i in zip(top.values, top.indices)]
+
+    @staticmethod
+    def _centroid_interaction(seg, cand, centroid_scores, keep_centroid, keep):
+        if len(cand) <= keep:
+            return cand
+        lens = seg.doclens[cand].astype(np.int64)
+        tok = _ranges(seg.offsets[cand], lens)
+        codes = np.asarray(seg.codes[tok]).astype(np.int64)
+        owner = np.repeat(np.arange(len(cand)), lens)
+        if keep_centroid is not None:
+            live = keep_centroid[codes]
+            codes, owner = codes[live], owner[live]
+        sim = centroid_scores[:, torch.from_numpy(codes)].T  # [T, Lq]
+        best = torch.zeros(len(cand), centroid_scores.shape[0])
+        best.scatter_reduce_(0, torch.from_numpy(owner)[:, None].expand_as(sim), sim, reduce="amax",
+                             include_self=False)
+        top = torch.topk(best.sum(dim=1), keep).indices.numpy()
+        return cand[np.sort(top)]

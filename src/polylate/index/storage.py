@@ -1,0 +1,195 @@
+"""On-disk layout of an index and its crash-safe commit.
+
+    <index>/MANIFEST.json          the one source of truth: which files make the index
+    <index>/codec-<n>/             centroids, bucket edges and values
+    <index>/segments/<name>/       codes, residuals, doclens, inverted lists, ids (immutable)
+    <index>/segments/<name>/deleted-<gen>.npy   tombstones of that segment at generation gen
+    <index>/LOCK                   held by the one writer
+
+Every change writes new files only, fsyncs them, then atomically replaces MANIFEST.json
+(write temp, fsync, rename, fsync directory). A crash at any point leaves the previous
+manifest and every file it names intact; files no manifest names are swept on the next
+write. Readers memory-map arrays, so a large index is never read whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "polylate-plaid"
+FORMAT_VERSION = 1
+MANIFEST = "MANIFEST.json"
+
+
+class IndexStoreError(RuntimeError):
+    """Problems with an index on disk (missing, foreign, locked, corrupt)."""
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def commit_manifest(root: Path, manifest: dict) -> None:
+    """Atomically make `manifest` the index's state."""
+    tmp = root / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
+    save_json(tmp, manifest)
+    os.replace(tmp, root / MANIFEST)
+    fsync_path(root)
+
+
+def read_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not path.exists():
+        if root.exists() and not root.is_dir():
+            raise IndexStoreError(f"{root} is a file, not an index folder")
+        raise IndexStoreError(f"no index at {root} ({MANIFEST} missing)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexStoreError(f"{path} is corrupt: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise IndexStoreError(f"{root} is not a polylate PLAID index (format {manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexStoreError(
+            f"{root} has index format version {manifest.get('format_version')!r}; this polylate "
+            f"reads version {FORMAT_VERSION}. Rebuild the index with this version."
+        )
+    return manifest
+
+
+class WriterLock:
+    """Exclusive advisory lock: one writer per index, across processes."""
+
+    def __init__(self, root: Path):
+        self.path = root / "LOCK"
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool = False) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(self.fd)
+            self.fd = None
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise IndexStoreError(f"index {self.path.parent} is being written by another process") from None
+            raise
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def new_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def sweep(root: Path, manifest: dict) -> None:
+    """Delete files and folders that the committed manifest does not name (crash leftovers,
+    superseded tombstones, merged segments). Only a writer holding the lock calls this."""
+    live_segments = {s["name"]: s for s in manifest["segments"]}
+    seg_root = root / "segments"
+    if seg_root.exists():
+        for d in seg_root.iterdir():
+            seg = live_segments.get(d.name)
+            if seg is None:
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            for f in d.glob("deleted-*.npy"):
+                if f.name != seg.get("deleted"):
+                    f.unlink(missing_ok=True)
+    for d in root.glob("codec-*"):
+        if d.name != manifest["codec"]:
+            shutil.rmtree(d, ignore_errors=True)
+    for f in root.glob(f".{MANIFEST}.*.tmp"):
+        f.unlink(missing_ok=True)
+
+
+@dataclass
+class SegmentArrays:
+    """One immutable segment, memory-mapped."""
+
+    name: str
+    codes: np.ndarray  # [T] centroid id per token
+    residuals: np.ndarray  # uint8 [T, bytes_per_token]
+    doclens: np.ndarray  # int32 [n]
+    offsets: np.ndarray  # int64 [n + 1], token start of each doc
+    ivf_docs: np.ndarray  # int32 [P], local doc numbers grouped by centroid
+    ivf_offsets: np.ndarray  # int64 [K + 1]
+    ids: list[str]
+    deleted: np.ndarray  # bool [n]
+    vectors: np.ndarray | None  # float16 [T, dim] originals, when kept for exact re-ranking
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_live(self) -> int:
+        return int(self.num_docs - self.deleted.sum())
+
+
+def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets, ids, vectors=None) -> None:
+    folder.mkdir(parents=True)
+    save_array(folder / "codes.npy", codes)
+    save_array(folder / "residuals.npy", residuals)
+    save_array(folder / "doclens.npy", doclens.astype(np.int32))
+    save_array(folder / "ivf_docs.npy", ivf_docs.astype(np.int32))
+    save_array(folder / "ivf_offsets.npy", ivf_offsets.astype(np.int64))
+    save_json(folder / "ids.json", list(ids))
+    if vectors is not None:
+        save_array(folder / "vectors.npy", vectors.astype(np.float16))
+    fsync_path(folder)
+    fsync_path(folder.parent)
+
+
+def read_segment(root: Path, meta: dict) -> SegmentArrays:
+    folder = root / "segments" / meta["name"]
+
+    def load(name, mmap=True):
+        return np.load(folder / name, mmap_mode="r" if mmap else None)
+
+    doclens = load("doclens.npy", mmap=False)
+    offsets = np.zeros(len(doclens) + 1, dtype=np.int64)
+    np.cumsum(doclens, out=offsets[1:])
+    ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+    deleted = load(meta["deleted"], mmap=False) if meta.get("deleted") else np.zeros(len(ids), bool)
+    vectors = load("vectors.npy") if (folder / "vectors.npy").exists() else None
+    return SegmentArrays(meta["name"], load("codes.npy"), load("residuals.npy"), doclens, offsets,
+                         load("ivf_docs.npy"), load("ivf_offsets.npy", mmap=False), ids, deleted, vectors)

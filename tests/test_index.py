@@ -1,0 +1,259 @@
+"""PLAID index: compression, search quality against exact MaxSim, add/delete/compact,
+persistence, bad input, and crash safety under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from polylate.index.codec import ResidualCodec
+from polylate.index.exact import ExactIndex
+from polylate.index.plaid import PlaidIndex, SearchSettings
+from polylate.index.storage import MANIFEST, IndexStoreError
+from tests.synthetic import Corpus
+
+EXHAUSTIVE = SearchSettings(ncells=10**6, centroid_score_threshold=-2.0, ndocs=10**6)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return Corpus(600, dim=64, seed=1)
+
+
+@pytest.fixture
+def built(tmp_path, corpus):
+    return PlaidIndex.build(tmp_path / "idx", corpus.ids, corpus.docs, nbits=2, num_centroids=128)
+
+
+def _recall(a, b):
+    return len({h.id for h in a} & {h.id for h in b}) / max(len(b), 1)
+
+
+def test_codec_pack_unpack_and_quality(corpus):
+    flat = np.concatenate(corpus.docs).astype(np.float32)
+    cos = {}
+    for nbits in (1, 2, 4):
+        codec = ResidualCodec.train(flat, nbits=nbits, num_centroids=64, niter=5)
+        codes, packed = codec.compress(flat[:500])
+        assert packed.shape == (500, 64 * nbits // 8) and packed.dtype == np.uint8
+        # decode by the definition: centroid + per-dimension bucket value, re-normalised
+        buckets = np.stack([np.searchsorted(codec.cutoffs[d], flat[:500, d] - codec.centroids[codes.astype(int), d])
+                            for d in range(64)], axis=1)
+        manual = codec.centroids[codes.astype(int)] + codec.weights[np.arange(64)[None, :], buckets]
+        manual /= np.linalg.norm(manual, axis=1, keepdims=True)
+        got = codec.decompress(codes, packed).numpy()
+        np.testing.assert_allclose(got, manual, atol=1e-5)
+        cos[nbits] = float((got * flat[:500]).sum(1).mean())
+    assert cos[1] < cos[2] < cos[4] and cos[2] > 0.9
+
+
+def test_search_agrees_with_exact(built, corpus):
+    exact = ExactIndex(64)
+    exact.add(corpus.ids, corpus.docs)
+    recalls, wide = [], []
+    for i in range(0, 600, 15):
+        q = corpus.query_for(i)
+        truth = exact.search(q, k=10)
+        recalls.append(_recall(built.search(q, k=10), truth))
+        wide.append(_recall(built.search(q, k=10, settings=EXHAUSTIVE), truth))
+        assert corpus.ids[i] in {h.id for h in built.search(q, k=10)}
+    assert np.mean(recalls) >= 0.9, np.mean(recalls)
+    assert np.mean(wide) >= np.mean(recalls) - 1e-9
+
+
+def test_kept_vectors_give_exact_scores(tmp_path, corpus):
+    idx = PlaidIndex.build(tmp_path / "kv", corpus.ids, corpus.docs, num_centroids=128, keep_vectors=True)
+    exact = ExactIndex(64)
+    exact.add(corpus.ids, corpus.docs)
+    for i in (3, 77, 400):
+        q = corpus.query_for(i)
+        got, truth = idx.search(q, k=10, settings=EXHAUSTIVE), exact.search(q, k=10)
+        assert [h.id for h in got] == [h.id for h in truth]
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in truth], rtol=1e-4)
+
+
+def test_add_delete_reopen_and_compact(built, corpus, tmp_path):
+    new = Corpus(50, dim=64, seed=7)
+    new_ids = [f"new-{i}" for i in range(50)]
+    built.add(new_ids, new.docs, commit_every=20)  # three commits
+    assert len(built) == 650 and len(built.segments) == 4
+    gone = corpus.ids[:100] + new_ids[:10]
+    assert built.delete(gone) == 110
+    again = PlaidIndex.open(built.root)
+    assert len(again) == 540 and set(again.ids) == set(corpus.ids[100:]) | set(new_ids[10:])
+    for i in (0, 5, 99):
+        assert all(h.id not in gone for h in again.search(corpus.query_for(i), k=50))
+    assert again.search(new.query_for(25), k=1)[0].id == "new-25"
+    queries = {i: corpus.query_for(i) for i in (150, 300)}
+    before = {i: again.search(q, k=5, settings=EXHAUSTIVE) for i, q in queries.items()}
+    again.compact()
+    assert len(again.segments) == 1 and len(again) == 540
+    assert again.stats()["deleted_pending_compaction"] == 0
+    for i, hits in before.items():
+        assert again.search(queries[i], k=5, settings=EXHAUSTIVE) == hits
+    # files of superseded segments and tombstones are swept
+    assert len(list((again.root / "segments").iterdir())) == 1
+
+
+def test_replace_duplicates_and_filters(built, corpus):
+    with pytest.raises(ValueError, match="already in the index"):
+        built.add([corpus.ids[0]], [corpus.docs[0]])
+    other = Corpus(1, dim=64, seed=99).docs[0]
+    built.add([corpus.ids[0]], [other], replace=True)
+    assert len(built) == 600
+    q = Corpus._unit(other.astype(np.float32))
+    assert built.search(q, k=1)[0].id == corpus.ids[0]
+    allowed = corpus.ids[200:210]
+    hits = built.search(corpus.query_for(5), k=5, filter_ids=allowed)
+    assert len(hits) == 5 and {h.id for h in hits} <= set(allowed)
+    assert built.search(corpus.query_for(5), k=5, filter_ids=["nope"]) == []
+
+
+def test_bad_input_loses_nothing(built, corpus, tmp_path):
+    gen = built.manifest["generation"]
+    with pytest.raises(ValueError, match=r"shape \[n, 64\]"):
+        built.add(["x"], [np.zeros((3, 32), np.float32)])
+    with pytest.raises(ValueError, match="no token vectors"):
+        built.add(["x"], [np.zeros((0, 64), np.float32)])
+    with pytest.raises(ValueError, match="NaN"):
+        built.add(["x"], [np.full((2, 64), np.nan, np.float32)])
+    with pytest.raises(ValueError, match="non-empty string"):
+        built.add([""], [corpus.docs[0]])
+    with pytest.raises(ValueError, match="duplicate ids"):
+        built.add(["a", "a"], corpus.docs[:2])
+    with pytest.raises(KeyError, match="not in the index"):
+        built.delete(["missing-id", corpus.ids[1]])
+    with pytest.raises(ValueError, match=r"shape \[tokens, 64\]"):
+        built.search(np.zeros((32, 128), np.float32))
+    with pytest.raises(IndexStoreError, match="already exists"):
+        PlaidIndex.build(built.root, corpus.ids, corpus.docs)
+    reopened = PlaidIndex.open(built.root)
+    assert reopened.manifest["generation"] == gen and len(reopened) == 600
+    with pytest.raises(IndexStoreError, match="no index"):
+        PlaidIndex.open(tmp_path / "nothing")
+    manifest = json.loads((built.root / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(IndexStoreError, match="format version 99"):
+        PlaidIndex.open(foreign)
+
+
+def test_one_writer_at_a_time(built, corpus):
+    from polylate.index.storage import WriterLock
+
+    with WriterLock(built.root):
+        with pytest.raises(IndexStoreError, match="another process"):
+            built.delete([corpus.ids[0]])
+    assert built.delete([corpus.ids[0]]) == 1
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["add", "delete", "compact"]), st.integers(1, 6), st.integers(0, 10**6)),
+                min_size=1, max_size=6))
+def test_operations_match_a_model(tmp_path_factory, corpus, ops):
+    """Any sequence of add/delete/compact keeps exactly the expected ids, each findable."""
+    root = tmp_path_factory.mktemp("prop") / "idx"
+    idx = PlaidIndex.build(root, corpus.ids[:40], corpus.docs[:40], num_centroids=32, keep_vectors=True)
+    model = dict(zip(corpus.ids[:40], corpus.docs[:40]))
+    fresh = iter(range(40, 600))
+    for op, n, seed in ops:
+        if op == "add":
+            ids = [corpus.ids[next(fresh)] for _ in range(n)]
+            docs = [corpus.docs[int(i.split("-")[1])] for i in ids]
+            idx.add(ids, docs, commit_every=4)
+            model.update(zip(ids, docs))
+        elif op == "delete" and model:
+            rng = np.random.default_rng(seed)
+            ids = list(rng.choice(sorted(model), size=min(n, len(model)), replace=False))
+            idx.delete(ids)
+            for i in ids:
+                del model[i]
+        elif op == "compact":
+            idx.compact()
+    reopened = PlaidIndex.open(root)
+    assert set(reopened.ids) == set(model)
+    for doc_id in list(model)[:5]:
+        q = model[doc_id].astype(np.float32)
+        assert reopened.search(q, k=1, settings=EXHAUSTIVE)[0].id == doc_id
+
+
+# -- crash safety ----------------------------------------------------------------------------
+
+CHILD = r"""
+import sys, numpy as np
+from polylate.index.plaid import PlaidIndex
+from tests.synthetic import Corpus
+root, start = sys.argv[1], int(sys.argv[2])
+idx = PlaidIndex.open(root)
+batch = 0
+while True:
+    c = Corpus(30, dim=64, seed=start + batch)
+    ids = [f"b{start + batch}-{j}" for j in range(30)]
+    done = [0]
+    def report(n, ids=ids):
+        print("COMMITTED", " ".join(ids[done[0]:done[0] + n]), flush=True)
+        done[0] += n
+    if batch % 3 == 2:
+        gone = idx.ids[:5]
+        print("DELETING", " ".join(gone), flush=True)
+        idx.delete(gone)
+    idx.add(ids, c.docs, commit_every=10, progress=report)
+    batch += 1
+"""
+
+
+def _kill_rounds(tmp_path, corpus, rounds: int, seed: int):
+    root = tmp_path / "crash"
+    PlaidIndex.build(root, corpus.ids[:50], corpus.docs[:50], num_centroids=32, keep_vectors=True)
+    rng = np.random.default_rng(seed)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'src'}"}
+    committed: set[str] = set(corpus.ids[:50])
+    for r in range(rounds):
+        before = set(PlaidIndex.open(root).ids)
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(1000 * (r + 1))],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        # let it start and commit some, then kill at a random moment
+        first = proc.stdout.readline()
+        time.sleep(float(rng.uniform(0.0, 0.8)))
+        proc.send_signal(signal.SIGKILL)
+        out = first + proc.stdout.read()
+        proc.wait()
+        lines = out.splitlines()
+        reported = {i for line in lines if line.startswith("COMMITTED") for i in line.split()[1:]}
+        maybe_deleted = {i for line in lines if line.startswith("DELETING") for i in line.split()[1:]}
+        idx = PlaidIndex.open(root)
+        live = set(idx.ids)
+        lost = (reported | (committed - maybe_deleted)) - live - maybe_deleted
+        assert not lost, f"round {r}: committed docs lost: {sorted(lost)[:5]}"
+        chunks: dict[str, int] = {}
+        for doc_id in live - before:  # adds are all-or-nothing per 10-doc commit
+            b, j = doc_id.split("-")
+            chunks[f"{b}-{int(j) // 10}"] = chunks.get(f"{b}-{int(j) // 10}", 0) + 1
+        assert all(n == 10 for n in chunks.values()), chunks
+        for doc_id in sorted(live)[:3]:  # arrays are whole: every live doc is scorable
+            assert idx.search(np.ones((4, 64), np.float32) / 8, k=len(idx), filter_ids=[doc_id])
+        committed = live
+    return committed
+
+
+def test_sigkill_during_writes_loses_no_committed_doc(tmp_path, corpus):
+    _kill_rounds(tmp_path, corpus, rounds=3, seed=0)
+
+
+@pytest.mark.slow
+def test_sigkill_many_times(tmp_path, corpus):
+    _kill_rounds(tmp_path, corpus, rounds=25, seed=1)
