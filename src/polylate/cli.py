@@ -1,4 +1,4 @@
-"""Command line: `polylate encode`, `polylate demo` (more verbs arrive with their modules)."""
+"""Command line: `polylate encode`, `polylate index build|add|delete|compact|stats|search`, `polylate demo`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,170 @@ def encode(
                 sink.write(json.dumps({"id": i, "embeddings": np.round(v, 6).tolist()}) + "\n")
     console.print(f"encoded {len(items)} {'queries' if query else 'documents'} → {n_tokens} vectors "
                   f"of dim {dim} in {elapsed:.2f}s" + (f" → {output}" if output else ""))
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Build, update and search a PLAID index on disk.")
+app.add_typer(index_app, name="index")
+
+
+def _open_index(path: Path):
+    from polylate.index.plaid import PlaidIndex
+    from polylate.index.storage import IndexStoreError
+
+    try:
+        return PlaidIndex.open(path)
+    except IndexStoreError as exc:
+        _fail(str(exc))
+
+
+def _index_model(index, override: str | None):
+    from polylate import load_model
+
+    recorded = index.manifest.get("model") or {}
+    name = override or recorded.get("name_or_path") or "default"
+    return load_model(name), recorded.get("dim", index.dim), recorded.get("doc_maxlen")
+
+
+def _encode_docs(model, texts, dim, batch_size, doc_maxlen):
+    try:
+        return model.encode(texts, dim=dim, batch_size=batch_size, show_progress=True,
+                            doc_maxlen=doc_maxlen, dtype=np.float16)
+    except (ValueError, TypeError) as exc:
+        _fail(str(exc))
+
+
+@index_app.command("build")
+def index_build(
+    path: Path = typer.Argument(..., help="index folder to create"),
+    input: Path = typer.Option(..., "--input", "-i", help="documents: .jsonl[.gz] (BEIR corpus: _id, title, text) or .txt"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    dim: int = typer.Option(128, "--dim", "-d", help="128, 96 or 64"),
+    nbits: int = typer.Option(2, help="residual bits per dimension: 1, 2 or 4"),
+    keep_vectors: bool = typer.Option(False, help="also store float16 vectors for exact re-ranking"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    overwrite: bool = typer.Option(False, help="replace an existing index"),
+) -> None:
+    """Encode a collection and build a compressed index."""
+    from polylate import load_model
+    from polylate.index.plaid import PlaidIndex
+    from polylate.index.storage import IndexStoreError
+
+    ids, texts = read_texts(input, [])
+    if not texts:
+        _fail(f"{input} holds no documents")
+    m = load_model(model)
+    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+    start = time.perf_counter()
+    try:
+        with console.status("training centroids and compressing"):
+            idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
+                                   model={"name_or_path": model, "name": m.name, "dim": dim, "doc_maxlen": doc_maxlen},
+                                   overwrite=overwrite)
+    except (IndexStoreError, ValueError) as exc:
+        _fail(str(exc))
+    st = idx.stats()
+    console.print(f"built {path}: {st['documents']} documents, {st['tokens']} tokens, {st['centroids']} centroids, "
+                  f"{st['bytes_per_token']:.1f} bytes/token, in {time.perf_counter() - start:.1f}s")
+
+
+@index_app.command("add")
+def index_add(
+    path: Path = typer.Argument(..., help="existing index folder"),
+    input: Path = typer.Option(..., "--input", "-i", help="documents (.jsonl[.gz] or .txt)"),
+    replace: bool = typer.Option(False, help="replace documents whose id is already indexed"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+) -> None:
+    """Add documents without rebuilding (each 10k documents commit atomically)."""
+    from rich.progress import Progress
+
+    idx = _open_index(path)
+    ids, texts = read_texts(input, [])
+    if not texts:
+        _fail(f"{input} holds no documents")
+    m, dim, doc_maxlen = _index_model(idx, model)
+    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("committing", total=len(ids))
+            idx.add(ids, vectors, replace=replace, texts=texts, progress=lambda n: bar.advance(task, n))
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc))
+    console.print(f"added {len(ids)} documents; {len(idx)} in the index")
+
+
+@index_app.command("delete")
+def index_delete(
+    path: Path = typer.Argument(..., help="existing index folder"),
+    ids: list[str] = typer.Argument(None, help="document ids (else --input, one per line)"),
+    input: Optional[Path] = typer.Option(None, "--input", "-i"),
+    missing_ok: bool = typer.Option(False, help="ignore ids that are not in the index"),
+) -> None:
+    """Delete documents by id (one atomic commit)."""
+    idx = _open_index(path)
+    if not ids:
+        if input is None:
+            _fail("give ids as arguments or --input")
+        ids = [ln.strip() for ln in input.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        n = idx.delete(ids, missing_ok=missing_ok)
+    except KeyError as exc:
+        _fail(exc.args[0])
+    console.print(f"deleted {n} documents; {len(idx)} remain")
+
+
+@index_app.command("compact")
+def index_compact(path: Path = typer.Argument(...)) -> None:
+    """Merge segments and drop deleted documents."""
+    idx = _open_index(path)
+    idx.compact()
+    console.print(f"compacted: {idx.stats()['segments']} segment, {len(idx)} documents")
+
+
+@index_app.command("stats")
+def index_stats(path: Path = typer.Argument(...)) -> None:
+    """Print the index's size and settings as JSON."""
+    print(json.dumps(_open_index(path).stats(), indent=2))
+
+
+@index_app.command("search")
+def index_search(
+    path: Path = typer.Argument(..., help="index folder"),
+    queries: list[str] = typer.Argument(..., help="one or more queries"),
+    k: int = typer.Option(10, "-k", help="results per query"),
+    filter_ids: Optional[Path] = typer.Option(None, "--filter", help="file of allowed document ids, one per line"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of tables"),
+) -> None:
+    """Search the index with text queries."""
+    idx = _open_index(path)
+    m, dim, _ = _index_model(idx, model)
+    allowed = None
+    if filter_ids is not None:
+        if not filter_ids.exists():
+            _fail(f"filter file {filter_ids} does not exist")
+        allowed = [ln.strip() for ln in filter_ids.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    out = Console()
+    for query in queries:
+        start = time.perf_counter()
+        try:
+            hits = idx.search(m.encode(query, is_query=True, dim=dim), k=k, filter_ids=allowed)
+        except ValueError as exc:
+            _fail(str(exc))
+        ms = 1000 * (time.perf_counter() - start)
+        texts = idx.documents(h.id for h in hits)
+        if as_json:
+            print(json.dumps({"query": query, "ms": round(ms, 2), "hits": [
+                {"id": h.id, "score": round(h.score, 4), "text": t} for h, t in zip(hits, texts)]},
+                ensure_ascii=False))
+            continue
+        table = Table(title=f"{query}  ({ms:.0f} ms)", title_justify="left")
+        for col, just in (("rank", "right"), ("score", "right"), ("id", "left"), ("document", "left")):
+            table.add_column(col, justify=just)
+        for rank, (h, t) in enumerate(zip(hits, texts), 1):
+            table.add_row(str(rank), f"{h.score:.2f}", h.id, (t or "")[:100])
+        out.print(table)
 
 
 @app.command()

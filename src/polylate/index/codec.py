@@ -84,7 +84,7 @@ class ResidualCodec:
         n_held = max(1, min(int(sample.shape[0] * heldout_fraction), 50_000))
         held, train = sample[:n_held], sample[n_held:]
         k = num_centroids or default_num_centroids(sample.shape[0])
-        k = min(k, max(1, train.shape[0]))
+        k = min(k, max(1, train.shape[0] // 4))  # tiny collections: keep clusters meaningful
         centroids = train_centroids(train, k, niter=niter, seed=seed)
         codec = cls(centroids, np.zeros((sample.shape[1], 2**nbits - 1), np.float32),
                     np.zeros((sample.shape[1], 2**nbits), np.float32), nbits)

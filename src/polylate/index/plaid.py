@@ -87,6 +87,15 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
+def _check_texts(texts, ids):
+    if texts is None:
+        return None
+    texts = list(texts)
+    if len(texts) != len(ids):
+        raise ValueError(f"{len(texts)} texts for {len(ids)} documents")
+    return texts
+
+
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
     """Inverted lists: for each centroid, the local doc numbers having a token there."""
     owner = np.repeat(np.arange(len(doclens), dtype=np.int64), doclens)
@@ -176,6 +185,7 @@ class PlaidIndex:
         nbits: int = 2,
         num_centroids: int | None = None,
         keep_vectors: bool = False,
+        texts: Sequence[str] | None = None,
         model: dict | None = None,
         overwrite: bool = False,
         kmeans_niter: int = 10,
@@ -216,19 +226,19 @@ class PlaidIndex:
             }
             index = cls.__new__(cls)
             index.root, index.manifest, index.codec, index.segments, index._locator = root, manifest, codec, [], {}
-            index._append_segment(list(ids), vectors, manifest)
+            index._append_segment(list(ids), vectors, manifest, _check_texts(texts, ids))
             commit_manifest(root, manifest)
             sweep(root, manifest)
         return cls.open(root)
 
-    def _append_segment(self, ids: list[str], vectors: list[np.ndarray], manifest: dict) -> None:
+    def _append_segment(self, ids: list[str], vectors: list[np.ndarray], manifest: dict, texts=None) -> None:
         flat = np.concatenate(vectors).astype(np.float32)
         doclens = np.array([v.shape[0] for v in vectors], dtype=np.int32)
         codes, residuals = self.codec.compress(flat)
         ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
         name = new_name("seg")
         write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets,
-                      ids, flat if manifest.get("keep_vectors") else None)
+                      ids, flat if manifest.get("keep_vectors") else None, texts)
         manifest["segments"].append({"name": name, "docs": len(ids), "tokens": int(doclens.sum()),
                                      "deleted": None})
 
@@ -253,7 +263,7 @@ class PlaidIndex:
         self._load(manifest)
 
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], replace: bool = False,
-            commit_every: int = 10_000, progress=None) -> None:
+            commit_every: int = 10_000, progress=None, texts: Sequence[str] | None = None) -> None:
         """Append documents; every ``commit_every`` documents are one atomic commit.
 
         An id already in the index is an error unless ``replace`` (then the old version is
@@ -262,6 +272,7 @@ class PlaidIndex:
         vectors = [np.asarray(v) for v in vectors]
         ids = list(ids)
         _validate_docs(ids, vectors, self.dim)
+        texts = _check_texts(texts, ids)
         lock, manifest = self._begin()
         try:
             present = [i for i in ids if i in self._locator]
@@ -271,7 +282,8 @@ class PlaidIndex:
             for start in range(0, len(ids), commit_every):
                 chunk_ids = ids[start : start + commit_every]
                 self._tombstone([i for i in chunk_ids if i in self._locator], manifest)
-                self._append_segment(chunk_ids, vectors[start : start + commit_every], manifest)
+                self._append_segment(chunk_ids, vectors[start : start + commit_every], manifest,
+                                     None if texts is None else texts[start : start + commit_every])
                 self._commit(manifest)
                 manifest = {**self.manifest, "segments": [dict(s) for s in self.manifest["segments"]]}
                 if progress is not None:
@@ -314,7 +326,7 @@ class PlaidIndex:
         """Rewrite all segments into one, dropping deleted documents (codes are reused)."""
         lock, manifest = self._begin()
         try:
-            parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors")}
+            parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors", "texts")}
             for seg in self.segments:
                 live = np.flatnonzero(~seg.deleted)
                 tok = _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
@@ -322,6 +334,8 @@ class PlaidIndex:
                 parts["residuals"].append(np.asarray(seg.residuals[tok]))
                 parts["doclens"].append(seg.doclens[live])
                 parts["ids"].extend(seg.ids[i] for i in live)
+                seg_texts = seg.texts()
+                parts["texts"].extend(seg_texts[i] if seg_texts else None for i in live)
                 if seg.vectors is not None:
                     parts["vectors"].append(np.asarray(seg.vectors[tok]))
             if not parts["ids"]:
@@ -333,12 +347,22 @@ class PlaidIndex:
                 name = new_name("seg")
                 write_segment(self.root / "segments" / name, codes, np.concatenate(parts["residuals"]),
                               doclens, ivf_docs, ivf_offsets, parts["ids"],
-                              np.concatenate(parts["vectors"]) if parts["vectors"] else None)
+                              np.concatenate(parts["vectors"]) if parts["vectors"] else None,
+                              parts["texts"] if any(t is not None for t in parts["texts"]) else None)
                 manifest["segments"] = [{"name": name, "docs": len(parts["ids"]),
                                          "tokens": int(doclens.sum()), "deleted": None}]
             self._commit(manifest)
         finally:
             lock.release()
+
+    def documents(self, ids: Iterable[str]) -> list[str | None]:
+        """Stored texts of documents (None where no text was stored or the id is unknown)."""
+        out = []
+        for doc_id in ids:
+            loc = self._locator.get(doc_id)
+            texts = self.segments[loc[0]].texts() if loc else None
+            out.append(texts[loc[1]] if texts else None)
+        return out
 
     # -- searching -------------------------------------------------------------------------
 

@@ -155,6 +155,14 @@ class SegmentArrays:
     ids: list[str]
     deleted: np.ndarray  # bool [n]
     vectors: np.ndarray | None  # float16 [T, dim] originals, when kept for exact re-ranking
+    folder: Path
+    _texts: list | None = None
+
+    def texts(self) -> list | None:
+        """Stored document texts (read on first use; None when none were stored)."""
+        if self._texts is None and (self.folder / "texts.json").exists():
+            self._texts = json.loads((self.folder / "texts.json").read_text(encoding="utf-8"))
+        return self._texts
 
     @property
     def num_docs(self) -> int:
@@ -165,7 +173,8 @@ class SegmentArrays:
         return int(self.num_docs - self.deleted.sum())
 
 
-def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets, ids, vectors=None) -> None:
+def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets, ids, vectors=None,
+                  texts=None) -> None:
     folder.mkdir(parents=True)
     save_array(folder / "codes.npy", codes)
     save_array(folder / "residuals.npy", residuals)
@@ -175,6 +184,8 @@ def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets
     save_json(folder / "ids.json", list(ids))
     if vectors is not None:
         save_array(folder / "vectors.npy", vectors.astype(np.float16))
+    if texts is not None:
+        save_json(folder / "texts.json", list(texts))
     fsync_path(folder)
     fsync_path(folder.parent)
 
@@ -192,4 +203,5 @@ def read_segment(root: Path, meta: dict) -> SegmentArrays:
     deleted = load(meta["deleted"], mmap=False) if meta.get("deleted") else np.zeros(len(ids), bool)
     vectors = load("vectors.npy") if (folder / "vectors.npy").exists() else None
     return SegmentArrays(meta["name"], load("codes.npy"), load("residuals.npy"), doclens, offsets,
-                         load("ivf_docs.npy"), load("ivf_offsets.npy", mmap=False), ids, deleted, vectors)
+                         load("ivf_docs.npy"), load("ivf_offsets.npy", mmap=False), ids, deleted, vectors,
+                         folder)
