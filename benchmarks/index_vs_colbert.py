@@ -119,22 +119,29 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--rerun-peer", action="store_true", help="rebuild colbert-ai even if a result is cached")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
     folder = embeddings(args.docs, args.queries)
     docs, queries = unpack(folder)
     n_tokens = sum(len(d) for d in docs)
-    exact = ExactIndex(docs[0].shape[1])
-    exact.add([str(i) for i in range(len(docs))], docs)
-    truth = [[int(h.id) for h in exact.search(q, k=args.k)] for q in queries]
+    truth_file = folder / f"exact-top{args.k}.json"
+    if truth_file.exists():
+        truth = json.loads(truth_file.read_text())
+    else:
+        exact = ExactIndex(docs[0].shape[1])
+        exact.add([str(i) for i in range(len(docs))], docs)
+        truth = [[int(h.id) for h in exact.search(q, k=args.k)] for q in queries]
+        truth_file.write_text(json.dumps(truth))
 
     rows = {}
-    if PEER_PY.exists() and not args.skip_peer:
-        out = folder / "colbert-ai.json"
+    out = folder / "colbert-ai.json"
+    if PEER_PY.exists() and not args.skip_peer and (args.rerun_peer or not out.exists()):
         subprocess.run([str(PEER_PY), str(PEER), "--docs", str(folder / "docs.npz"), "--queries",
                         str(folder / "queries.npz"), "--out", str(out), "--index-dir",
                         str(folder / "colbert-ai-index"), "--nbits", "2", "--k", str(args.k)], check=True)
+    if out.exists() and not args.skip_peer:
         rows["colbert-ai PLAID"] = json.loads(out.read_text())
         rows["colbert-ai PLAID"]["bytes_per_token"] = rows["colbert-ai PLAID"]["index_bytes"] / n_tokens
     rows["polylate PLAID"] = polylate_run(folder, docs, queries, args.k, None, keep_vectors=False)

@@ -47,11 +47,8 @@ def maxsim_packed(query: ArrayLike, doc_tokens: ArrayLike, doclens: ArrayLike) -
         raise ValueError(f"doclens sum to {int(lens.sum())} but {toks.shape[0]} token rows given")
     if q.shape[-1] != toks.shape[-1]:
         raise ValueError(f"query dim {q.shape[-1]} != document dim {toks.shape[-1]}")
-    n = lens.shape[0]
     sim = toks @ q.T  # [T, Lq]
-    owner = torch.repeat_interleave(torch.arange(n), lens)
-    best = torch.full((n, q.shape[0]), float("-inf"), dtype=sim.dtype)
-    best.scatter_reduce_(0, owner[:, None].expand_as(sim), sim, reduce="amax")
+    best = torch.segment_reduce(sim, "max", lengths=lens, axis=0, unsafe=True)  # [n_docs, Lq]
     best = torch.where(torch.isinf(best), torch.zeros_like(best), best)  # empty docs score 0
     return best.sum(dim=1)
 

@@ -23,6 +23,23 @@ def default_num_centroids(num_embeddings: int) -> int:
     return max(16, 2 ** int(math.floor(math.log2(16 * math.sqrt(max(num_embeddings, 1))))))
 
 
+def _graph_index(centroids: np.ndarray):
+    """HNSW over the centroids: nearest-centroid search in O(log K) instead of O(K)."""
+    import faiss
+
+    index = faiss.IndexHNSWFlat(centroids.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = 64
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return index
+
+
+#: From this many centroids on, assignment (in k-means and in compression) walks an HNSW
+#: graph of the centroids instead of scoring all of them; a near-miss only means a slightly
+#: larger residual, which the quantiser absorbs.
+GRAPH_ASSIGN_FROM = 2048
+
+
 def train_centroids(sample: np.ndarray, k: int, niter: int = 10, seed: int = 1234,
                     max_points_per_centroid: int = 256) -> np.ndarray:
     """faiss k-means on a sample of token vectors → unit-norm centroids [k, dim] float32."""
@@ -31,10 +48,16 @@ def train_centroids(sample: np.ndarray, k: int, niter: int = 10, seed: int = 123
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     if sample.shape[0] < k:
         raise ValueError(f"{sample.shape[0]} sample vectors cannot train {k} centroids")
-    km = faiss.Kmeans(sample.shape[1], k, niter=niter, seed=seed, spherical=True,
-                      max_points_per_centroid=max_points_per_centroid, verbose=False)
-    km.train(sample)
-    c = km.centroids.astype(np.float32)
+    clus = faiss.Clustering(sample.shape[1], k)
+    clus.niter, clus.seed, clus.spherical = niter, seed, True
+    clus.max_points_per_centroid, clus.verbose = max_points_per_centroid, False
+    if k >= GRAPH_ASSIGN_FROM:
+        index = faiss.IndexHNSWFlat(sample.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction, index.hnsw.efSearch = 40, 32
+    else:
+        index = faiss.IndexFlatIP(sample.shape[1])
+    clus.train(sample, index)
+    c = faiss.vector_to_array(clus.centroids).reshape(k, sample.shape[1]).astype(np.float32)
     return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
 
@@ -52,7 +75,10 @@ class ResidualCodec:
         if (dim * self.nbits) % 8:
             raise ValueError(f"dim {dim} × nbits {self.nbits} is not a whole number of bytes")
         self._centroids_t = torch.from_numpy(np.ascontiguousarray(self.centroids, np.float32))
-        self._lut = torch.from_numpy(self._decode_table())
+        lut = torch.from_numpy(self._decode_table())  # [bytes, 256, values per byte]
+        self._lut_flat = lut.reshape(-1, lut.shape[-1]).contiguous()
+        self._byte_base = torch.arange(lut.shape[0], dtype=torch.int64) * 256
+        self._graph = None
 
     @property
     def dim(self) -> int:
@@ -99,6 +125,11 @@ class ResidualCodec:
 
     def assign(self, vectors: np.ndarray, batch: int = 1 << 15) -> np.ndarray:
         """Nearest centroid (max inner product) for each vector."""
+        if self.num_centroids >= GRAPH_ASSIGN_FROM:
+            if self._graph is None:
+                self._graph = _graph_index(self.centroids)
+            _, idx = self._graph.search(np.ascontiguousarray(vectors, np.float32), 1)
+            return idx[:, 0].astype(np.int64)
         v = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
         out = np.empty(v.shape[0], dtype=np.int64)
         for s in range(0, v.shape[0], batch):
@@ -135,12 +166,12 @@ class ResidualCodec:
 
     def decompress(self, codes: np.ndarray | torch.Tensor, packed: np.ndarray | torch.Tensor) -> torch.Tensor:
         """→ unit-norm approximations [T, dim] float32 (a torch tensor for MaxSim)."""
-        codes_t = torch.as_tensor(np.asarray(codes, dtype=np.int64))
-        packed_t = torch.as_tensor(np.asarray(packed)).long()
-        nbytes = packed_t.shape[1]
-        residual = self._lut[torch.arange(nbytes)[None, :], packed_t]  # [T, nbytes, per]
-        v = self._centroids_t[codes_t] + residual.reshape(packed_t.shape[0], self.dim)
-        return torch.nn.functional.normalize(v, dim=1)
+        codes_t = torch.from_numpy(np.asarray(codes).astype(np.int64, copy=False))
+        packed_t = torch.from_numpy(np.asarray(packed)).to(torch.int64)
+        rows = (packed_t + self._byte_base).reshape(-1)  # one table row per (token, byte)
+        residual = self._lut_flat.index_select(0, rows).reshape(packed_t.shape[0], self.dim)
+        v = self._centroids_t.index_select(0, codes_t) + residual
+        return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def centroid_scores(self, query: torch.Tensor) -> torch.Tensor:
         """[Lq, dim] → [Lq, K] inner products with every centroid."""

@@ -51,12 +51,13 @@ class SearchSettings:
 
     @classmethod
     def for_k(cls, k: int) -> SearchSettings:
-        """Defaults by k (ColBERTv2/PLAID's choices, probing a little wider)."""
+        """Defaults by k, tuned on 120k multilingual sentences (benchmarks/index_vs_colbert.py):
+        stage 2 is cheap here (inverted lists only), so it keeps more than PLAID's 256."""
         if k <= 10:
-            return cls(2, 0.5, 256)
+            return cls(2, 0.4, 1024)
         if k <= 100:
-            return cls(4, 0.45, 1024)
-        return cls(8, 0.4, max(4 * k, 4096))
+            return cls(4, 0.4, 2048)
+        return cls(8, 0.35, max(8 * k, 4096))
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -397,19 +398,26 @@ class PlaidIndex:
         return [Hit(doc_id, score) for score, doc_id in hits[:k]]
 
     def _search_segment(self, seg, q, centroid_scores, cells, keep_centroid, allowed, k, settings):
-        starts, ends = seg.ivf_offsets[cells], seg.ivf_offsets[cells + 1]
-        cand = np.unique(np.asarray(seg.ivf_docs[_ranges(starts, ends - starts)]))
-        cand = cand[~seg.deleted[cand]]
+        starts, lens = seg.ivf_offsets[cells], seg.ivf_offsets[cells + 1] - seg.ivf_offsets[cells]
+        docs = np.asarray(seg.ivf_docs[_ranges(starts, lens)], dtype=np.int64)
+        entry_cell = np.repeat(cells, lens)
+        live = ~seg.deleted[docs]
         if allowed is not None:
-            cand = cand[allowed[cand]]
-            if len(cand) < k:  # a narrow filter: score every allowed document instead
-                cand = np.flatnonzero(allowed & ~seg.deleted)
-        if len(cand) == 0:
+            live &= allowed[docs]
+        docs, entry_cell = docs[live], entry_cell[live]
+        if allowed is not None and len(np.unique(docs)) < k:
+            # a narrow filter: score every allowed document instead of the probed ones
+            cand = np.flatnonzero(allowed & ~seg.deleted)
+            if len(cand) == 0:
+                return []
+            cand = self._centroid_interaction(seg, cand, centroid_scores, None, max(k, settings.ndocs // 4))
+        elif len(docs) == 0:
             return []
-        # stage 2: centroid interaction, tokens of unliked centroids pruned
-        cand = self._centroid_interaction(seg, cand, centroid_scores, keep_centroid, settings.ndocs)
-        # stage 3: centroid interaction, no pruning
-        cand = self._centroid_interaction(seg, cand, centroid_scores, None, max(k, settings.ndocs // 4))
+        else:
+            # stage 2: interaction through the probed inverted lists only (no token reads)
+            cand = self._ivf_interaction(docs, entry_cell, centroid_scores, keep_centroid, settings.ndocs)
+            # stage 3: centroid interaction over every token of the survivors
+            cand = self._centroid_interaction(seg, cand, centroid_scores, None, max(k, settings.ndocs // 4))
         # stage 4: exact MaxSim on decompressed (or original) vectors
         lens = seg.doclens[cand].astype(np.int64)
         tok = _ranges(seg.offsets[cand], lens)
@@ -422,19 +430,32 @@ class PlaidIndex:
         return [(float(s), seg.ids[cand[i]]) for s, i in zip(top.values, top.indices)]
 
     @staticmethod
+    def _ivf_interaction(docs, entry_cell, centroid_scores, keep_centroid, keep):
+        """Approximate MaxSim from (doc, probed cell) pairs alone: a document scores, for each
+        query token, its best probed centroid; keep the best `keep` documents."""
+        cand, inverse = np.unique(docs, return_inverse=True)
+        if len(cand) <= keep:
+            return cand
+        scores = centroid_scores
+        if keep_centroid is not None:
+            scores = scores * torch.from_numpy(keep_centroid)
+        vals = scores.T[torch.from_numpy(entry_cell)]  # [entries, Lq]
+        best = torch.zeros(len(cand), scores.shape[0])
+        best.scatter_reduce_(0, torch.from_numpy(inverse)[:, None].expand_as(vals), vals, reduce="amax")
+        top = torch.topk(best.sum(dim=1), keep).indices.numpy()
+        return cand[np.sort(top)]
+
+    @staticmethod
     def _centroid_interaction(seg, cand, centroid_scores, keep_centroid, keep):
+        """Approximate MaxSim with each token replaced by its centroid; keep the best `keep`."""
         if len(cand) <= keep:
             return cand
         lens = seg.doclens[cand].astype(np.int64)
-        tok = _ranges(seg.offsets[cand], lens)
-        codes = np.asarray(seg.codes[tok]).astype(np.int64)
-        owner = np.repeat(np.arange(len(cand)), lens)
-        if keep_centroid is not None:
-            live = keep_centroid[codes]
-            codes, owner = codes[live], owner[live]
-        sim = centroid_scores[:, torch.from_numpy(codes)].T  # [T, Lq]
-        best = torch.zeros(len(cand), centroid_scores.shape[0])
-        best.scatter_reduce_(0, torch.from_numpy(owner)[:, None].expand_as(sim), sim, reduce="amax",
-                             include_self=False)
+        codes = torch.from_numpy(np.asarray(seg.codes[_ranges(seg.offsets[cand], lens)]).astype(np.int64))
+        scores = centroid_scores
+        if keep_centroid is not None:  # pruning: centroids no query token likes contribute 0
+            scores = scores * torch.from_numpy(keep_centroid)
+        sim = scores.T[codes]  # [T, Lq]
+        best = torch.segment_reduce(sim, "max", lengths=torch.from_numpy(lens), axis=0, unsafe=True)
         top = torch.topk(best.sum(dim=1), keep).indices.numpy()
         return cand[np.sort(top)]
