@@ -27,13 +27,18 @@ docs_shape = st.tuples(
 )
 
 
+def _draw(shape):
+    """(rng, query [Lq, dim], docs) for one drawn shape."""
+    lq, lens, dim, seed = shape
+    rng = np.random.default_rng(seed)
+    return rng, _unit(rng, lq, dim), [_unit(rng, n, dim) for n in lens]
+
+
 @settings(max_examples=60, deadline=None)
 @given(docs_shape)
 def test_packed_and_padded_equal_definition(shape):
-    lq, lens, dim, seed = shape
-    rng = np.random.default_rng(seed)
-    q = _unit(rng, lq, dim)
-    docs = [_unit(rng, n, dim) for n in lens]
+    _, lens, dim, _ = shape
+    _, q, docs = _draw(shape)
     expected = np.array([_definition(q, d) for d in docs])
     packed, doclens = pack(docs)
     np.testing.assert_allclose(maxsim_packed(q, packed, doclens).numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -49,10 +54,8 @@ def test_packed_and_padded_equal_definition(shape):
 @settings(max_examples=40, deadline=None)
 @given(docs_shape)
 def test_rerank_is_sorted_permutation_invariant_and_bounded(shape):
-    lq, lens, dim, seed = shape
-    rng = np.random.default_rng(seed)
-    q = _unit(rng, lq, dim)
-    docs = [_unit(rng, n, dim) for n in lens]
+    lq, _, dim, _ = shape
+    rng, q, docs = _draw(shape)
     ranked = rerank(q, docs)
     scores = [s for _, s in ranked]
     assert scores == sorted(scores, reverse=True)
