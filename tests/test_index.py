@@ -257,3 +257,12 @@ def test_sigkill_during_writes_loses_no_committed_doc(tmp_path, corpus):
 @pytest.mark.slow
 def test_sigkill_many_times(tmp_path, corpus):
     _kill_rounds(tmp_path, corpus, rounds=25, seed=1)
+
+
+def test_many_small_adds_are_merged(tmp_path, corpus, monkeypatch):
+    monkeypatch.setattr(PlaidIndex, "MAX_SEGMENTS", 3)
+    idx = PlaidIndex.build(tmp_path / "m", corpus.ids[:50], corpus.docs[:50], num_centroids=32)
+    for start in range(50, 110, 10):
+        idx.add(corpus.ids[start : start + 10], corpus.docs[start : start + 10])
+        assert len(idx.segments) <= 3
+    assert set(PlaidIndex.open(idx.root).ids) == set(corpus.ids[:110])

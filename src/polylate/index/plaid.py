@@ -263,12 +263,16 @@ class PlaidIndex:
         sweep(self.root, manifest)
         self._load(manifest)
 
+    #: more segments than this after an add → merge them (search cost grows per segment)
+    MAX_SEGMENTS = 32
+
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], replace: bool = False,
             commit_every: int = 10_000, progress=None, texts: Sequence[str] | None = None) -> None:
         """Append documents; every ``commit_every`` documents are one atomic commit.
 
         An id already in the index is an error unless ``replace`` (then the old version is
-        deleted in the same commit as the new one is added).
+        deleted in the same commit as the new one is added). When adds have left more than
+        ``MAX_SEGMENTS`` segments, they are merged afterwards (also an atomic commit).
         """
         vectors = [np.asarray(v) for v in vectors]
         ids = list(ids)
@@ -291,6 +295,8 @@ class PlaidIndex:
                     progress(len(chunk_ids))
         finally:
             lock.release()
+        if len(self.segments) > self.MAX_SEGMENTS:
+            self.compact()
 
     def _tombstone(self, ids: list[str], manifest: dict) -> None:
         by_segment: dict[int, list[int]] = {}
