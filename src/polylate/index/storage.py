@@ -194,7 +194,9 @@ def read_segment(root: Path, meta: dict) -> SegmentArrays:
     folder = root / "segments" / meta["name"]
 
     def load(name, mmap=True):
-        return np.load(folder / name, mmap_mode="r" if mmap else None)
+        # a plain ndarray view over the mapping: still paged in lazily, without np.memmap's
+        # per-indexing Python overhead on the search path
+        return np.asarray(np.load(folder / name, mmap_mode="r" if mmap else None))
 
     doclens = load("doclens.npy", mmap=False)
     offsets = np.zeros(len(doclens) + 1, dtype=np.int64)
