@@ -17,3 +17,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")
     return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """Tests convert the bundled model into a session temp dir unless POLYLATE_CACHE is set."""
+    if os.environ.get("POLYLATE_CACHE"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POLYLATE_CACHE", str(tmp_path_factory.mktemp("polylate-cache")))
+        yield

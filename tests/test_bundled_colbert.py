@@ -14,10 +14,7 @@ from polylate.sample import SAMPLE_DOCUMENTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("POLYLATE_CACHE", str(tmp_path_factory.mktemp("cache")))
+def model():
     return load_model()
 
 

@@ -15,9 +15,6 @@ from polylate.sample import SAMPLE_DOCUMENTS  # noqa: E402
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("POLYLATE_CACHE", str(tmp_path_factory.mktemp("cache")))
     folder = tmp_path_factory.mktemp("corpus")
     path = folder / "corpus.jsonl"
     with open(path, "w", encoding="utf-8") as f:
