@@ -1,8 +1,7 @@
-"""Command line: `polylate encode`, `polylate index build|add|delete|compact|stats|search`, `polylate demo`."""
+"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate demo`."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 import time
@@ -28,31 +27,26 @@ def _fail(message: str) -> None:
 
 
 def read_texts(path: Path | None, texts: list[str]) -> tuple[list[str], list[str]]:
-    """(ids, texts) from arguments, a .txt (one per line) or .jsonl[.gz] file, or stdin."""
+    """(ids, texts) from arguments, a .txt[.gz] (one per line) or BEIR .jsonl[.gz] file, or stdin."""
     if texts:
         return [str(i) for i in range(len(texts))], texts
     if path is None or str(path) == "-":
         lines = [ln.rstrip("\n") for ln in sys.stdin]
         return [str(i) for i in range(len(lines))], lines
+    from polylate.eval.beir import DatasetError, open_text, read_jsonl
+
     if not path.exists():
         _fail(f"input file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if ".jsonl" in path.suffixes:
-            ids, out = [], []
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    _fail(f"{path}:{n}: not valid JSON ({exc})")
-                text = " ".join(x for x in (row.get("title"), row.get("text")) if x)
-                ids.append(str(row.get("_id", row.get("id", n - 1))))
-                out.append(text)
-            return ids, out
+    if ".jsonl" in path.suffixes:
+        try:
+            rows = list(read_jsonl(path))
+        except DatasetError as exc:
+            _fail(str(exc))
+        texts = [" ".join(x for x in (row.get("title"), row.get("text")) if x) for row in rows]
+        return [str(row["_id"]) for row in rows], texts
+    with open_text(path) as f:
         lines = [ln.rstrip("\n") for ln in f]
-        return [str(i) for i in range(len(lines))], lines
+    return [str(i) for i in range(len(lines))], lines
 
 
 @app.command()
@@ -257,6 +251,36 @@ def index_search(
         for rank, (h, t) in enumerate(zip(hits, texts), 1):
             table.add_row(str(rank), f"{h.score:.2f}", h.id, (t or "")[:100])
         out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    paths: list[Path] = typer.Argument(..., help="BEIR dataset folders or roots holding them (e.g. ../shared/data/xquad_r)"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    dims: str = typer.Option("128,96,64", help="comma-separated output dims"),
+    max_queries: Optional[int] = typer.Option(None, help="subsample queries per dataset"),
+    max_docs: Optional[int] = typer.Option(None, help="subsample documents (judged ones are kept)"),
+    bm25: bool = typer.Option(True, help="also run the BM25 baseline"),
+    use_index: bool = typer.Option(False, "--index/--exact", help="rank with a PLAID index instead of exact MaxSim"),
+    nbits: int = typer.Option(2, help="index residual bits (with --index)"),
+    split: str = typer.Option("test"),
+    plot: Optional[Path] = typer.Option(None, help="write a quality-vs-storage PNG"),
+    output_json: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
+) -> None:
+    """nDCG@10 / Recall@100 per dataset and dimension, with bytes per document, vs BM25."""
+    from polylate.eval.beir import DatasetError
+    from polylate.eval.runner import main_eval
+
+    try:
+        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+    except ValueError:
+        _fail(f"--dims must be comma-separated integers, got {dims!r}")
+    try:
+        main_eval([str(p) for p in paths], dims=dim_list, max_queries=max_queries, max_docs=max_docs,
+                  bm25=bm25, plot=plot, model=None if model == "default" else model, split=split,
+                  use_index=use_index, nbits=nbits, output_json=output_json)
+    except (DatasetError, ValueError) as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -1,0 +1,219 @@
+"""BEIR-layout datasets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+
+Every file may also be gzipped (``corpus.jsonl.gz``, ``qrels/test.tsv.gz``). Qrels carry a
+header line (``query-id  corpus-id  score``), as BEIR writes them; a first line whose score
+column is not an integer is treated as that header.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Dataset", "DatasetError", "discover", "find_file", "load_beir", "subsample"]
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be read; the message names the file and why."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    corpus: dict[str, str]  # doc id → "title text" (just text when the title is empty)
+    queries: dict[str, str]  # query id → text; only queries judged in the split
+    qrels: dict[str, dict[str, int]]  # query id → {doc id: relevance}
+    split: str = "test"
+    path: Path | None = None
+    extra: dict = field(default_factory=dict)  # e.g. subsampling parameters
+
+    def __repr__(self) -> str:
+        pairs = sum(len(v) for v in self.qrels.values())
+        return (f"Dataset({self.name!r}, split={self.split!r}, docs={len(self.corpus)}, "
+                f"queries={len(self.queries)}, qrels={pairs})")
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever exists (plain first)."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _require(folder: Path, name: str, what: str) -> Path:
+    path = find_file(folder, name)
+    if path is None:
+        raise DatasetError(f"{folder}: no {what} file ({name} or {name}.gz)")
+    return path
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{n}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict) or "_id" not in row:
+                raise DatasetError(f"{path}:{n}: expected an object with an '_id' field")
+            yield row
+
+
+def read_corpus(path: Path) -> dict[str, str]:
+    corpus: dict[str, str] = {}
+    for row in read_jsonl(path):
+        title = (row.get("title") or "").strip()
+        text = row.get("text") or ""
+        corpus[str(row["_id"])] = f"{title} {text}" if title else text
+    return corpus
+
+
+def read_queries(path: Path) -> dict[str, str]:
+    return {str(row["_id"]): row.get("text") or "" for row in read_jsonl(path)}
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open_text(path) as f:
+        for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 3:
+                raise DatasetError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {row!r}")
+            qid, did, score = row[0], row[1], row[-1]  # TREC-style 4 columns: qid 0 docid score
+            try:
+                rel = int(float(score))
+            except ValueError:
+                if n == 1:  # header line
+                    continue
+                raise DatasetError(f"{path}:{n}: score {score!r} is not a number") from None
+            qrels.setdefault(qid, {})[did] = rel
+    return qrels
+
+
+# -- datasets -----------------------------------------------------------------------------
+
+
+def _name(folder: Path) -> str:
+    """The folder's name, prefixed with its parent's (``xquad_r/de``, ``tatoeba/jpn-eng``) when
+    the parent groups several datasets (sibling folders that are datasets too)."""
+    siblings = [p for p in folder.parent.iterdir() if p != folder and p.is_dir()] if folder.parent != folder else []
+    if folder.parent.name and any(_is_dataset(p) for p in siblings):
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name
+
+
+def load_beir(folder: str | Path, split: str = "test", name: str | None = None,
+              queries_from: str | Path | None = None) -> Dataset:
+    """Read a BEIR folder. Queries without a judgment in ``split`` are dropped; judged
+    queries/documents missing from the files are an error (a broken dataset, not a choice).
+
+    ``queries_from``: take ``queries.jsonl`` from another folder with the same query ids —
+    cross-lingual pairs of parallel sets, e.g. ``load_beir("xquad_r/en", queries_from="xquad_r/de")``
+    (German questions, English paragraphs; named ``xquad_r/de→en``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder {folder} does not exist")
+    corpus_path = _require(folder, "corpus.jsonl", "corpus")
+    if queries_from is not None:
+        queries_from = Path(queries_from)
+        if not queries_from.is_dir():
+            raise DatasetError(f"queries folder {queries_from} does not exist")
+        queries_path = _require(queries_from, "queries.jsonl", "queries")
+        if name is None:
+            name = f"{_name(queries_from.resolve())}\u2192{folder.resolve().name}"
+    else:
+        queries_path = _require(folder, "queries.jsonl", "queries")
+    qrels_path = find_file(folder / "qrels", f"{split}.tsv")
+    if qrels_path is None:
+        have = sorted(p.name for p in (folder / "qrels").glob("*.tsv*")) if (folder / "qrels").is_dir() else []
+        raise DatasetError(f"{folder}: no qrels for split {split!r} (qrels/{split}.tsv or qrels/{split}.tsv.gz)"
+                           + (f"; found {', '.join(have)}" if have else ""))
+    corpus = read_corpus(corpus_path)
+    all_queries = read_queries(queries_path)
+    qrels = read_qrels(qrels_path)
+    missing_q = [q for q in qrels if q not in all_queries]
+    if missing_q:
+        raise DatasetError(f"{qrels_path}: {len(missing_q)} judged query id(s) not in {queries_path.name}, "
+                           f"e.g. {missing_q[:3]}")
+    missing_d = sorted({d for rels in qrels.values() for d in rels if d not in corpus})
+    if missing_d:
+        raise DatasetError(f"{qrels_path}: {len(missing_d)} judged document id(s) not in {corpus_path.name}, "
+                           f"e.g. {missing_d[:3]}")
+    queries = {q: t for q, t in all_queries.items() if q in qrels}
+    return Dataset(name=name or _name(folder.resolve()), corpus=corpus, queries=queries, qrels=qrels,
+                   split=split, path=folder)
+
+
+def _is_dataset(folder: Path, split: str | None = None) -> bool:
+    if find_file(folder, "corpus.jsonl") is None or find_file(folder, "queries.jsonl") is None:
+        return False
+    qrels = folder / "qrels"
+    if split is not None:
+        return find_file(qrels, f"{split}.tsv") is not None
+    return qrels.is_dir() and (any(qrels.glob("*.tsv")) or any(qrels.glob("*.tsv.gz")))
+
+
+def discover(root: str | Path, split: str | None = None) -> list[Path]:
+    """Dataset folders (corpus + queries + qrels) at or below ``root``, sorted by path.
+    With ``split``, only those that have qrels for that split."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} does not exist")
+    found = []
+    for corpus in root.rglob("corpus.jsonl*"):
+        if corpus.name not in ("corpus.jsonl", "corpus.jsonl.gz"):
+            continue
+        folder = corpus.parent
+        if _is_dataset(folder, split) and folder not in found:
+            found.append(folder)
+    return sorted(found)
+
+
+# -- subsampling ---------------------------------------------------------------------------
+
+
+def subsample(dataset: Dataset, max_queries: int | None = None, max_docs: int | None = None,
+              seed: int = 0) -> Dataset:
+    """A smaller, deterministic copy: ``max_queries`` random queries; every document judged
+    relevant for a kept query, then random other documents up to ``max_docs`` (the relevant
+    ones are always kept, even if they alone exceed it). Distractor documents judged for
+    dropped queries are as likely as any other to be kept."""
+    rng = random.Random(seed)
+    qids = sorted(dataset.queries)
+    if max_queries is not None and max_queries < len(qids):
+        qids = sorted(rng.sample(qids, max_queries))
+    keep_q = set(qids)
+    qrels = {q: dict(dataset.qrels[q]) for q in qids}
+    doc_ids = list(dataset.corpus)
+    if max_docs is not None and max_docs < len(doc_ids):
+        needed = {d for q in qids for d, rel in dataset.qrels[q].items() if d in dataset.corpus}
+        others = sorted(d for d in doc_ids if d not in needed)
+        extra = rng.sample(others, max(0, min(len(others), max_docs - len(needed))))
+        keep_d = needed | set(extra)
+        doc_ids = [d for d in doc_ids if d in keep_d]  # corpus order preserved
+    corpus = {d: dataset.corpus[d] for d in doc_ids}
+    return Dataset(
+        name=dataset.name, corpus=corpus,
+        queries={q: t for q, t in dataset.queries.items() if q in keep_q},
+        qrels=qrels, split=dataset.split, path=dataset.path,
+        extra={**dataset.extra, "subsample": {"max_queries": max_queries, "max_docs": max_docs, "seed": seed}},
+    )

