@@ -1,0 +1,15 @@
+"""Training ColBERT projection heads (and optionally top encoder layers).
+
+``data``: readers for BEIR-style training folders → :class:`Pair` / :class:`Triplet` lists.
+``losses``: differentiable MaxSim, InfoNCE, KL distillation, Matryoshka wrapper.
+``trainer``: :class:`Trainer` (AdamW, warmup/decay, grad accumulation, cached frozen encoder).
+"""
+
+from polylate.train.data import Pair, Triplet, batches, load_pairs, load_triplets, read_beir
+from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
+from polylate.train.trainer import Trainer
+
+__all__ = [
+    "Pair", "Triplet", "batches", "load_pairs", "load_triplets", "read_beir",
+    "infonce", "kl_distillation", "matryoshka", "maxsim_scores", "Trainer",
+]

@@ -1,0 +1,159 @@
+"""Training data readers: BEIR-style folders (corpus / queries / qrels) and mined-negative pairs.
+
+Layout (``shared/data/train/<name>/`` and ``shared/data/scifact/``): ``corpus.jsonl``
+``{"_id","title","text"}``, ``queries.jsonl`` ``{"_id","text"}``, ``qrels/<split>.tsv``
+(header, then ``query-id  corpus-id  score``) and optionally ``pairs.jsonl``
+``{"query_id","query","pos_id","hard_negative_ids"}``. Every file may be gzipped
+(``name.gz``); readers accept either.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Pair:
+    query: str
+    positive: str
+
+
+@dataclass(frozen=True)
+class Triplet:
+    query: str
+    positive: str
+    negatives: list[str]
+    teacher_scores: list[float] | None = None  # for [positive, *negatives], if a teacher gave them
+
+
+def _open(path: Path):
+    """Open ``path`` or ``path.gz`` for text reading (whichever exists)."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.exists():
+        return open(path, encoding="utf-8")
+    gz = path.with_name(path.name + ".gz")
+    if gz.exists():
+        return gzip.open(gz, "rt", encoding="utf-8")
+    raise FileNotFoundError(f"neither {path} nor {gz} exists")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.with_name(path.name + ".gz").exists()
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    with _open(Path(path)) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def doc_text(row: dict) -> str:
+    """A corpus row as one string: ``title text`` (BEIR convention), or just the text."""
+    title = (row.get("title") or "").strip()
+    text = (row.get("text") or "").strip()
+    return f"{title} {text}" if title else text
+
+
+def read_corpus(folder: str | Path) -> dict[str, str]:
+    return {str(r["_id"]): doc_text(r) for r in read_jsonl(Path(folder) / "corpus.jsonl")}
+
+
+def read_queries(folder: str | Path) -> dict[str, str]:
+    return {str(r["_id"]): r["text"] for r in read_jsonl(Path(folder) / "queries.jsonl")}
+
+
+def read_qrels(folder: str | Path, split: str = "train") -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with _open(Path(folder) / "qrels" / f"{split}.tsv") as f:
+        for i, line in enumerate(f):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3 or (i == 0 and not parts[2].lstrip("-").isdigit()):
+                continue  # header or blank
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    return qrels
+
+
+def read_beir(folder: str | Path, split: str = "train"):
+    """→ (corpus {id: text}, queries {id: text}, qrels {qid: {did: score}})."""
+    return read_corpus(folder), read_queries(folder), read_qrels(folder, split)
+
+
+def load_pairs(folder: str | Path, split: str = "train", limit: int | None = None,
+               seed: int = 0) -> list[Pair]:
+    """One :class:`Pair` per relevant (query, document) qrel (score > 0).
+
+    ``limit`` keeps a seeded random subset of that many pairs.
+    """
+    corpus, queries, qrels = read_beir(folder, split)
+    pairs = [Pair(queries[q], corpus[d]) for q in sorted(qrels) if q in queries
+             for d, s in sorted(qrels[q].items()) if s > 0 and d in corpus]
+    return _subsample(pairs, limit, seed)
+
+
+def load_triplets(folder: str | Path, split: str = "train", max_negatives: int = 1,
+                  limit: int | None = None, seed: int = 0,
+                  require_negatives: bool = False) -> list[Triplet]:
+    """Triplets from ``pairs.jsonl(.gz)`` (mined hard negatives), else from the qrels.
+
+    Up to ``max_negatives`` negatives per triplet, chosen with ``seed``; a pair file row may
+    carry ``teacher_scores`` (for ``[pos, *all negatives]``), kept aligned with the choice.
+    """
+    folder = Path(folder)
+    rng = random.Random(seed)
+    corpus = read_corpus(folder)
+    out: list[Triplet] = []
+    if _exists(folder / "pairs.jsonl"):
+        for row in read_jsonl(folder / "pairs.jsonl"):
+            pos = corpus.get(str(row["pos_id"]))
+            if pos is None:
+                continue
+            negs = [str(n) for n in row.get("hard_negative_ids", []) if str(n) in corpus]
+            if require_negatives and not negs:
+                continue
+            idx = sorted(rng.sample(range(len(negs)), min(max_negatives, len(negs))))
+            teacher = row.get("teacher_scores")
+            if teacher is not None:
+                teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
+            out.append(Triplet(row["query"], pos, [corpus[negs[i]] for i in idx], teacher))
+    else:
+        queries, qrels = read_queries(folder), read_qrels(folder, split)
+        if require_negatives:
+            return []
+        out = [Triplet(queries[q], corpus[d], []) for q in sorted(qrels) if q in queries
+               for d, s in sorted(qrels[q].items()) if s > 0 and d in corpus]
+    return _subsample(out, limit, seed)
+
+
+def as_triplet(item: Pair | Triplet) -> Triplet:
+    return item if isinstance(item, Triplet) else Triplet(item.query, item.positive, [])
+
+
+def _subsample(items: list, limit: int | None, seed: int) -> list:
+    if limit is None or limit >= len(items):
+        return items
+    rng = random.Random(seed)
+    keep = sorted(rng.sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def batches(items: Sequence, batch_size: int, seed: int = 0, drop_last: bool = False,
+            shuffle: bool = True) -> Iterator[list]:
+    """Seeded shuffled batches of ``items`` (one pass)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = list(range(len(items)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        if drop_last and len(chunk) < batch_size:
+            return
+        yield [items[i] for i in chunk]

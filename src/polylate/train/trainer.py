@@ -1,0 +1,341 @@
+"""Train a ColBERT model's projection head(s) — and optionally its top encoder layers.
+
+With the encoder frozen (the default) the expensive part, the encoder's token hidden states,
+is computed once per distinct text and cached (:class:`HiddenCache`); every epoch then only
+runs the per-token linear head, so many epochs are cheap even on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from polylate.train.data import Pair, Triplet, as_triplet, batches
+from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
+
+
+class HiddenCache:
+    """Frozen-encoder states per distinct (text, is_query): output-token rows + mean pool.
+
+    ``tokens[key]``: ``[n_out, H]`` hidden states of the positions that become ColBERT vectors
+    (stored in ``dtype``, default float16). ``pooled[key]``: L2-normalised mean of the hidden
+    states over attended positions (e5's sentence embedding, used as a dense teacher).
+    """
+
+    def __init__(self, model, doc_maxlen: int | None = None, batch_size: int = 32,
+                 dtype: torch.dtype = torch.float16, keep_tokens: bool = True):
+        self.model = model
+        self.doc_maxlen = doc_maxlen
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.keep_tokens = keep_tokens
+        self.tokens: dict[tuple[str, bool], torch.Tensor] = {}
+        self.pooled: dict[tuple[str, bool], torch.Tensor] = {}
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    @torch.inference_mode()
+    def add(self, texts: Iterable[str], is_query: bool, show_progress: bool = False) -> None:
+        todo = sorted({t for t in texts if (t, is_query) not in self.pooled})
+        if not todo:
+            return
+        start = time.perf_counter()
+        tok = self.model.tokenizer
+        seqs = tok.sequences(todo, is_query, None if is_query else self.doc_maxlen)
+        order = sorted(range(len(todo)), key=lambda i: -len(seqs[i]))
+        device = self.model.device
+        groups = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for n, idx in enumerate(groups):
+            batch = tok.batch([seqs[i] for i in idx], is_query)
+            ids = torch.from_numpy(batch.input_ids).to(device)
+            attn = torch.from_numpy(batch.attention_mask).to(device)
+            hidden = self.model.encoder(ids, attn).float()
+            a = attn.to(hidden.dtype)[..., None]
+            pooled = F.normalize((hidden * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
+            keep = torch.from_numpy(batch.output_mask)
+            for row, i in enumerate(idx):
+                key = (todo[i], is_query)
+                self.pooled[key] = pooled[row].clone()
+                if self.keep_tokens:
+                    self.tokens[key] = hidden[row][keep[row].to(device)].to(self.dtype).cpu().clone()
+            if show_progress and (n + 1) % 20 == 0:
+                print(f"  cached {(n + 1) * self.batch_size}/{len(todo)} "
+                      f"{'queries' if is_query else 'documents'} "
+                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+        self.seconds += time.perf_counter() - start
+
+    def padded(self, texts: Sequence[str], is_query: bool, device=None):
+        """→ (hidden [n, L, H] float32, mask [n, L] bool) for cached texts."""
+        rows = [self.tokens[(t, is_query)] for t in texts]
+        width = max((r.shape[0] for r in rows), default=0)
+        hidden_size = rows[0].shape[-1] if rows else 1
+        out = torch.zeros(len(rows), width, hidden_size)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            out[i, : r.shape[0]] = r.float()
+            mask[i, : r.shape[0]] = True
+        return out.to(device), mask.to(device)
+
+    def pooled_matrix(self, texts: Sequence[str], is_query: bool) -> torch.Tensor:
+        return torch.stack([self.pooled[(t, is_query)] for t in texts])
+
+
+def project(model, hidden: torch.Tensor, dim: int) -> torch.Tensor:
+    """Hidden states [.., H] → unit ColBERT vectors [.., dim] through the model's head(s)."""
+    weight, bias = model._projection(dim)
+    return F.normalize(F.linear(hidden.to(weight.dtype), weight, bias).float(), p=2, dim=-1)
+
+
+def save_heads(model, path: str | Path, dims: Sequence[int] | None = None) -> Path:
+    """Write just the projection head(s) as ``heads.<dim>.weight`` (+ ``.bias``) float32."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for d in dims or model.head_dims:
+        head = model.heads[str(d)]
+        state[f"heads.{d}.weight"] = head.weight.detach().float().cpu().contiguous()
+        if head.bias is not None:
+            state[f"heads.{d}.bias"] = head.bias.detach().float().cpu().contiguous()
+    save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
+class Trainer:
+    """Contrastive (+ optional distillation) training of a :class:`~polylate.model.colbert.ColBERT`.
+
+    Each batch scores every query against all positives and hard negatives in the batch
+    (in-batch negatives); a document that is a known positive of a query (other than the
+    one being scored) is masked out. The loss is InfoNCE (+ ``distill_weight`` × KL to a
+    teacher) summed over the Matryoshka ``dims``.
+
+    ``train_encoder_layers=0`` freezes the whole encoder: hidden states are cached once.
+    ``n > 0`` also trains the top ``n`` encoder layers (encoder re-run every step).
+
+    Teachers: ``teacher="items"`` uses :attr:`Triplet.teacher_scores` (own documents only);
+    ``teacher="mean_pool"`` uses the cosine of the frozen encoder's mean-pooled states for
+    every (query, document) in the batch — e5's own dense similarity.
+    """
+
+    def __init__(self, model, train_items: Sequence[Pair | Triplet], lr: float = 1e-3,
+                 epochs: int = 1, batch_size: int = 32, warmup_ratio: float = 0.1,
+                 grad_accum: int = 1, dims: Sequence[int] = (128, 96, 64),
+                 train_encoder_layers: int = 0, checkpoint_dir: str | Path | None = None,
+                 seed: int = 0, *, dim_weights: Sequence[float] | None = None,
+                 temperature: float = 1.0, distill_weight: float = 0.0,
+                 teacher: str = "items", teacher_temperature: float | None = None,
+                 doc_maxlen: int | None = None, weight_decay: float = 0.01,
+                 checkpoint_every: int | None = None, cache: HiddenCache | None = None,
+                 encode_batch_size: int = 32, log_every: int = 0, show_progress: bool = False):
+        if not train_items:
+            raise ValueError("no training items")
+        if grad_accum < 1 or batch_size < 1 or epochs < 1:
+            raise ValueError("grad_accum, batch_size and epochs must be positive")
+        if teacher not in ("items", "mean_pool"):
+            raise ValueError(f"teacher must be 'items' or 'mean_pool', got {teacher!r}")
+        n_layers = len(model.encoder.layers)
+        if not 0 <= train_encoder_layers <= n_layers:
+            raise ValueError(f"train_encoder_layers must be in [0, {n_layers}]")
+        self.model = model
+        self.items = [as_triplet(x) for x in train_items]
+        self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
+        self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
+        self.dims = tuple(int(d) for d in dims)
+        for d in self.dims:
+            model._projection(d)  # validate
+        self.dim_weights = tuple(dim_weights) if dim_weights is not None else (1.0,) * len(self.dims)
+        self.train_encoder_layers = train_encoder_layers
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.checkpoint_every = checkpoint_every
+        self.seed = seed
+        self.temperature = temperature
+        self.distill_weight = distill_weight
+        self.teacher = teacher
+        self.teacher_temperature = teacher_temperature
+        self.doc_maxlen = doc_maxlen
+        self.show_progress = show_progress
+        self.log_every = log_every
+        self.history: list[dict] = []
+        self.step = 0
+
+        # which parameters train
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.heads.parameters():
+            p.requires_grad_(True)
+        if train_encoder_layers:
+            for layer in model.encoder.layers[n_layers - train_encoder_layers:]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+        per_epoch = math.ceil(math.ceil(len(self.items) / batch_size) / grad_accum)
+        self.total_steps = per_epoch * epochs
+        warmup = int(round(warmup_ratio * self.total_steps))
+
+        def schedule(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+        self.positives: dict[str, set[str]] = {}
+        for t in self.items:
+            self.positives.setdefault(t.query, set()).add(t.positive)
+
+        self.cache = cache
+        frozen = train_encoder_layers == 0
+        if frozen or teacher == "mean_pool" and distill_weight > 0:
+            if self.cache is None:
+                self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=frozen)
+            self.model.eval()
+            self.cache.add([t.query for t in self.items], True, show_progress)
+            self.cache.add([d for t in self.items for d in (t.positive, *t.negatives)], False,
+                           show_progress)
+
+        # one head serves every dim → Matryoshka truncation of a single projection
+        top = max(self.dims)
+        self._nested = all(d == top or str(d) not in model.heads for d in self.dims)
+        self._loss = matryoshka(self._batch_loss, self.dims, self.dim_weights) if self._nested else None
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _batch_loss(self, Q, Qmask, D, Dmask, labels, mask, teacher, teacher_mask):
+        scores = maxsim_scores(Q, Qmask, D, Dmask)
+        loss = infonce(scores, labels, self.temperature, mask)
+        if teacher is not None and self.distill_weight > 0:
+            loss = loss + self.distill_weight * kl_distillation(
+                scores, teacher, self.temperature, self.teacher_temperature, teacher_mask)
+        return loss
+
+    def _hidden(self, texts: list[str], is_query: bool):
+        if self.train_encoder_layers == 0:
+            return self.cache.padded(texts, is_query, self.model.device)
+        tok = self.model.tokenizer
+        batch = tok.batch(tok.sequences(texts, is_query, None if is_query else self.doc_maxlen), is_query)
+        ids = torch.from_numpy(batch.input_ids).to(self.model.device)
+        attn = torch.from_numpy(batch.attention_mask).to(self.model.device)
+        hidden = self.model.encoder(ids, attn)
+        return hidden, torch.from_numpy(batch.output_mask).to(self.model.device)
+
+    def batch_loss(self, batch: list[Triplet]) -> tuple[torch.Tensor, dict[int, float]]:
+        queries = [t.query for t in batch]
+        docs: list[str] = []
+        where: dict[str, int] = {}
+        for t in batch:
+            for d in (t.positive, *t.negatives):
+                if d not in where:
+                    where[d] = len(docs)
+                    docs.append(d)
+        device = self.model.device
+        label_list = [where[t.positive] for t in batch]
+        labels = torch.tensor(label_list, device=device)
+        mask = torch.zeros(len(batch), len(docs), dtype=torch.bool, device=device)
+        for i, t in enumerate(batch):
+            for d in self.positives.get(t.query, ()):
+                j = where.get(d)
+                if j is not None and j != label_list[i]:
+                    mask[i, j] = True
+        teacher = teacher_mask = None
+        if self.distill_weight > 0:
+            if self.teacher == "mean_pool":
+                teacher = (self.cache.pooled_matrix(queries, True)
+                           @ self.cache.pooled_matrix(docs, False).T).to(device)
+                teacher_mask = mask
+            elif all(t.teacher_scores is not None for t in batch):
+                teacher = torch.zeros(len(batch), len(docs), device=device)
+                teacher_mask = torch.ones_like(mask)
+                for i, t in enumerate(batch):
+                    for d, s in zip((t.positive, *t.negatives), t.teacher_scores):
+                        teacher[i, where[d]] = s
+                        teacher_mask[i, where[d]] = False
+        qh, qm = self._hidden(queries, True)
+        dh, dm = self._hidden(docs, False)
+        if self._nested:
+            top = max(self.dims)
+            total, parts = self._loss(project(self.model, qh, top), qm, project(self.model, dh, top), dm,
+                                      labels, mask, teacher, teacher_mask)
+        else:
+            total, parts = qh.new_zeros(()), {}
+            for d, w in zip(self.dims, self.dim_weights):
+                parts[d] = self._batch_loss(project(self.model, qh, d), qm, project(self.model, dh, d),
+                                            dm, labels, mask, teacher, teacher_mask)
+                total = total + w * parts[d]
+        return total, {d: float(v.detach()) for d, v in parts.items()}
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def train(self) -> list[dict]:
+        torch.manual_seed(self.seed)
+        self.model.train(self.train_encoder_layers > 0)
+        start = time.perf_counter()
+        for epoch in range(self.epochs):
+            epoch_losses = []
+            self.optimizer.zero_grad(set_to_none=True)
+            pending = 0
+            for n, batch in enumerate(batches(self.items, self.batch_size, seed=self.seed + epoch)):
+                loss, parts = self.batch_loss(batch)
+                (loss / self.grad_accum).backward()
+                epoch_losses.append(float(loss.detach()))
+                pending += 1
+                if pending == self.grad_accum:
+                    self._optimizer_step()
+                    pending = 0
+                    rec = {"epoch": epoch, "step": self.step, "loss": float(loss.detach()),
+                           "lr": self.scheduler.get_last_lr()[0], **{f"loss_{d}": v for d, v in parts.items()}}
+                    self.history.append(rec)
+                    if self.log_every and self.step % self.log_every == 0:
+                        print(f"  step {self.step}/{self.total_steps} loss {float(loss.detach()):.4f} "
+                              f"lr {rec['lr']:.2e}", flush=True)
+                    if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                        self.checkpoint(f"step-{self.step}")
+            if pending:
+                self._optimizer_step()
+            mean = sum(epoch_losses) / max(1, len(epoch_losses))
+            self.history.append({"epoch": epoch, "step": self.step, "epoch_loss": mean,
+                                 "seconds": time.perf_counter() - start})
+            if self.show_progress:
+                print(f"  epoch {epoch + 1}/{self.epochs}: mean loss {mean:.4f} "
+                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+            if self.checkpoint_dir is not None:
+                self.checkpoint(f"epoch-{epoch + 1}")
+        self.model.eval()
+        return self.history
+
+    def _optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def checkpoint(self, name: str) -> Path | None:
+        """``model.save(checkpoint_dir / name)`` (the full native layout)."""
+        if self.checkpoint_dir is None:
+            return None
+        return self.model.save(self.checkpoint_dir / name)
+
+    def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
+        """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
+        items = [as_triplet(x) for x in items]
+        if self.train_encoder_layers == 0:
+            self.cache.add([t.query for t in items], True)
+            self.cache.add([d for t in items for d in (t.positive, *t.negatives)], False)
+        with torch.no_grad():
+            losses = [float(self.batch_loss(b)[0])
+                      for b in batches(items, batch_size or self.batch_size, shuffle=False)]
+        return sum(losses) / max(1, len(losses))
+
+
+__all__ = ["Trainer", "HiddenCache", "project", "save_heads"]

@@ -1,0 +1,223 @@
+"""polylate.train: losses, trainer (frozen / partly unfrozen encoder), data readers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from polylate.config import ColBERTConfig
+from polylate.model.colbert import build_colbert
+from polylate.model.encoder import EncoderConfig
+from polylate.scoring import maxsim
+from polylate.text.tokenizer import ColBERTTokenizer
+from polylate.train import (Pair, Triplet, Trainer, batches, infonce, kl_distillation, load_pairs,
+                            load_triplets, matryoshka, maxsim_scores, read_beir)
+from polylate.train.trainer import save_heads
+from tests.layouts import xlmr_tokenizer
+
+
+def tiny_model(seed: int = 0, dim: int = 16):
+    torch.manual_seed(seed)
+    cfg = ColBERTConfig(query_maxlen=8, doc_maxlen=16, dim=dim)
+    tok = ColBERTTokenizer(xlmr_tokenizer(), cfg)
+    enc = EncoderConfig(vocab_size=tok.vocab_size, hidden_size=32, num_layers=2, num_heads=4,
+                        intermediate_size=64, max_positions=64)
+    model = build_colbert(enc, tok, cfg, head_dims=(dim,))
+    model.encoder.init_weights(std=0.2, generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+ITEMS = [
+    Pair("paris", "paris capital france"),
+    Pair("berlin", "berlin capital germany"),
+    Pair("search engine", "search engine query document"),
+    Pair("late interaction", "late interaction retrieval token vector"),
+    Pair("hello", "hello world"),
+    Triplet("what is the capital of france", "paris capital france", ["berlin capital germany"]),
+]
+
+
+# -- losses ---------------------------------------------------------------------------------
+
+def test_maxsim_scores_matches_reference_and_is_differentiable():
+    g = torch.Generator().manual_seed(0)
+    Q = F.normalize(torch.randn(3, 5, 8, generator=g), dim=-1).requires_grad_(True)
+    D = F.normalize(torch.randn(4, 7, 8, generator=g), dim=-1)
+    Dmask = torch.ones(4, 7, dtype=torch.bool)
+    Dmask[1, 3:] = False
+    Dmask[3, 1:] = False
+    Qmask = torch.ones(3, 5, dtype=torch.bool)
+    s = maxsim_scores(Q, Qmask, D, Dmask)
+    assert s.shape == (3, 4)
+    torch.testing.assert_close(s, maxsim(Q.detach(), D, Dmask), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(maxsim_scores(Q, Qmask, D, Dmask, doc_chunk=3), s)
+    s.sum().backward()
+    assert Q.grad is not None and Q.grad.abs().sum() > 0
+    # a masked query token contributes nothing
+    Qmask[0, 4] = False
+    ref = maxsim(Q.detach()[0, :4], D, Dmask)
+    torch.testing.assert_close(maxsim_scores(Q.detach(), Qmask, D, Dmask)[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_infonce_equals_hand_computation():
+    scores = torch.tensor([[3.0, 1.0, 0.5], [0.2, 2.0, 1.5]])
+    t = 0.5
+    hand = 0.0
+    for i, row in enumerate(scores.tolist()):
+        z = [v / t for v in row]
+        hand += -(z[i] - math.log(sum(math.exp(v) for v in z)))
+    hand /= 2
+    assert infonce(scores, temperature=t).item() == pytest.approx(hand, rel=1e-6)
+    assert infonce(scores, torch.tensor([0, 1]), t).item() == pytest.approx(hand, rel=1e-6)
+    # a masked column is left out of the denominator
+    mask = torch.tensor([[False, False, True], [False, False, False]])
+    z0 = [3.0 / t, 1.0 / t]
+    hand_masked = (-(z0[0] - math.log(sum(math.exp(v) for v in z0)))
+                   - (2.0 / t - math.log(sum(math.exp(v / t) for v in [0.2, 2.0, 1.5])))) / 2
+    assert infonce(scores, None, t, mask).item() == pytest.approx(hand_masked, rel=1e-6)
+
+
+def test_kl_distillation_zero_when_distributions_match():
+    s = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]])
+    assert kl_distillation(s, s.clone(), 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    # same distribution on different scales via the teacher temperature
+    assert kl_distillation(s, s * 0.01, 1.0, teacher_temperature=0.01).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_distillation(s, s.flip(-1), 1.0).item() > 0.1
+    # masked columns are ignored
+    mask = torch.tensor([[False, False, True], [False, False, True]])
+    other = s.clone()
+    other[:, 2] = -50.0
+    assert kl_distillation(s, other, 1.0, mask=mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_matryoshka_evaluates_each_dim():
+    seen = []
+
+    def loss_fn(Q, Qmask, D, Dmask, scale):
+        seen.append(Q.shape[-1])
+        assert torch.allclose(Q.norm(dim=-1), torch.ones(Q.shape[:-1]), atol=1e-5)
+        return scale * maxsim_scores(Q, Qmask, D, Dmask).mean()
+
+    g = torch.Generator().manual_seed(1)
+    Q, D = torch.randn(2, 4, 16, generator=g), torch.randn(3, 5, 16, generator=g)
+    total, parts = matryoshka(loss_fn, dims=(16, 8, 4), weights=(1.0, 0.5, 2.0))(Q, None, D, None, 1.0)
+    assert seen == [16, 8, 4] and sorted(parts) == [4, 8, 16]
+    expected = parts[16] + 0.5 * parts[8] + 2.0 * parts[4]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    ref4 = maxsim_scores(F.normalize(Q[..., :4], dim=-1), None, F.normalize(D[..., :4], dim=-1), None).mean()
+    assert parts[4].item() == pytest.approx(ref4.item(), rel=1e-6)
+    with pytest.raises(ValueError):
+        matryoshka(loss_fn, dims=(16, 8), weights=(1.0,))
+
+
+# -- trainer --------------------------------------------------------------------------------
+
+def test_frozen_encoder_gradients_reach_only_the_head():
+    model = tiny_model()
+    trainer = Trainer(model, ITEMS, lr=1e-2, batch_size=4, dims=(16, 8))
+    assert len(trainer.cache) > 0  # hidden states cached once
+    loss, parts = trainer.batch_loss([t for t in trainer.items[:4]])
+    loss.backward()
+    assert set(parts) == {16, 8}
+    assert model.heads["16"].weight.grad is not None
+    assert model.heads["16"].weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer.train()
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_unfrozen_top_layer_gets_gradients():
+    model = tiny_model()
+    trainer = Trainer(model, ITEMS, lr=1e-3, batch_size=4, dims=(16,), train_encoder_layers=1)
+    assert trainer.cache is None
+    loss, _ = trainer.batch_loss(trainer.items[:4])
+    loss.backward()
+    top = list(model.encoder.layers[-1].parameters())
+    assert all(p.grad is not None for p in top) and sum(float(p.grad.abs().sum()) for p in top) > 0
+    assert all(p.grad is None for p in model.encoder.layers[0].parameters())
+    assert model.encoder.embeddings.word.weight.grad is None
+
+
+def test_a_few_steps_decrease_the_loss(tmp_path):
+    model = tiny_model(seed=3)
+    trainer = Trainer(model, ITEMS, lr=2e-2, epochs=25, batch_size=6, warmup_ratio=0.1,
+                      grad_accum=1, dims=(16, 8), checkpoint_dir=tmp_path / "ckpt", seed=0)
+    trainer.checkpoint_dir = None  # checkpointing is tested below; keep this one fast
+    start = trainer.evaluate_loss(ITEMS, batch_size=6)
+    trainer.train()
+    end = trainer.evaluate_loss(ITEMS, batch_size=6)
+    assert end < 0.7 * start, (start, end)
+    assert trainer.step == trainer.total_steps == 25
+    lrs = [h["lr"] for h in trainer.history if "lr" in h]
+    assert lrs[-1] < max(lrs)  # linear decay after warmup
+
+
+def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
+    model = tiny_model(seed=1)
+    items = [Triplet(p.query, p.positive, [], None) if isinstance(p, Pair) else p for p in ITEMS]
+    trainer = Trainer(model, items, lr=1e-2, epochs=1, batch_size=2, grad_accum=2, dims=(16,),
+                      checkpoint_dir=tmp_path, distill_weight=1.0, teacher="mean_pool",
+                      teacher_temperature=0.05)
+    trainer.train()
+    assert trainer.step == 2  # 3 batches, accumulated in twos (the last one alone)
+    assert (tmp_path / "epoch-1" / "polylate.json").exists()
+    head = save_heads(model, tmp_path / "heads.safetensors")
+    state = load_file(str(head))
+    assert list(state) == ["heads.16.weight"] and state["heads.16.weight"].dtype == torch.float32
+
+
+def test_teacher_scores_from_items():
+    model = tiny_model()
+    items = [Triplet("paris", "paris capital france", ["berlin capital germany"], [5.0, 1.0]),
+             Triplet("berlin", "berlin capital germany", ["paris capital france"], [4.0, 0.0])]
+    trainer = Trainer(model, items, lr=1e-2, batch_size=2, dims=(16,), distill_weight=1.0,
+                      teacher="items")
+    loss, _ = trainer.batch_loss(trainer.items)
+    assert torch.isfinite(loss)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def test_batches_are_seeded_and_cover_everything():
+    items = list(range(10))
+    a = list(batches(items, 3, seed=1))
+    assert a == list(batches(items, 3, seed=1)) and a != list(batches(items, 3, seed=2))
+    assert sorted(x for b in a for x in b) == items and [len(b) for b in a] == [3, 3, 3, 1]
+    assert [len(b) for b in batches(items, 3, drop_last=True)] == [3, 3, 3]
+
+
+def test_readers_accept_gzip(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    with gzip.open(tmp_path / "corpus.jsonl.gz", "wt") as f:
+        for i, text in enumerate(["alpha doc", "beta doc", "gamma doc"]):
+            f.write(json.dumps({"_id": f"d{i}", "title": "T" if i == 0 else "", "text": text}) + "\n")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "alpha?"}) + "\n")
+    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq0\td2\t0\n")
+    assert load_pairs(tmp_path) == [Pair("alpha?", "T alpha doc")]
+    with gzip.open(tmp_path / "pairs.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"query_id": "q0", "query": "alpha?", "pos_id": "d0",
+                            "hard_negative_ids": ["d1", "d2"], "teacher_scores": [3, 2, 1]}) + "\n")
+    (t,) = load_triplets(tmp_path, max_negatives=2)
+    assert t.negatives == ["beta doc", "gamma doc"] and t.teacher_scores == [3.0, 2.0, 1.0]
+
+
+def test_readers_on_shared_training_data(shared_data):
+    train = shared_data / "train"
+    ja = load_triplets(train / "jsquad", max_negatives=2, limit=200, seed=0)
+    assert len(ja) == 200 and all(t.query and t.positive for t in ja)
+    assert sum(bool(t.negatives) for t in ja) > 150
+    assert all(len(t.negatives) <= 2 and t.positive not in t.negatives for t in ja)
+    ar = load_triplets(train / "arcd", max_negatives=1, require_negatives=True)
+    assert 0 < len(ar) <= 1395 and all(len(t.negatives) == 1 for t in ar)
+    sci = load_pairs(shared_data / "scifact", "train")
+    corpus, queries, qrels = read_beir(shared_data / "scifact", "train")
+    assert len(sci) == sum(1 for q in qrels for d, s in qrels[q].items() if s > 0 and d in corpus)
+    assert len({p.query for p in sci}) > 800  # 809 query ids, a couple share a text
