@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import shutil
 import statistics
@@ -66,12 +67,13 @@ def texts(n_docs: int, n_queries: int, seed: int = 0) -> tuple[list[str], list[s
 
 def embeddings(n_docs: int, n_queries: int) -> Path:
     """Encode once; cache packed float16 doc vectors and float32 query vectors."""
-    folder = CACHE / f"tatoeba-lareqa-{n_docs}-{n_queries}"
+    model = load_model()
+    tag = hashlib.sha1(model.heads[str(model.max_dim)].weight.detach().numpy().tobytes()).hexdigest()[:8]
+    folder = CACHE / f"tatoeba-lareqa-{n_docs}-{n_queries}-head-{tag}"
     if (folder / "docs.npz").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     docs, queries = texts(n_docs, n_queries)
-    model = load_model()
     start = time.perf_counter()
     dvec = model.encode(docs, batch_size=64, show_progress=True, dtype=np.float16)
     print(f"encoded {len(docs)} documents in {time.perf_counter() - start:.0f}s")

@@ -221,3 +221,19 @@ def test_readers_on_shared_training_data(shared_data):
     corpus, queries, qrels = read_beir(shared_data / "scifact", "train")
     assert len(sci) == sum(1 for q in qrels for d, s in qrels[q].items() if s > 0 and d in corpus)
     assert len({p.query for p in sci}) > 800  # 809 query ids, a couple share a text
+
+
+def test_cli_train_heads_only(tmp_path, shared_data):
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+
+    out = tmp_path / "heads.safetensors"
+    res = CliRunner().invoke(app, ["train", str(shared_data / "scifact"), "-o", str(out), "--limit", "16",
+                                   "--batch-size", "8", "--heads-only", "--doc-maxlen", "64"])
+    assert res.exit_code == 0, res.output
+    heads = load_file(str(out))
+    assert heads["heads.128.weight"].shape == (128, 384)
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "-o", str(out)])
+    assert res.exit_code == 2

@@ -1,4 +1,4 @@
-"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate demo`."""
+"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate train`, `polylate demo`."""
 
 from __future__ import annotations
 
@@ -281,6 +281,54 @@ def eval_(
                   use_index=use_index, nbits=nbits, output_json=output_json)
     except (DatasetError, ValueError) as exc:
         _fail(str(exc))
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Argument(..., help="BEIR folders with a train split (pairs.jsonl hard negatives used when present)"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for the trained model (or a .safetensors file with --heads-only)"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    epochs: int = typer.Option(1),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    lr: float = typer.Option(2e-3),
+    dims: str = typer.Option("128,96,64", help="Matryoshka dims trained together"),
+    encoder_layers: int = typer.Option(0, help="also train the top N encoder layers (0: head only, cached encoder)"),
+    distill: float = typer.Option(1.0, help="weight of KL distillation from the encoder's dense (mean-pooled) scores"),
+    limit: Optional[int] = typer.Option(None, help="at most this many training items per folder"),
+    doc_maxlen: int = typer.Option(180, "--doc-maxlen"),
+    heads_only: bool = typer.Option(False, help="save only the projection head(s)"),
+) -> None:
+    """Fine-tune a ColBERT model: InfoNCE with in-batch and hard negatives, distillation, Matryoshka."""
+    from polylate import load_model
+    from polylate.eval.beir import DatasetError
+    from polylate.train.data import load_triplets
+    from polylate.train.trainer import Trainer, save_heads
+
+    items = []
+    for folder in data:
+        try:
+            items += load_triplets(folder, limit=limit)
+        except (DatasetError, FileNotFoundError, ValueError) as exc:
+            _fail(f"{folder}: {exc}")
+    if not items:
+        _fail("no training items found")
+    m = load_model(model)
+    try:
+        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+        trainer = Trainer(m, items, lr=lr, epochs=epochs, batch_size=batch_size, dims=dim_list,
+                          train_encoder_layers=encoder_layers, distill_weight=distill,
+                          teacher="mean_pool", teacher_temperature=0.02, doc_maxlen=doc_maxlen,
+                          show_progress=True, log_every=50)
+    except ValueError as exc:
+        _fail(str(exc))
+    history = trainer.train()
+    if heads_only:
+        save_heads(m, output)
+    else:
+        m.save(output)
+    losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
+    console.print(f"trained on {len(items)} items for {epochs} epoch(s); mean loss per epoch "
+                  f"{', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
 
 
 @app.command()
