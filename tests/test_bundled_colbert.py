@@ -73,3 +73,9 @@ def test_cli_encode(model, tmp_path):
     assert '"embeddings"' in line
     res = runner.invoke(app, ["encode", "-i", str(tmp_path / "missing.txt")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_cli_demo_indexes_and_answers(model):
+    res = CliRunner().invoke(app, ["demo"])
+    assert res.exit_code == 0, res.output
+    assert "indexed into" in res.output and "Hauptstadt" in res.output and "富士山" in res.output

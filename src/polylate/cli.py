@@ -336,8 +336,11 @@ def demo(
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     dim: int = typer.Option(128, "--dim", "-d"),
 ) -> None:
-    """Rank a small multilingual sample for queries in several languages."""
+    """Index a small multilingual sample and answer queries in several languages."""
+    import tempfile
+
     from polylate import load_model
+    from polylate.index.plaid import PlaidIndex
     from polylate.sample import SAMPLE_DOCUMENTS, SAMPLE_QUERIES
 
     m = load_model(model)
@@ -348,20 +351,21 @@ def demo(
     doc_vectors = m.encode(docs, dim=dim, show_progress=sys.stderr.isatty())
     console.print(f"encoded {len(docs)} documents ({sum(len(v) for v in doc_vectors)} token vectors) "
                   f"in {time.perf_counter() - start:.2f}s")
-    from polylate.scoring import rerank
-
     out = Console()
-    for q in SAMPLE_QUERIES:
-        qv = m.encode(q["text"], is_query=True, dim=dim)
-        table = Table(title=f"[{q['lang']}] {q['text']}", title_justify="left", show_lines=False)
-        table.add_column("rank", justify="right")
-        table.add_column("score", justify="right")
-        table.add_column("lang")
-        table.add_column("document")
-        for rank, (i, s) in enumerate(rerank(qv, doc_vectors, top_n=3), 1):
-            d = SAMPLE_DOCUMENTS[i]
-            table.add_row(str(rank), f"{s:.2f}", d["lang"], d["text"][:90])
-        out.print(table)
+    with tempfile.TemporaryDirectory(prefix="polylate-demo-") as tmp:
+        index = PlaidIndex.build(Path(tmp) / "index", [d["id"] for d in SAMPLE_DOCUMENTS], doc_vectors,
+                                 texts=docs, nbits=2)
+        st = index.stats()
+        console.print(f"indexed into {st['centroids']} centroids, {st['bytes_per_token']:.0f} bytes/token")
+        langs = {d["id"]: d["lang"] for d in SAMPLE_DOCUMENTS}
+        for q in SAMPLE_QUERIES:
+            hits = index.search(m.encode(q["text"], is_query=True, dim=dim), k=3)
+            table = Table(title=f"[{q['lang']}] {q['text']}", title_justify="left")
+            for col, just in (("rank", "right"), ("score", "right"), ("lang", "left"), ("document", "left")):
+                table.add_column(col, justify=just)
+            for rank, (h, text) in enumerate(zip(hits, index.documents(h.id for h in hits)), 1):
+                table.add_row(str(rank), f"{h.score:.2f}", langs[h.id], (text or "")[:90])
+            out.print(table)
 
 
 if __name__ == "__main__":
