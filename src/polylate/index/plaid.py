@@ -396,17 +396,19 @@ class PlaidIndex:
         centroid_scores = self.codec.centroid_scores(q)  # [Lq, K]
         ncells = min(settings.ncells, self.codec.num_centroids)
         cells = torch.topk(centroid_scores, ncells, dim=1).indices.flatten().unique().numpy()
-        keep_centroid = (centroid_scores.max(dim=0).values >= settings.centroid_score_threshold).numpy()
+        # stage-2 table: the probed cells only, pruned (cells no query token likes count 0)
+        cell_scores = centroid_scores[:, torch.from_numpy(cells)]
+        cell_scores = cell_scores * (cell_scores.max(dim=0).values >= settings.centroid_score_threshold)
         hits: list[tuple[float, str]] = []
         for seg, allowed in zip(self.segments, self._filter_masks(filter_ids)):
-            hits.extend(self._search_segment(seg, q, centroid_scores, cells, keep_centroid, allowed, k, settings))
+            hits.extend(self._search_segment(seg, q, centroid_scores, cells, cell_scores, allowed, k, settings))
         hits.sort(key=lambda h: -h[0])
         return [Hit(doc_id, score) for score, doc_id in hits[:k]]
 
-    def _search_segment(self, seg, q, centroid_scores, cells, keep_centroid, allowed, k, settings):
+    def _search_segment(self, seg, q, centroid_scores, cells, cell_scores, allowed, k, settings):
         starts, lens = seg.ivf_offsets[cells], seg.ivf_offsets[cells + 1] - seg.ivf_offsets[cells]
         docs = np.asarray(seg.ivf_docs[_ranges(starts, lens)], dtype=np.int64)
-        entry_cell = np.repeat(cells, lens)
+        entry_cell = np.repeat(np.arange(len(cells)), lens)  # position in `cells`
         live = ~seg.deleted[docs]
         if allowed is not None:
             live &= allowed[docs]
@@ -416,14 +418,14 @@ class PlaidIndex:
             cand = np.flatnonzero(allowed & ~seg.deleted)
             if len(cand) == 0:
                 return []
-            cand = self._centroid_interaction(seg, cand, centroid_scores, None, max(k, settings.ndocs // 4))
+            cand = self._centroid_interaction(seg, cand, centroid_scores, max(k, settings.ndocs // 4))
         elif len(docs) == 0:
             return []
         else:
             # stage 2: interaction through the probed inverted lists only (no token reads)
-            cand = self._ivf_interaction(docs, entry_cell, centroid_scores, keep_centroid, settings.ndocs)
+            cand = self._ivf_interaction(docs, entry_cell, cell_scores, settings.ndocs)
             # stage 3: centroid interaction over every token of the survivors
-            cand = self._centroid_interaction(seg, cand, centroid_scores, None, max(k, settings.ndocs // 4))
+            cand = self._centroid_interaction(seg, cand, centroid_scores, max(k, settings.ndocs // 4))
         # stage 4: exact MaxSim on decompressed (or original) vectors
         lens = seg.doclens[cand].astype(np.int64)
         tok = _ranges(seg.offsets[cand], lens)
@@ -436,32 +438,26 @@ class PlaidIndex:
         return [(float(s), seg.ids[cand[i]]) for s, i in zip(top.values, top.indices)]
 
     @staticmethod
-    def _ivf_interaction(docs, entry_cell, centroid_scores, keep_centroid, keep):
+    def _ivf_interaction(docs, entry_cell, cell_scores, keep):
         """Approximate MaxSim from (doc, probed cell) pairs alone: a document scores, for each
         query token, its best probed centroid; keep the best `keep` documents."""
         cand, inverse = np.unique(docs, return_inverse=True)
         if len(cand) <= keep:
             return cand
-        scores = centroid_scores
-        if keep_centroid is not None:
-            scores = scores * torch.from_numpy(keep_centroid)
-        vals = scores.T[torch.from_numpy(entry_cell)]  # [entries, Lq]
-        best = torch.zeros(len(cand), scores.shape[0])
+        vals = cell_scores.T[torch.from_numpy(entry_cell)]  # [entries, Lq]
+        best = torch.zeros(len(cand), cell_scores.shape[0])
         best.scatter_reduce_(0, torch.from_numpy(inverse)[:, None].expand_as(vals), vals, reduce="amax")
         top = torch.topk(best.sum(dim=1), keep).indices.numpy()
         return cand[np.sort(top)]
 
     @staticmethod
-    def _centroid_interaction(seg, cand, centroid_scores, keep_centroid, keep):
+    def _centroid_interaction(seg, cand, centroid_scores, keep):
         """Approximate MaxSim with each token replaced by its centroid; keep the best `keep`."""
         if len(cand) <= keep:
             return cand
         lens = seg.doclens[cand].astype(np.int64)
         codes = torch.from_numpy(np.asarray(seg.codes[_ranges(seg.offsets[cand], lens)]).astype(np.int64))
-        scores = centroid_scores
-        if keep_centroid is not None:  # pruning: centroids no query token likes contribute 0
-            scores = scores * torch.from_numpy(keep_centroid)
-        sim = scores.T[codes]  # [T, Lq]
+        sim = centroid_scores.T[codes]  # [T, Lq]
         best = torch.segment_reduce(sim, "max", lengths=torch.from_numpy(lens), axis=0, unsafe=True)
         top = torch.topk(best.sum(dim=1), keep).indices.numpy()
         return cand[np.sort(top)]
