@@ -37,19 +37,11 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
 def _source_dims(model, dims: Sequence[int]) -> dict[int, list[int]]:
-    """Which head to encode with for each requested dim: its own head if the model has one,
-    else the smallest larger head (then truncated + re-normalised, exactly what the model does)."""
-    heads = sorted(model.head_dims)
+    """Group the requested dims by the head that produces them (model.source_head), so each
+    head encodes once and the others are truncated + re-normalised, as the model does."""
     plan: dict[int, list[int]] = {}
     for d in dims:
-        if d in heads:
-            src = d
-        else:
-            larger = [h for h in heads if h > d]
-            if d < 1 or not larger:
-                raise ValueError(f"dim must be in [1, {max(heads)}], got {d}")
-            src = larger[0]
-        plan.setdefault(src, []).append(d)
+        plan.setdefault(model.source_head(d), []).append(d)
     return plan
 
 

@@ -88,6 +88,11 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
+def _writable(manifest: dict) -> dict:
+    """A copy of a committed manifest that a writer may edit without touching the original."""
+    return {**manifest, "segments": [dict(s) for s in manifest["segments"]]}
+
+
 def _check_texts(texts, ids):
     if texts is None:
         return None
@@ -252,7 +257,7 @@ class PlaidIndex:
             manifest = read_manifest(self.root)
             if manifest["generation"] != self.manifest["generation"]:
                 self._load(manifest)
-            return lock, {**manifest, "segments": [dict(s) for s in manifest["segments"]]}
+            return lock, _writable(manifest)
         except BaseException:
             lock.release()
             raise
@@ -290,7 +295,7 @@ class PlaidIndex:
                 self._append_segment(chunk_ids, vectors[start : start + commit_every], manifest,
                                      None if texts is None else texts[start : start + commit_every])
                 self._commit(manifest)
-                manifest = {**self.manifest, "segments": [dict(s) for s in self.manifest["segments"]]}
+                manifest = _writable(self.manifest)
                 if progress is not None:
                     progress(len(chunk_ids))
         finally:

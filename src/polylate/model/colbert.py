@@ -77,23 +77,29 @@ class ColBERT(nn.Module):
     def max_doc_tokens(self) -> int:
         return self.encoder.config.max_tokens
 
-    def _projection(self, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def source_head(self, dim: int) -> int:
+        """The head that produces `dim`: its own, else the smallest larger one (truncated)."""
         if str(dim) in self.heads:
-            head = self.heads[str(dim)]
-            return head.weight, head.bias
+            return dim
         larger = [d for d in self.head_dims if d > dim]
         if dim < 1 or not larger:
             raise ValueError(f"dim must be in [1, {self.max_dim}], got {dim}")
-        head = self.heads[str(min(larger))]
+        return min(larger)
+
+    def _projection(self, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        head = self.heads[str(self.source_head(dim))]
         return head.weight[:dim], None if head.bias is None else head.bias[:dim]
+
+    def project(self, hidden: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """Encoder states [.., H] → unit token vectors [.., dim]."""
+        weight, bias = self._projection(dim or self.config.dim)
+        return F.normalize(F.linear(hidden.to(weight.dtype), weight, bias).float(), p=2, dim=-1)
 
     # -- forward ---------------------------------------------------------------------------
 
     def forward(self, input_ids, attention_mask, dim: int | None = None) -> torch.Tensor:
         """[B, L] ids → [B, L, dim] unit vectors (padding rows are meaningless)."""
-        hidden = self.encoder(input_ids, attention_mask)
-        weight, bias = self._projection(dim or self.config.dim)
-        return F.normalize(F.linear(hidden, weight, bias).float(), p=2, dim=-1)
+        return self.project(self.encoder(input_ids, attention_mask), dim)
 
     def _run(self, batch: TokenBatch, dim: int) -> list[torch.Tensor]:
         ids = torch.from_numpy(batch.input_ids).to(self.device)

@@ -90,8 +90,7 @@ class HiddenCache:
 
 def project(model, hidden: torch.Tensor, dim: int) -> torch.Tensor:
     """Hidden states [.., H] → unit ColBERT vectors [.., dim] through the model's head(s)."""
-    weight, bias = model._projection(dim)
-    return F.normalize(F.linear(hidden.to(weight.dtype), weight, bias).float(), p=2, dim=-1)
+    return model.project(hidden, dim)
 
 
 def save_heads(model, path: str | Path, dims: Sequence[int] | None = None) -> Path:
