@@ -75,7 +75,8 @@ class ResidualCodec:
         if (dim * self.nbits) % 8:
             raise ValueError(f"dim {dim} × nbits {self.nbits} is not a whole number of bytes")
         self._centroids_t = torch.from_numpy(np.ascontiguousarray(self.centroids, np.float32))
-        lut = torch.from_numpy(self._decode_table())  # [bytes, 256, values per byte]
+        self.lut = self._decode_table()  # [bytes, 256, values per byte]
+        lut = torch.from_numpy(self.lut)
         self._lut_flat = lut.reshape(-1, lut.shape[-1]).contiguous()
         self._byte_base = torch.arange(lut.shape[0], dtype=torch.int64) * 256
         self._graph = None
@@ -173,9 +174,9 @@ class ResidualCodec:
         v = self._centroids_t.index_select(0, codes_t) + residual
         return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def centroid_scores(self, query: torch.Tensor) -> torch.Tensor:
-        """[Lq, dim] → [Lq, K] inner products with every centroid."""
-        return query.float() @ self._centroids_t.T
+    def centroid_scores_t(self, query: torch.Tensor) -> torch.Tensor:
+        """[Lq, dim] → [K, Lq]: one contiguous row per centroid, the layout search reads."""
+        return self._centroids_t @ query.float().T
 
     # -- persistence ---------------------------------------------------------------------
 

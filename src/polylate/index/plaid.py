@@ -35,7 +35,10 @@ from polylate.index.storage import (
     sweep,
     write_segment,
 )
-from polylate.scoring import maxsim_packed
+from polylate.index import kernels
+
+
+_NO_FILTER = np.zeros(0, dtype=bool)
 
 
 class Hit(NamedTuple):
@@ -392,77 +395,50 @@ class PlaidIndex:
                settings: SearchSettings | None = None) -> list[Hit]:
         """Top-k documents for one query's token vectors [Lq, dim], best first."""
         q = torch.as_tensor(np.asarray(query, dtype=np.float32) if not isinstance(query, torch.Tensor) else query)
-        q = q.float()
+        q = q.detach().float().cpu()
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"query must have shape [tokens, {self.dim}], got {list(q.shape)}")
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         settings = settings or SearchSettings.for_k(k)
-        centroid_scores = self.codec.centroid_scores(q)  # [Lq, K]
+        scores = self.codec.centroid_scores_t(q)  # [K, Lq]
         ncells = min(settings.ncells, self.codec.num_centroids)
-        cells = torch.topk(centroid_scores, ncells, dim=1).indices.flatten().unique().numpy()
+        cells = torch.topk(scores, ncells, dim=0).indices.flatten().unique().numpy()
         # stage-2 table: the probed cells only, pruned (cells no query token likes count 0)
-        cell_scores = centroid_scores[:, torch.from_numpy(cells)]
-        cell_scores = cell_scores * (cell_scores.max(dim=0).values >= settings.centroid_score_threshold)
+        cell_scores = scores[torch.from_numpy(cells)]  # [cells, Lq]
+        cell_scores = cell_scores * (cell_scores.max(dim=1, keepdim=True).values >= settings.centroid_score_threshold)
+        cell_scores = cell_scores.numpy()
+        scores = scores.numpy()
+        q = np.ascontiguousarray(q.numpy())
         hits: list[tuple[float, str]] = []
         for seg, allowed in zip(self.segments, self._filter_masks(filter_ids)):
-            hits.extend(self._search_segment(seg, q, centroid_scores, cells, cell_scores, allowed, k, settings))
+            hits.extend(self._search_segment(seg, q, scores, cells, cell_scores, allowed, k, settings))
         hits.sort(key=lambda h: -h[0])
         return [Hit(doc_id, score) for score, doc_id in hits[:k]]
 
     def _search_segment(self, seg, q, centroid_scores, cells, cell_scores, allowed, k, settings):
-        starts, lens = seg.ivf_offsets[cells], seg.ivf_offsets[cells + 1] - seg.ivf_offsets[cells]
-        docs = np.asarray(seg.ivf_docs[_ranges(starts, lens)], dtype=np.int64)
-        entry_cell = np.repeat(np.arange(len(cells)), lens)  # position in `cells`
-        live = ~seg.deleted[docs]
-        if allowed is not None:
-            live &= allowed[docs]
-        docs, entry_cell = docs[live], entry_cell[live]
-        if allowed is not None and len(np.unique(docs)) < k:
+        use_allowed = allowed is not None
+        docs, approx = kernels.ivf_interaction(seg.ivf_docs, seg.ivf_offsets, cells, cell_scores, seg.deleted,
+                                               allowed if use_allowed else _NO_FILTER, use_allowed)
+        if use_allowed and len(docs) < k:
             # a narrow filter: score every allowed document instead of the probed ones
             cand = np.flatnonzero(allowed & ~seg.deleted)
-            if len(cand) == 0:
-                return []
-            cand = self._centroid_interaction(seg, cand, centroid_scores, max(k, settings.ndocs // 4))
-        elif len(docs) == 0:
-            return []
         else:
             # stage 2: interaction through the probed inverted lists only (no token reads)
-            cand = self._ivf_interaction(docs, entry_cell, cell_scores, settings.ndocs)
-            # stage 3: centroid interaction over every token of the survivors
-            cand = self._centroid_interaction(seg, cand, centroid_scores, max(k, settings.ndocs // 4))
+            cand = docs[kernels.top_indices(approx, settings.ndocs)]
+        if len(cand) == 0:
+            return []
+        keep = max(k, settings.ndocs // 4)
+        if len(cand) > keep:  # stage 3: centroid interaction over every token of the survivors
+            approx = kernels.centroid_interaction(seg.codes, seg.offsets, cand, centroid_scores)
+            cand = cand[kernels.top_indices(approx, keep)]
         # stage 4: exact MaxSim on decompressed (or original) vectors
-        lens = seg.doclens[cand].astype(np.int64)
-        tok = _ranges(seg.offsets[cand], lens)
         if seg.vectors is not None:
-            vecs = torch.from_numpy(np.asarray(seg.vectors[tok], dtype=np.float32))
+            lens = seg.doclens[cand].astype(np.int64)
+            vecs = np.asarray(seg.vectors[_ranges(seg.offsets[cand], lens)], dtype=np.float32)
         else:
-            vecs = self.codec.decompress(seg.codes[tok], seg.residuals[tok])
-        scores = maxsim_packed(q, vecs, torch.from_numpy(lens))
-        top = torch.topk(scores, min(k, len(cand)))
-        return [(float(s), seg.ids[cand[i]]) for s, i in zip(top.values, top.indices)]
-
-    @staticmethod
-    def _ivf_interaction(docs, entry_cell, cell_scores, keep):
-        """Approximate MaxSim from (doc, probed cell) pairs alone: a document scores, for each
-        query token, its best probed centroid; keep the best `keep` documents."""
-        cand, inverse = np.unique(docs, return_inverse=True)
-        if len(cand) <= keep:
-            return cand
-        vals = cell_scores.T[torch.from_numpy(entry_cell)]  # [entries, Lq]
-        best = torch.zeros(len(cand), cell_scores.shape[0])
-        best.scatter_reduce_(0, torch.from_numpy(inverse)[:, None].expand_as(vals), vals, reduce="amax")
-        top = torch.topk(best.sum(dim=1), keep).indices.numpy()
-        return cand[np.sort(top)]
-
-    @staticmethod
-    def _centroid_interaction(seg, cand, centroid_scores, keep):
-        """Approximate MaxSim with each token replaced by its centroid; keep the best `keep`."""
-        if len(cand) <= keep:
-            return cand
-        lens = seg.doclens[cand].astype(np.int64)
-        codes = torch.from_numpy(np.asarray(seg.codes[_ranges(seg.offsets[cand], lens)]).astype(np.int64))
-        sim = centroid_scores.T[codes]  # [T, Lq]
-        best = torch.segment_reduce(sim, "max", lengths=torch.from_numpy(lens), axis=0, unsafe=True)
-        top = torch.topk(best.sum(dim=1), keep).indices.numpy()
-        return cand[np.sort(top)]
+            vecs, lens = kernels.decompress_docs(seg.codes, seg.residuals, seg.offsets, cand,
+                                                 self.codec.centroids, self.codec.lut)
+        scores = kernels.segment_maxsim(vecs @ q.T, lens)
+        top = kernels.top_indices(scores, k)
+        return [(float(scores[i]), seg.ids[cand[i]]) for i in top]
