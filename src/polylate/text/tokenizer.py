@@ -41,6 +41,17 @@ class TokenBatch:
         return self.input_ids.shape[0]
 
 
+@dataclass(frozen=True)
+class TokenSpan:
+    """Where one token vector comes from: its vocabulary piece and the characters of the
+    text it covers (``start``/``end`` are None for special, marker and mask tokens)."""
+
+    id: int
+    piece: str
+    start: int | None
+    end: int | None
+
+
 class ColBERTTokenizer:
     def __init__(self, tokenizer: tokenizers.Tokenizer, config: ColBERTConfig):
         self.tokenizer = tokenizer
@@ -149,6 +160,40 @@ class ColBERTTokenizer:
             attention = real
             output = real & ~self._skip_table[ids]
         return TokenBatch(ids, attention, output)
+
+    def token_spans(self, text: str, is_query: bool, doc_maxlen: int | None = None) -> list[TokenSpan]:
+        """One span per row that ``ColBERT.encode(text, ...)`` returns, in the same order, so a
+        vector can be traced back to the words it stands for (e.g. to explain a MaxSim match).
+        Spans leave out surrounding whitespace; a bare word-start marker has no span."""
+        if not isinstance(text, str):
+            raise TypeError(f"text is {type(text).__name__}, expected str")
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        if is_query:
+            seq = self.query_ids(enc.ids)
+            markers = self.query_marker_ids
+        else:
+            seq = self.doc_ids(enc.ids, doc_maxlen)
+            markers = self.doc_marker_ids
+        first = 1 + len(markers)  # sequence position of the first content piece
+        limit = self.max_query_content if is_query else self.max_doc_content(doc_maxlen)
+        n_content = min(len(enc.ids), limit)
+        out = []
+        for pos, tid in enumerate(seq):
+            if not is_query and self._skip_table[tid]:
+                continue  # batch() drops these from document vectors
+            piece = self.tokenizer.id_to_token(tid) or ""
+            start = end = None
+            k = pos - first
+            if 0 <= k < n_content and piece.strip("".join(_SPACE_MARKERS)):
+                start, end = enc.offsets[k]
+                while start < end and text[start].isspace():
+                    start += 1
+                while end > start and text[end - 1].isspace():
+                    end -= 1
+                if start == end:
+                    start = end = None
+            out.append(TokenSpan(tid, piece, start, end))
+        return out
 
     def __call__(self, texts: list[str], is_query: bool) -> TokenBatch:
         return self.batch(self.sequences(texts, is_query), is_query)
