@@ -1,4 +1,4 @@
-"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate train`, `polylate demo`."""
+"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate train`, `polylate serve`, `polylate demo`."""
 
 from __future__ import annotations
 
@@ -329,6 +329,49 @@ def train(
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
     console.print(f"trained on {len(items)} items for {epochs} epoch(s); mean loss per epoch "
                   f"{', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0: all interfaces; set API keys then)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    index_root: Path = typer.Option(Path("indexes"), "--index-root", help="folder holding the named indexes"),
+    api_key: list[str] = typer.Option(None, "--api-key", help="accepted Bearer key (repeatable); "
+                                      "default: $POLYLATE_API_KEYS (comma-separated)"),
+    protect_reads: bool = typer.Option(False, help="require a key for searching and encoding too, not only writes"),
+    max_batch: int = typer.Option(128, help="texts or documents per request"),
+    max_text_chars: int = typer.Option(16_384, help="characters per text"),
+    max_request_bytes: int = typer.Option(4 << 20, help="request body size"),
+    model_alias: list[str] = typer.Option(None, "--model-alias", help="extra name accepted in a request's "
+                                          "'model' field, e.g. jina-colbert-v2 (repeatable)"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+) -> None:
+    """Serve the HTTP API (Jina-compatible /v1/multi-vector and /v1/rerank, indexes) and the search page."""
+    try:
+        from polylate.server.app import serve as run_server
+        from polylate.server.settings import ServerSettings
+    except ImportError as exc:
+        _fail(f"the server needs its extra dependencies ({exc.name} is missing): pip install 'polylate[server]'")
+    try:
+        settings = ServerSettings.from_env(
+            model=model, index_root=index_root, api_keys=tuple(api_key or ()), protect_reads=protect_reads,
+            max_batch=max_batch, max_text_chars=max_text_chars, max_request_bytes=max_request_bytes,
+            model_aliases=tuple(model_alias or ()), device=device)
+    except ValueError as exc:
+        _fail(str(exc))
+    if protect_reads and not settings.api_keys:
+        _fail("--protect-reads needs API keys (--api-key or $POLYLATE_API_KEYS)")
+    if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without API keys: anyone who can reach it "
+                      "can write to the indexes")
+    console.print(f"loading {model} …; indexes in {index_root.resolve()}; "
+                  f"auth: {'on' if settings.api_keys else 'off'}{' (reads too)' if protect_reads else ''}")
+    try:
+        run_server(settings, host=host, port=port, log_level=log_level)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -1,0 +1,233 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Handlers stay on the event loop only to validate; encoding, searching and writing run in
+worker threads (``anyio.to_thread``), so one slow encode never stalls health checks or the
+search page.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import numpy as np
+from fastapi import Depends, FastAPI
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from polylate import __version__
+from polylate.model.colbert import ColBERT
+from polylate.server.indexes import IndexRegistry, RegistryError
+from polylate.server.limits import BodySizeLimit, check_batch, check_texts
+from polylate.server.runner import ModelRunner
+from polylate.server.schemas import (
+    INDEX_NAME_PATTERN,
+    AddDocumentsRequest,
+    CreateIndexRequest,
+    DeleteDocumentsRequest,
+    Health,
+    IndexList,
+    IndexStats,
+    MultiVectorRequest,
+    MultiVectorResponse,
+    RerankRequest,
+    RerankResponse,
+    SearchRequest,
+    SearchResponse,
+    WriteResult,
+)
+from polylate.server.security import ApiKeys
+from polylate.server.settings import ServerSettings
+
+STATIC = Path(__file__).with_name("static")
+#: hits explained per search: each one is re-encoded, so explaining k=1000 would be slow
+EXPLAIN_MAX_HITS = 20
+IndexNameParam = Annotated[str, PathParam(pattern=INDEX_NAME_PATTERN, description="index name")]
+
+DESCRIPTION = """Multilingual late-interaction (ColBERT) retrieval.
+
+* `/v1/multi-vector` and `/v1/rerank` take the same requests as Jina AI's API.
+* `/v1/indexes/...` manage PLAID indexes stored on this server and search them.
+* With API keys configured, write endpoints need `Authorization: Bearer <key>`
+  (and every endpoint but `/health` and the search page when reads are protected).
+"""
+
+
+def _vectors_json(vectors: list[np.ndarray], model: str, tokens: int) -> bytes:
+    """The multi-vector body, serialised directly: FastAPI's generic encoder would walk every
+    float of a [n, 128] matrix through Python twice."""
+    data = [{"object": "embeddings", "index": i, "embeddings": np.round(v.astype(np.float32), 7).tolist()}
+            for i, v in enumerate(vectors)]
+    body = {"model": model, "object": "list", "data": data, "usage": {"total_tokens": tokens}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def create_app(settings: ServerSettings | None = None, model: ColBERT | None = None) -> FastAPI:
+    """The server for `settings`; `model` skips loading ``settings.model`` (it must be that model)."""
+    from fastapi_offline import FastAPIOffline
+
+    settings = settings or ServerSettings.from_env()
+    if model is None:
+        from polylate.model.checkpoints import load_model
+
+        model = load_model(settings.model, device=settings.device)
+    model.eval()
+    runner = ModelRunner(model, settings.model, settings.model_aliases)
+    registry = IndexRegistry(settings.index_root, runner)
+    keys = ApiKeys(settings.api_keys, settings.protect_reads)
+    read = [Depends(keys.read_dependency())]
+    write = [Depends(keys.write_dependency())]
+
+    app = FastAPIOffline(title="polylate", version=__version__, description=DESCRIPTION,
+                         static_url="/static-docs")
+    app.state.settings, app.state.runner, app.state.registry = settings, runner, registry
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(request, exc: RegistryError):
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    async def in_thread(fn, *args):
+        return await anyio.to_thread.run_sync(lambda: fn(*args))
+
+    def texts_ok(texts: list[str], what: str) -> None:
+        check_batch(len(texts), settings.max_batch, what)
+        check_texts(texts, settings.max_text_chars, what)
+
+    # -- health, page ------------------------------------------------------------------------
+
+    @app.get("/health", response_model=Health, tags=["meta"])
+    async def health() -> Health:
+        cfg = model.config
+        return Health(model=runner.name, dims=runner.dims, default_dim=runner.default_dim,
+                      query_maxlen=cfg.query_maxlen, doc_maxlen=cfg.doc_maxlen, version=__version__,
+                      auth=keys.enabled)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- Jina-compatible ---------------------------------------------------------------------
+
+    @app.post("/v1/multi-vector", response_model=MultiVectorResponse, dependencies=read, tags=["encode"],
+              summary="Token vectors for queries or documents (Jina-compatible)")
+    async def multi_vector(req: MultiVectorRequest) -> Response:
+        runner.check_model(req.model)
+        texts = req.texts()
+        texts_ok(texts, "input")
+        dim = runner.check_dim(req.dimensions)
+        is_query = req.input_type == "query"
+
+        def work() -> bytes:
+            vectors = runner.encode(texts, is_query=is_query, dim=dim)
+            return _vectors_json(vectors, runner.name, runner.count_tokens(texts, is_query))
+
+        return Response(await in_thread(work), media_type="application/json")
+
+    @app.post("/v1/rerank", response_model=RerankResponse, dependencies=read, tags=["encode"],
+              summary="Order documents by MaxSim against a query (Jina-compatible)")
+    async def rerank(req: RerankRequest) -> RerankResponse:
+        runner.check_model(req.model)
+        query, docs = req.query_text(), req.document_texts()
+        texts_ok([query], "query")
+        texts_ok(docs, "documents")
+
+        def work():
+            ranked = runner.rerank(query, docs, req.top_n)
+            tokens = runner.count_tokens([query], True) + runner.count_tokens(docs, False)
+            return ranked, tokens
+
+        ranked, tokens = await in_thread(work)
+        results = [{"index": r["index"], "relevance_score": r["score"],
+                    "document": {"text": r["document"]} if req.return_documents else None} for r in ranked]
+        return RerankResponse(model=runner.name, results=results, usage={"total_tokens": tokens})
+
+    # -- indexes -----------------------------------------------------------------------------
+
+    @app.get("/v1/indexes", response_model=IndexList, dependencies=read, tags=["indexes"])
+    async def list_indexes() -> IndexList:
+        def work():
+            out = []
+            for name in registry.names():
+                try:
+                    out.append(registry.stats(name))
+                except RegistryError:
+                    continue  # dropped meanwhile, or unreadable: not listed
+            return out
+
+        return IndexList(indexes=await in_thread(work))
+
+    @app.post("/v1/indexes", response_model=IndexStats, status_code=201, dependencies=write, tags=["indexes"],
+              summary="Create an index (empty, or with its first documents)")
+    async def create_index(req: CreateIndexRequest) -> dict:
+        ids = [d.id for d in req.documents]
+        texts = [d.text for d in req.documents]
+        texts_ok(texts, "documents")
+        return await in_thread(registry.create, req.name, req.dim, req.nbits, req.keep_vectors, ids, texts)
+
+    @app.get("/v1/indexes/{name}", response_model=IndexStats, dependencies=read, tags=["indexes"])
+    async def index_stats(name: IndexNameParam) -> dict:
+        return await in_thread(registry.stats, name)
+
+    @app.delete("/v1/indexes/{name}", status_code=204, dependencies=write, tags=["indexes"],
+                summary="Delete an index and all its files")
+    async def drop_index(name: IndexNameParam) -> Response:
+        await in_thread(registry.drop, name)
+        return Response(status_code=204)
+
+    @app.post("/v1/indexes/{name}/documents", response_model=WriteResult, dependencies=write, tags=["indexes"],
+              summary="Add (or replace) documents; one atomic commit")
+    async def add_documents(name: IndexNameParam, req: AddDocumentsRequest) -> dict:
+        texts = [d.text for d in req.documents]
+        texts_ok(texts, "documents")
+        return await in_thread(registry.add, name, [d.id for d in req.documents], texts, req.replace)
+
+    @app.post("/v1/indexes/{name}/documents/delete", response_model=WriteResult, dependencies=write,
+              tags=["indexes"], summary="Delete documents by id; one atomic commit")
+    async def delete_documents(name: IndexNameParam, req: DeleteDocumentsRequest) -> dict:
+        check_batch(len(req.ids), max(settings.max_batch, 10_000), "ids")
+        return await in_thread(registry.delete, name, req.ids, req.missing_ok)
+
+    @app.post("/v1/indexes/{name}/compact", response_model=IndexStats, dependencies=write, tags=["indexes"],
+              summary="Merge segments and drop deleted documents")
+    async def compact_index(name: IndexNameParam) -> dict:
+        return await in_thread(registry.compact, name)
+
+    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, dependencies=read, tags=["indexes"],
+              summary=f"Top-k documents for a text query (explain: the first {EXPLAIN_MAX_HITS} hits)")
+    async def search(name: IndexNameParam, req: SearchRequest) -> dict:
+        texts_ok([req.query], "query")
+
+        def work():
+            start = time.perf_counter()
+            dim, doc_maxlen = registry.prepare_search(name)
+            q = runner.encode([req.query], is_query=True, dim=dim)[0]
+            found = registry.search(name, q, req.k, req.filter_ids)
+            hits = [{"rank": r, "id": h.id, "score": round(h.score, 6), "text": t}
+                    for r, (h, t) in enumerate(zip(found.hits, found.texts), 1)]
+            query_tokens = None
+            if req.explain:
+                todo = [(h, h["text"]) for h in hits[:EXPLAIN_MAX_HITS] if h["text"] is not None]
+                query_tokens, explained = runner.explain(req.query, q, [t for _, t in todo], dim, doc_maxlen)
+                for (hit, _), why in zip(todo, explained):
+                    hit["explain"] = why
+            return {"index": name, "query": req.query, "took_ms": round(1000 * (time.perf_counter() - start), 2),
+                    "hits": hits, "query_tokens": query_tokens}
+
+        return await in_thread(work)
+
+    return app
+
+
+def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the server with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+

@@ -1,0 +1,362 @@
+"""Named PLAID indexes under one root folder, safe to use from many request threads.
+
+Each index has a readers-writer lock: searches run side by side, a write (create, add,
+delete, compact, drop) runs alone. Readers never see a half-applied write: writers mutate
+the shared ``PlaidIndex`` only under the write lock, and an index changed on disk by another
+process is re-opened as a fresh object rather than refreshed in place.
+
+An index created through the server may start empty (a codec cannot be trained on nothing):
+``SERVER.json`` in its folder records the settings, and the first add builds it. Because a
+codec trained on a handful of documents compresses a grown collection badly, an index the
+server created is rebuilt from its stored texts, with a retrained codec, each time it has
+doubled in tokens since the last training, until it has been trained on
+``retrain_below_tokens`` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polylate.index.plaid import PlaidIndex
+from polylate.index.storage import MANIFEST, IndexStoreError, read_manifest
+from polylate.server.runner import ModelRunner
+from polylate.server.schemas import INDEX_NAME_PATTERN
+
+SERVER_META = "SERVER.json"
+RETRAIN_BELOW_TOKENS = 1 << 16
+_NAME = re.compile(INDEX_NAME_PATTERN.strip("^$"))
+
+
+class RegistryError(Exception):
+    """A request the index layer refuses; carries the HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds off new readers (no starvation)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _Entry:
+    lock: RWLock = field(default_factory=RWLock)
+    index: PlaidIndex | None = None  # opened lazily; None also while created but empty
+
+
+@dataclass
+class SearchResult:
+    hits: list  # [Hit]
+    texts: list[str | None]
+    dim: int
+    doc_maxlen: int | None
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_documents(ids: list[str], texts: list[str]) -> None:
+    """What PlaidIndex would reject anyway, caught before any encoding or writing."""
+    seen: set[str] = set()
+    dup = [i for i in ids if i in seen or seen.add(i)]
+    if dup:
+        raise RegistryError(422, f"duplicate document ids in one request: {sorted(set(dup))[:5]}")
+    for i, doc_id in enumerate(ids):
+        if not doc_id.strip():
+            raise RegistryError(422, f"documents[{i}].id is blank")
+        try:
+            doc_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RegistryError(422, f"documents[{i}].id is not valid Unicode text") from None
+
+
+class IndexRegistry:
+    def __init__(self, root: str | Path, runner: ModelRunner, retrain_below_tokens: int = RETRAIN_BELOW_TOKENS):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.runner = runner
+        self.retrain_below_tokens = retrain_below_tokens
+        self._entries: dict[str, _Entry] = {}
+        self._guard = threading.Lock()
+
+    # -- names and folders -------------------------------------------------------------------
+
+    def folder(self, name: str) -> Path:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise RegistryError(422, f"invalid index name {name!r}: use letters, digits, '.', '_' and '-', "
+                                     "starting with a letter or digit, at most 64 characters")
+        path = self.root / name
+        if path.resolve().parent != self.root.resolve():  # e.g. a symlink planted in the root
+            raise RegistryError(422, f"index name {name!r} does not stay inside the index root")
+        return path
+
+    def _entry(self, name: str) -> _Entry:
+        with self._guard:
+            return self._entries.setdefault(name, _Entry())
+
+    @staticmethod
+    def _exists(folder: Path) -> bool:
+        return (folder / MANIFEST).exists() or (folder / SERVER_META).exists()
+
+    @staticmethod
+    def _meta(folder: Path) -> dict | None:
+        path = folder / SERVER_META
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and _NAME.fullmatch(p.name) and self._exists(p))
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _current(self, name: str, entry: _Entry) -> PlaidIndex | None:
+        """The index as last committed (None: created, no documents yet). Call under a lock."""
+        folder = self.folder(name)
+        try:
+            if not (folder / MANIFEST).exists():
+                if (folder / SERVER_META).exists():
+                    return None
+                raise RegistryError(404, f"no index named {name!r}")
+            idx = entry.index
+            if idx is not None and idx.root == folder:
+                disk = read_manifest(folder)
+                if (disk["generation"], disk["codec"]) == (idx.manifest["generation"], idx.manifest["codec"]):
+                    return idx
+            idx = PlaidIndex.open(folder)  # a new object: readers of the old one are not disturbed
+        except IndexStoreError as exc:
+            raise RegistryError(409, f"index {name!r} cannot be opened: {exc}") from exc
+        entry.index = idx
+        return idx
+
+    def _recorded(self, name: str, idx: PlaidIndex | None) -> dict:
+        """dim, nbits, model record, doc_maxlen of an index, checked against the served model."""
+        folder = self.folder(name)
+        meta = self._meta(folder) or {}
+        if idx is not None:
+            model = idx.manifest.get("model") or {}
+            rec = {"dim": idx.dim, "nbits": idx.codec.nbits, "keep_vectors": bool(idx.manifest.get("keep_vectors"))}
+        else:
+            model = meta.get("model") or {}
+            rec = {"dim": meta["dim"], "nbits": meta["nbits"], "keep_vectors": meta.get("keep_vectors", False)}
+        if model.get("name") and model["name"] != self.runner.name:
+            raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
+                                     f"serves {self.runner.name!r}")
+        if rec["dim"] not in self.runner.dims:
+            raise RegistryError(409, f"index {name!r} holds {rec['dim']}-d vectors; the served model makes "
+                                     f"{self.runner.dims}")
+        return {**rec, "model": model, "doc_maxlen": model.get("doc_maxlen"), "meta": meta}
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def create(self, name: str, dim: int | None, nbits: int, keep_vectors: bool,
+               ids: list[str], texts: list[str]) -> dict:
+        folder = self.folder(name)
+        dim = self.runner.check_dim(dim, "dim")
+        check_documents(ids, texts)
+        entry = self._entry(name)
+        with entry.lock.write():
+            if self._exists(folder):
+                raise RegistryError(409, f"an index named {name!r} already exists")
+            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                raise RegistryError(409, f"{name!r} is taken by a folder that is not an index")
+            vectors = self.runner.encode(texts, is_query=False, dim=dim) if ids else []
+            model = {"name_or_path": self.runner.name_or_path, "name": self.runner.name, "dim": dim,
+                     "doc_maxlen": None}
+            meta = {"dim": dim, "nbits": nbits, "keep_vectors": keep_vectors, "model": model,
+                    "created": time.time(), "trained_tokens": 0}
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                _write_json(folder / SERVER_META, meta)
+                if ids:
+                    self._build(entry, folder, meta, ids, vectors, texts)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)  # a create either happens whole or not at all
+                entry.index = None
+                raise
+        return self.stats(name)
+
+    def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts) -> PlaidIndex:
+        try:
+            idx = PlaidIndex.build(folder, ids, vectors, nbits=meta["nbits"], keep_vectors=meta["keep_vectors"],
+                                   texts=texts, model=meta["model"], overwrite=True)
+        except IndexStoreError as exc:
+            raise RegistryError(409, str(exc)) from exc
+        except ValueError as exc:
+            raise RegistryError(422, str(exc)) from exc
+        meta["trained_tokens"] = int(sum(v.shape[0] for v in vectors))
+        _write_json(folder / SERVER_META, meta)
+        entry.index = idx
+        return idx
+
+    def add(self, name: str, ids: list[str], texts: list[str], replace: bool = False) -> dict:
+        check_documents(ids, texts)
+        entry = self._entry(name)
+        with entry.lock.read():
+            idx = self._current(name, entry)
+            rec = self._recorded(name, idx)
+            self._refuse_present(idx, ids, replace)
+        vectors = self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
+        retrained = False
+        with entry.lock.write():
+            idx = self._current(name, entry)
+            rec = self._recorded(name, idx)
+            if vectors and vectors[0].shape[1] != rec["dim"]:
+                raise RegistryError(409, f"index {name!r} changed while the documents were encoded; retry")
+            folder = self.folder(name)
+            if idx is None:
+                self._build(entry, folder, rec["meta"], ids, vectors, texts)
+            else:
+                self._refuse_present(idx, ids, replace)
+                try:
+                    idx.add(ids, vectors, replace=replace, texts=texts)
+                except IndexStoreError as exc:
+                    raise RegistryError(409, str(exc)) from exc
+                except ValueError as exc:
+                    raise RegistryError(422, str(exc)) from exc
+                retrained = self._maybe_retrain(entry, folder, idx, rec)
+            documents = len(entry.index)
+        return {"index": name, "documents": documents, "added": len(ids), "retrained": retrained}
+
+    @staticmethod
+    def _refuse_present(idx: PlaidIndex | None, ids: list[str], replace: bool) -> None:
+        present = [] if idx is None or replace else [i for i in ids if i in idx]
+        if present:
+            raise RegistryError(409, f"{len(present)} id(s) already in the index, e.g. {present[:5]}; "
+                                     "delete them first or send \"replace\": true")
+
+    def _maybe_retrain(self, entry: _Entry, folder: Path, idx: PlaidIndex, rec: dict) -> bool:
+        meta = rec["meta"]
+        if not meta or meta.get("trained_tokens", 0) >= self.retrain_below_tokens:
+            return False
+        if idx.stats()["tokens"] <= 2 * meta.get("trained_tokens", 0):
+            return False
+        ids = idx.ids
+        texts = idx.documents(ids)
+        if not ids or any(t is None for t in texts):
+            return False  # cannot re-encode what was not stored
+        vectors = self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
+        meta = {**meta, "model": rec["model"] or meta.get("model")}
+        self._build(entry, folder, meta, ids, vectors, texts)
+        return True
+
+    def delete(self, name: str, ids: list[str], missing_ok: bool = False) -> dict:
+        entry = self._entry(name)
+        with entry.lock.write():
+            idx = self._current(name, entry)
+            if idx is None:
+                if not missing_ok:
+                    raise RegistryError(404, f"{len(ids)} id(s) not in the index (it is empty), e.g. {ids[:5]}")
+                return {"index": name, "documents": 0, "deleted": 0}
+            try:
+                n = idx.delete(ids, missing_ok=missing_ok)
+            except KeyError as exc:
+                raise RegistryError(404, str(exc.args[0])) from exc
+            except IndexStoreError as exc:
+                raise RegistryError(409, str(exc)) from exc
+            return {"index": name, "documents": len(idx), "deleted": n}
+
+    def compact(self, name: str) -> dict:
+        entry = self._entry(name)
+        with entry.lock.write():
+            idx = self._current(name, entry)
+            if idx is not None:
+                try:
+                    idx.compact()
+                except IndexStoreError as exc:
+                    raise RegistryError(409, str(exc)) from exc
+        return self.stats(name)
+
+    def drop(self, name: str) -> None:
+        folder = self.folder(name)
+        entry = self._entry(name)
+        with entry.lock.write():
+            if not self._exists(folder):
+                raise RegistryError(404, f"no index named {name!r}")
+            shutil.rmtree(folder)
+            entry.index = None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def stats(self, name: str) -> dict:
+        entry = self._entry(name)
+        with entry.lock.read():
+            idx = self._current(name, entry)
+            meta = self._meta(self.folder(name)) or {}
+            if idx is None:
+                return {"name": name, "documents": 0, "dim": meta["dim"], "nbits": meta["nbits"], "built": False,
+                        "keeps_vectors": meta.get("keep_vectors", False), "model": meta.get("model")}
+            return {"name": name, **idx.stats(), "built": True}
+
+    def prepare_search(self, name: str) -> tuple[int, int | None]:
+        """(dim, doc_maxlen) to encode a query for this index with."""
+        entry = self._entry(name)
+        with entry.lock.read():
+            rec = self._recorded(name, self._current(name, entry))
+        return rec["dim"], rec["doc_maxlen"]
+
+    def search(self, name: str, query_vectors, k: int, filter_ids: list[str] | None = None) -> SearchResult:
+        entry = self._entry(name)
+        with entry.lock.read():
+            idx = self._current(name, entry)
+            rec = self._recorded(name, idx)
+            if idx is None or len(idx) == 0:
+                return SearchResult([], [], rec["dim"], rec["doc_maxlen"])
+            if query_vectors.shape[-1] != idx.dim:
+                raise RegistryError(409, f"index {name!r} changed while the query was encoded; retry")
+            try:
+                hits = idx.search(query_vectors, k=k, filter_ids=filter_ids)
+            except ValueError as exc:
+                raise RegistryError(422, str(exc)) from exc
+            return SearchResult(hits, idx.documents(h.id for h in hits), rec["dim"], rec["doc_maxlen"])

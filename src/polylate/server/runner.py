@@ -1,0 +1,61 @@
+"""The served model: one encode at a time (the CPU's cores are better spent inside one
+forward pass than split between several), names it answers to, sizes it can produce."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from fastapi import HTTPException
+
+from polylate.config import MATRYOSHKA_DIMS
+from polylate.model.colbert import ColBERT
+from polylate.server.explain import explain_match, token_info
+
+
+class ModelRunner:
+    def __init__(self, model: ColBERT, name_or_path: str = "default", aliases: Sequence[str] = ()):
+        self.model = model
+        self.name = model.name or name_or_path
+        self.name_or_path = name_or_path
+        self.accepted_names = {self.name, "default", name_or_path, *aliases}
+        self.dims = sorted({d for d in MATRYOSHKA_DIMS if d <= model.max_dim} | {model.config.dim}, reverse=True)
+        self._lock = threading.Lock()
+
+    @property
+    def default_dim(self) -> int:
+        return self.model.config.dim
+
+    def check_model(self, requested: str | None) -> None:
+        if requested is not None and requested not in self.accepted_names:
+            raise HTTPException(404, f"model {requested!r} is not served here; this server serves "
+                                     f"{self.name!r} (also accepted: {sorted(self.accepted_names - {self.name})})")
+
+    def check_dim(self, dim: int | None, field: str = "dimensions") -> int:
+        if dim is None:
+            return self.default_dim
+        if dim not in self.dims:
+            raise HTTPException(422, f"{field} must be one of {self.dims} for this model, got {dim}")
+        return dim
+
+    def encode(self, texts: list[str], is_query: bool, dim: int, doc_maxlen: int | None = None) -> list[np.ndarray]:
+        with self._lock:
+            return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen)
+
+    def count_tokens(self, texts: list[str], is_query: bool) -> int:
+        """Tokens the model reads (with markers and special tokens; queries at full length)."""
+        return sum(len(s) for s in self.model.tokenizer.sequences(texts, is_query))
+
+    def rerank(self, query: str, documents: list[str], top_n: int | None) -> list[dict]:
+        with self._lock:
+            return self.model.rerank(query, documents, top_n=top_n)
+
+    def explain(self, query: str, query_vectors: np.ndarray, texts: list[str], dim: int,
+                doc_maxlen: int | None = None) -> tuple[list[dict], list[dict]]:
+        """(query tokens, one explanation per text); documents are re-encoded exactly, since an
+        index keeps only compressed vectors."""
+        tok = self.model.tokenizer
+        docs = self.encode(texts, is_query=False, dim=dim, doc_maxlen=doc_maxlen) if texts else []
+        out = [explain_match(query_vectors, d, tok.token_spans(t, False, doc_maxlen)) for t, d in zip(texts, docs)]
+        return token_info(tok.token_spans(query, True)), out

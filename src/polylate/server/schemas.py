@@ -1,0 +1,204 @@
+"""Request and response bodies. /v1/multi-vector and /v1/rerank mirror Jina AI's API (same
+field names and shapes, so Jina clients work unchanged); the index endpoints are our own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+INDEX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IndexName = Annotated[str, Field(pattern=INDEX_NAME_PATTERN, description="letters, digits, '.', '_', '-'; "
+                                 "starts with a letter or digit; at most 64 characters")]
+
+
+class TextInput(BaseModel):
+    """Jina's object form of an input: ``{"text": ...}`` (other modalities are not served)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+InputItem = Union[str, TextInput]
+
+
+def _text(item: InputItem) -> str:
+    return item if isinstance(item, str) else item.text
+
+
+# -- Jina-compatible -------------------------------------------------------------------------
+
+
+class MultiVectorRequest(BaseModel):
+    model: str | None = Field(None, description="the served model's name, 'default', or a configured alias")
+    input: list[InputItem] | str = Field(..., description="texts, or {\"text\": ...} objects")
+    input_type: Literal["query", "document"] = Field(
+        "document", description="query: exactly query_maxlen vectors (mask-augmented); document: one per token")
+    dimensions: int | None = Field(None, description="Matryoshka size: 128, 96 or 64 (the model's sizes)")
+    embedding_type: Literal["float"] = Field("float", description="only 'float' is served")
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("input is empty: give at least one text")
+        return value
+
+    @field_validator("embedding_type", mode="before")
+    @classmethod
+    def _float_only(cls, value):
+        if value != "float":
+            raise ValueError(f"embedding_type {value!r} is not supported; this server returns 'float' only")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else [_text(x) for x in self.input]
+
+
+class MultiVectorItem(BaseModel):
+    object: Literal["embeddings"] = "embeddings"
+    index: int
+    embeddings: list[list[float]]
+
+
+class Usage(BaseModel):
+    total_tokens: int
+
+
+class MultiVectorResponse(BaseModel):
+    model: str
+    object: Literal["list"] = "list"
+    data: list[MultiVectorItem]
+    usage: Usage
+
+
+class RerankRequest(BaseModel):
+    model: str | None = None
+    query: InputItem
+    documents: list[InputItem] = Field(..., min_length=1)
+    top_n: int | None = Field(None, ge=1, description="return the best n (default: all)")
+    return_documents: bool = True
+
+    def query_text(self) -> str:
+        return _text(self.query)
+
+    def document_texts(self) -> list[str]:
+        return [_text(x) for x in self.documents]
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+
+
+# -- indexes ---------------------------------------------------------------------------------
+
+
+class Document(BaseModel):
+    id: str = Field(..., min_length=1, max_length=512)
+    text: str
+
+
+class CreateIndexRequest(BaseModel):
+    name: IndexName
+    dim: int | None = Field(None, description="128, 96 or 64 (default: the model's)")
+    nbits: Literal[1, 2, 4] = Field(2, description="residual bits per dimension")
+    keep_vectors: bool = Field(False, description="also store float16 vectors for exact re-ranking")
+    documents: list[Document] = Field(default_factory=list, description="optional first documents")
+
+
+class AddDocumentsRequest(BaseModel):
+    documents: list[Document] = Field(..., min_length=1)
+    replace: bool = Field(False, description="replace documents whose id is already indexed")
+
+
+class DeleteDocumentsRequest(BaseModel):
+    ids: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(..., min_length=1)
+    missing_ok: bool = Field(False, description="ignore ids that are not in the index")
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(..., min_length=1)
+    k: int = Field(10, ge=1, le=1000)
+    filter_ids: list[str] | None = Field(None, description="only these documents may be returned")
+    explain: bool = Field(False, description="per hit: the document token each query token matched best")
+
+
+class TokenInfo(BaseModel):
+    index: int
+    piece: str
+    start: int | None
+    end: int | None
+
+
+class Match(BaseModel):
+    query_token: int
+    doc_token: int
+    piece: str
+    start: int | None
+    end: int | None
+    score: float
+
+
+class Explanation(BaseModel):
+    score: float = Field(..., description="exact MaxSim on freshly encoded vectors (sum of match scores)")
+    matches: list[Match]
+
+
+class SearchHit(BaseModel):
+    rank: int
+    id: str
+    score: float
+    text: str | None
+    explain: Explanation | None = None
+
+
+class SearchResponse(BaseModel):
+    index: str
+    query: str
+    took_ms: float
+    hits: list[SearchHit]
+    query_tokens: list[TokenInfo] | None = None
+
+
+class IndexStats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    documents: int
+    dim: int
+    nbits: int
+    built: bool
+
+
+class IndexList(BaseModel):
+    indexes: list[IndexStats]
+
+
+class WriteResult(BaseModel):
+    index: str
+    documents: int = Field(..., description="documents in the index after the change")
+    added: int = 0
+    deleted: int = 0
+    retrained: bool = Field(False, description="the codec was retrained on the grown collection")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    dims: list[int]
+    default_dim: int
+    query_maxlen: int
+    doc_maxlen: int
+    version: str
+    auth: bool

@@ -1,0 +1,46 @@
+"""Server settings: one dataclass, filled from CLI options or ``POLYLATE_*`` environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_API_KEYS = "POLYLATE_API_KEYS"
+
+
+def parse_keys(value: str | None) -> tuple[str, ...]:
+    """Comma- or whitespace-separated keys; empty entries dropped."""
+    if not value:
+        return ()
+    return tuple(k for k in value.replace(",", " ").split() if k)
+
+
+@dataclass
+class ServerSettings:
+    model: str = "default"  # checkpoint folder, hub id or "default" (bundled)
+    index_root: Path = Path("indexes")  # indexes live here, one folder per name
+    api_keys: tuple[str, ...] = ()  # Bearer keys; none configured → no auth
+    protect_reads: bool = False  # with keys: also require one for search/encode/rerank
+    max_batch: int = 128  # texts (or documents) per request
+    max_text_chars: int = 16_384  # characters per text, query or document
+    max_request_bytes: int = 4 << 20  # request body size
+    model_aliases: tuple[str, ...] = field(default_factory=tuple)  # extra accepted `model` names
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self.index_root = Path(self.index_root)
+        self.api_keys = tuple(self.api_keys)
+        self.model_aliases = tuple(self.model_aliases)
+        for name in ("max_batch", "max_text_chars", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if any(len(k) < 8 for k in self.api_keys):
+            raise ValueError("API keys must be at least 8 characters long")
+
+    @classmethod
+    def from_env(cls, **overrides) -> ServerSettings:
+        """Settings with API keys from ``POLYLATE_API_KEYS`` unless given explicitly."""
+        if not overrides.get("api_keys"):
+            overrides["api_keys"] = parse_keys(os.environ.get(ENV_API_KEYS))
+        return cls(**overrides)

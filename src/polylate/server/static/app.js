@@ -1,0 +1,157 @@
+// polylate search page: no framework, no CDN. Text is only ever inserted as text nodes.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const form = $("search-form");
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("key").value.trim() || sessionStorage.getItem("polylate-key") || "";
+  if (key) { h.Authorization = "Bearer " + key; sessionStorage.setItem("polylate-key", key); }
+  return h;
+}
+
+async function api(path, body) {
+  const init = body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) };
+  const res = await fetch(path, init);
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const d = data.detail;
+    const msg = typeof d === "string" ? d : Array.isArray(d) ? d.map((e) => e.msg).join("; ") : res.statusText;
+    throw new Error(res.status + ": " + msg);
+  }
+  return data;
+}
+
+function status(text, isError) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+// Offsets from the server count Unicode code points; JS strings index UTF-16 units.
+const slice = (cps, start, end) => cps.slice(start, end).join("");
+
+function queryTokenLabels(query, tokens) {
+  const cps = Array.from(query);
+  return tokens.map((t) => ({ text: t.start === null ? t.piece : slice(cps, t.start, t.end), word: t.start !== null }));
+}
+
+function renderQueryTokens(labels) {
+  const box = $("query-tokens");
+  box.replaceChildren();
+  labels.filter((l) => l.word).forEach((l) => {
+    const s = document.createElement("span");
+    s.className = "qtok";
+    s.textContent = l.text;
+    box.appendChild(s);
+  });
+}
+
+// Document text with <mark> over each document token that some query token matched best.
+function highlighted(text, explain, labels) {
+  const frag = document.createDocumentFragment();
+  const cps = Array.from(text);
+  const byToken = new Map();
+  for (const m of (explain ? explain.matches : [])) {
+    if (m.start === null) continue;
+    if (!byToken.has(m.doc_token)) byToken.set(m.doc_token, { start: m.start, end: m.end, from: [] });
+    byToken.get(m.doc_token).from.push(m);
+  }
+  const spans = [...byToken.values()].sort((a, b) => a.start - b.start);
+  let pos = 0;
+  for (const s of spans) {
+    if (s.start < pos) continue; // overlapping pieces: keep the first
+    frag.appendChild(document.createTextNode(slice(cps, pos, s.start)));
+    const mark = document.createElement("mark");
+    const words = s.from.filter((m) => labels[m.query_token] && labels[m.query_token].word);
+    mark.className = words.length ? "match" : "expansion";
+    mark.textContent = slice(cps, s.start, s.end);
+    s.from.sort((a, b) => b.score - a.score);
+    mark.title = s.from.map((m) => `query "${labels[m.query_token] ? labels[m.query_token].text : m.query_token}"` +
+      ` → "${mark.textContent}" · ${m.score.toFixed(3)}`).join("\n");
+    mark.dataset.query = [...new Set(words.map((m) => labels[m.query_token].text))].join(" ");
+    mark.dataset.score = Math.max(...s.from.map((m) => m.score)).toFixed(4);
+    frag.appendChild(mark);
+    pos = s.end;
+  }
+  frag.appendChild(document.createTextNode(slice(cps, pos, cps.length)));
+  return frag;
+}
+
+function renderHits(result) {
+  const labels = queryTokenLabels(result.query, result.query_tokens || []);
+  renderQueryTokens(labels);
+  const list = $("hits");
+  list.replaceChildren();
+  for (const hit of result.hits) {
+    const li = document.createElement("li");
+    li.className = "hit";
+    li.dataset.id = hit.id;
+    li.dataset.rank = hit.rank;
+    li.dataset.score = hit.score;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    const id = document.createElement("code");
+    id.className = "id";
+    id.textContent = hit.id;
+    meta.append(score, id);
+    const p = document.createElement("p");
+    p.className = "text";
+    p.appendChild(hit.text === null ? document.createTextNode("(no stored text)") : highlighted(hit.text, hit.explain, labels));
+    li.append(meta, p);
+    list.appendChild(li);
+  }
+  status(`${result.hits.length} hit${result.hits.length === 1 ? "" : "s"} in ${result.took_ms.toFixed(0)} ms`);
+  document.body.dataset.state = "done";
+}
+
+async function search() {
+  const index = $("index").value, query = $("query").value.trim();
+  const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 10));
+  if (!index || !query) return;
+  const params = new URLSearchParams({ index, q: query, k });
+  history.replaceState(null, "", "?" + params);
+  document.body.dataset.state = "searching";
+  status("searching…");
+  try {
+    renderHits(await api(`v1/indexes/${encodeURIComponent(index)}/search`, { query, k, explain: true }));
+  } catch (err) {
+    $("hits").replaceChildren();
+    status(err.message, true);
+    document.body.dataset.state = "error";
+  }
+}
+
+async function init() {
+  const params = new URLSearchParams(location.search);
+  try {
+    const health = await api("health");
+    $("model").textContent = `${health.model} · ${health.dims.join("/")}-d`;
+    const { indexes } = await api("v1/indexes");
+    for (const ix of indexes) {
+      const opt = document.createElement("option");
+      opt.value = ix.name;
+      opt.textContent = `${ix.name} (${ix.documents})`;
+      $("index").appendChild(opt);
+    }
+    if (!indexes.length) status("no indexes yet: create one with POST /v1/indexes");
+  } catch (err) {
+    status(err.message, true);
+  }
+  const wanted = params.get("index");
+  if (wanted && ![...$("index").options].some((o) => o.value === wanted)) {
+    const opt = document.createElement("option");
+    opt.value = opt.textContent = wanted;
+    $("index").appendChild(opt);
+  }
+  if (wanted) $("index").value = wanted;
+  if (params.get("k")) $("k").value = params.get("k");
+  if (params.get("q")) { $("query").value = params.get("q"); await search(); }
+  document.body.dataset.ready = "1";
+}
+
+form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
+init();

