@@ -20,6 +20,7 @@ demo: install
 	$(BIN)/polylate demo
 
 test: install
+	sh tests/ensure_chromium.sh   # headless Chromium for the search-page test (apt, as root; else it skips)
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -79,6 +79,20 @@ def test_create_with_documents_and_settings(client, model):
     assert "en-paris" in [h["id"] for h in hits]
 
 
+def test_small_index_answers_k_hits(client, tmp_path):
+    """PLAID scores only documents in the probed cells; on a small collection the server widens
+    the probe so k hits come back whenever the index holds k documents."""
+    assert client.post("/v1/indexes", json={"name": "few", "documents": DOCS}).status_code == 201
+    query = "capital of France"
+    for k in (1, 5, 10, 16, 50):
+        hits = client.post("/v1/indexes/few/search", json={"query": query, "k": k}).json()["hits"]
+        assert len(hits) == min(k, len(DOCS)) and len({h["id"] for h in hits}) == len(hits)
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    allowed = [d["id"] for d in DOCS[::3]]
+    hits = client.post("/v1/indexes/few/search", json={"query": query, "k": 10, "filter_ids": allowed}).json()["hits"]
+    assert sorted(h["id"] for h in hits) == sorted(allowed)
+
+
 def test_index_errors(client):
     assert client.post("/v1/indexes", json={"name": "x1"}).status_code == 201
     res = client.post("/v1/indexes", json={"name": "x1"})
