@@ -158,7 +158,7 @@ def write_stanford(folder: Path, hidden=32, layers=2, heads=4, ff=64, dim=24, se
     return bert, linear
 
 
-def write_pylate(folder: Path, hidden=32, layers=2, heads=4, ff=64, dim=16, seed=2):
+def write_pylate(folder: Path, hidden=32, layers=2, heads=4, ff=64, dim=16, seed=2, query_expansion=True):
     """PyLate / sentence-transformers layout: modules.json, root Transformer (HF BertModel
     keys, tokenizer.json with added "[Q] "/"[D] "), 1_Dense with linear.weight."""
     from tokenizers.implementations import BertWordPieceTokenizer
@@ -180,7 +180,7 @@ def write_pylate(folder: Path, hidden=32, layers=2, heads=4, ff=64, dim=16, seed
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 179, "do_lower_case": False}))
     st = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 180,
           "attend_to_expansion_tokens": False, "skiplist_words": list(string.punctuation),
-          "do_query_expansion": True, "prompts": {}, "default_prompt_name": None,
+          "do_query_expansion": query_expansion, "prompts": {}, "default_prompt_name": None,
           "similarity_fn_name": "MaxSim", "__version__": {"pylate": "1.1.7"}}
     (folder / "config_sentence_transformers.json").write_text(json.dumps(st, indent=2))
     dense = folder / "1_Dense"

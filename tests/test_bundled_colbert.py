@@ -39,6 +39,28 @@ def test_query_layout(model):
     assert ids[-1] == tok.mask_id
 
 
+def test_query_expansion_off_gives_one_vector_per_real_token(model):
+    import dataclasses
+
+    from polylate.text.tokenizer import ColBERTTokenizer
+
+    expanded = model.encode("Hello World", is_query=True)
+    tok = model.tokenizer
+    plain = ColBERTTokenizer(tok.tokenizer, dataclasses.replace(model.config, query_expansion=False))
+    ids = plain.sequences(["Hello World", "a much longer question about the weather"], is_query=True)
+    assert tok.mask_id not in ids[0] + ids[1] and len(ids[0]) < len(ids[1]) < 32
+    batch = plain.batch(ids, is_query=True)
+    assert batch.output_mask.sum(1).tolist() == [len(ids[0]), len(ids[1])]
+    model.tokenizer = plain
+    try:
+        q = model.encode("Hello World", is_query=True)
+    finally:
+        model.tokenizer = tok
+    assert q.shape[0] == len(ids[0]) < expanded.shape[0] == 32
+    # attention never reaches the masks here, so the real tokens' vectors are the same
+    np.testing.assert_allclose(q, expanded[: q.shape[0]], atol=1e-4)
+
+
 def test_ranks_the_right_document_across_languages(model):
     docs = [d["text"] for d in SAMPLE_DOCUMENTS]
     vecs = model.encode(docs)

@@ -129,6 +129,17 @@ def test_pylate_layout(tmp_path):
     assert np.abs(model.encode(doc) - expected[keep]).max() < 1e-4
 
 
+def test_pylate_without_query_expansion(tmp_path):
+    folder = tmp_path / "pylate-colbert"
+    bert, linear, _ = write_pylate(folder, query_expansion=False)
+    model = load_model(folder)
+    assert model.config.query_expansion is False
+    ids = model.tokenizer.sequences(["hello world"], is_query=True)[0]
+    assert model.tokenizer.mask_id not in ids and len(ids) < 32
+    expected = _hf_colbert(bert, linear, ids, [1] * len(ids))
+    assert np.abs(model.encode("hello world", is_query=True) - expected).max() < 1e-4
+
+
 def test_native_round_trip_with_matryoshka_heads(jina_folder, tmp_path):
     model = load_model(jina_folder[0])
     g = torch.Generator().manual_seed(9)

@@ -32,6 +32,9 @@ class ColBERTConfig:
     doc_maxlen: int = 300
     dim: int = 128
     attend_to_mask_tokens: bool = True
+    # pad queries with mask tokens up to query_maxlen (ColBERT's query augmentation); off:
+    # a query has a vector per real token only — for encoders never trained with masks
+    query_expansion: bool = True
     mask_punctuation: bool = True
     similarity: str = "cosine"
     nbits: int = 2

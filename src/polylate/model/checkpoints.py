@@ -385,6 +385,7 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
         doc_maxlen=int(st.get("document_length", 180)),
         dim=weight.shape[0],
         attend_to_mask_tokens=bool(st.get("attend_to_expansion_tokens", False)),
+        query_expansion=bool(st.get("do_query_expansion", True)),
         mask_punctuation=False,
         skiplist_words=list(st.get("skiplist_words", [])),
     )

@@ -131,6 +131,8 @@ class ColBERTTokenizer:
 
     def query_ids(self, content: list[int]) -> list[int]:
         ids = [self.cls_id, *self.query_marker_ids, *content[: self.max_query_content], self.sep_id]
+        if not self.config.query_expansion:
+            return ids
         return ids + [self.mask_id] * (self.config.query_maxlen - len(ids))
 
     def doc_ids(self, content: list[int], doc_maxlen: int | None = None) -> list[int]:
