@@ -29,6 +29,7 @@ from polylate.server.schemas import (
     AddDocumentsRequest,
     CreateIndexRequest,
     DeleteDocumentsRequest,
+    ErrorResponse,
     Health,
     IndexList,
     IndexStats,
@@ -47,6 +48,18 @@ STATIC = Path(__file__).with_name("static")
 #: hits explained per search: each one is re-encoded, so explaining k=1000 would be slow
 EXPLAIN_MAX_HITS = 20
 IndexNameParam = Annotated[str, PathParam(pattern=INDEX_NAME_PATTERN, description="index name")]
+_ERRORS = {
+    401: "missing or invalid API key",
+    404: "no such index, document or model",
+    409: "conflicts with the index's state (exists already, ids present, other model, busy writer)",
+    413: "request body, batch or text over the server's limits",
+}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI entries for the 4xx answers a route gives besides FastAPI's 422."""
+    return {c: {"model": ErrorResponse, "description": _ERRORS[c]} for c in codes}
+
 
 DESCRIPTION = """Multilingual late-interaction (ColBERT) retrieval.
 
@@ -116,6 +129,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     # -- Jina-compatible ---------------------------------------------------------------------
 
     @app.post("/v1/multi-vector", response_model=MultiVectorResponse, dependencies=read, tags=["encode"],
+              responses=errors(401, 404, 413),
               summary="Token vectors for queries or documents (Jina-compatible)")
     async def multi_vector(req: MultiVectorRequest) -> Response:
         runner.check_model(req.model)
@@ -131,6 +145,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         return Response(await in_thread(work), media_type="application/json")
 
     @app.post("/v1/rerank", response_model=RerankResponse, dependencies=read, tags=["encode"],
+              responses=errors(401, 404, 413),
               summary="Order documents by MaxSim against a query (Jina-compatible)")
     async def rerank(req: RerankRequest) -> RerankResponse:
         runner.check_model(req.model)
@@ -150,7 +165,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
     # -- indexes -----------------------------------------------------------------------------
 
-    @app.get("/v1/indexes", response_model=IndexList, dependencies=read, tags=["indexes"])
+    @app.get("/v1/indexes", response_model=IndexList, dependencies=read, tags=["indexes"], responses=errors(401))
     async def list_indexes() -> IndexList:
         def work():
             out = []
@@ -164,6 +179,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         return IndexList(indexes=await in_thread(work))
 
     @app.post("/v1/indexes", response_model=IndexStats, status_code=201, dependencies=write, tags=["indexes"],
+              responses=errors(401, 409, 413),
               summary="Create an index (empty, or with its first documents)")
     async def create_index(req: CreateIndexRequest) -> dict:
         ids = [d.id for d in req.documents]
@@ -171,17 +187,20 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         texts_ok(texts, "documents")
         return await in_thread(registry.create, req.name, req.dim, req.nbits, req.keep_vectors, ids, texts)
 
-    @app.get("/v1/indexes/{name}", response_model=IndexStats, dependencies=read, tags=["indexes"])
+    @app.get("/v1/indexes/{name}", response_model=IndexStats, dependencies=read, tags=["indexes"],
+             responses=errors(401, 404, 409))
     async def index_stats(name: IndexNameParam) -> dict:
         return await in_thread(registry.stats, name)
 
     @app.delete("/v1/indexes/{name}", status_code=204, dependencies=write, tags=["indexes"],
+                responses=errors(401, 404),
                 summary="Delete an index and all its files")
     async def drop_index(name: IndexNameParam) -> Response:
         await in_thread(registry.drop, name)
         return Response(status_code=204)
 
     @app.post("/v1/indexes/{name}/documents", response_model=WriteResult, dependencies=write, tags=["indexes"],
+              responses=errors(401, 404, 409, 413),
               summary="Add (or replace) documents; one atomic commit")
     async def add_documents(name: IndexNameParam, req: AddDocumentsRequest) -> dict:
         texts = [d.text for d in req.documents]
@@ -189,17 +208,20 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         return await in_thread(registry.add, name, [d.id for d in req.documents], texts, req.replace)
 
     @app.post("/v1/indexes/{name}/documents/delete", response_model=WriteResult, dependencies=write,
+              responses=errors(401, 404, 409, 413),
               tags=["indexes"], summary="Delete documents by id; one atomic commit")
     async def delete_documents(name: IndexNameParam, req: DeleteDocumentsRequest) -> dict:
         check_batch(len(req.ids), max(settings.max_batch, 10_000), "ids")
         return await in_thread(registry.delete, name, req.ids, req.missing_ok)
 
     @app.post("/v1/indexes/{name}/compact", response_model=IndexStats, dependencies=write, tags=["indexes"],
+              responses=errors(401, 404, 409),
               summary="Merge segments and drop deleted documents")
     async def compact_index(name: IndexNameParam) -> dict:
         return await in_thread(registry.compact, name)
 
     @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, dependencies=read, tags=["indexes"],
+              responses=errors(401, 404, 409, 413),
               summary=f"Top-k documents for a text query (explain: the first {EXPLAIN_MAX_HITS} hits)")
     async def search(name: IndexNameParam, req: SearchRequest) -> dict:
         texts_ok([req.query], "query")

@@ -193,6 +193,10 @@ class WriteResult(BaseModel):
     retrained: bool = Field(False, description="the codec was retrained on the grown collection")
 
 
+class ErrorResponse(BaseModel):
+    detail: str = Field(..., description="what was wrong, in words")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
