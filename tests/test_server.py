@@ -202,3 +202,57 @@ def test_request_limits(model, tmp_path):
         res = c.post("/v1/multi-vector", content=chunks(), headers={"content-type": "application/json"})
         assert res.status_code == 413 and "2000 bytes" in _detail(res)
         assert c.post("/v1/multi-vector", json={"input": ["x"] * 3}).status_code == 200
+
+
+# -- polylate serve --------------------------------------------------------------------------
+
+
+def test_cli_serve_subprocess(model, tmp_path):
+    """The real command: uvicorn in a child process, keys from the environment."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.server_fixtures import free_port
+
+    model.save(tmp_path / "model")
+    port = free_port()
+    cmd = [sys.executable, "-m", "polylate.cli", "serve", "--port", str(port), "--model", str(tmp_path / "model"),
+           "--index-root", str(tmp_path / "indexes"), "--max-batch", "2", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "POLYLATE_API_KEYS": KEY}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "polylate serve exited"
+            try:
+                health = httpx.get(url + "/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "polylate serve did not come up"
+                time.sleep(0.1)
+        assert health.json()["auth"] is True and health.json()["model"] == model.name
+        assert httpx.post(url + "/v1/indexes", json={"name": "c"}).status_code == 401
+        ok = httpx.post(url + "/v1/indexes", json={"name": "c"}, headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 201 and (tmp_path / "indexes" / "c").is_dir()
+        assert httpx.post(url + "/v1/multi-vector", json={"input": ["a", "b", "c"]}).status_code == 413
+        assert httpx.get(url + "/").headers["content-type"].startswith("text/html")
+    finally:
+        proc.terminate()  # graceful shutdown; uvicorn then re-raises SIGTERM, so -15 is a clean exit
+        assert proc.wait(timeout=20) in (0, -15)
+
+
+def test_cli_serve_refuses_bad_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from polylate.cli import app as cli
+
+    res = CliRunner().invoke(cli, ["serve", "--protect-reads", "--index-root", str(tmp_path)],
+                             env={"POLYLATE_API_KEYS": ""})
+    assert res.exit_code == 2 and "needs API keys" in res.output
+    res = CliRunner().invoke(cli, ["serve", "--api-key", "short", "--index-root", str(tmp_path)])
+    assert res.exit_code == 2 and "at least 8" in res.output
