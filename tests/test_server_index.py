@@ -109,6 +109,7 @@ def test_index_errors(client):
                                ("delete", "/v1/indexes/nope", None)):
         res = client.request(method, path, json=body)
         assert res.status_code == 404 and "no index named 'nope'" in res.json()["detail"], (path, res.text)
+    assert "nope" not in client.app.state.registry._entries  # unknown names leave no trace
     for bad in ({"query": ""}, {"query": "x", "k": 0}, {"query": "x", "k": 1001}, {"query": ["x"]}):
         assert client.post("/v1/indexes/x1/search", json=bad).status_code == 422, bad
 

@@ -72,8 +72,9 @@ DESCRIPTION = """Multilingual late-interaction (ColBERT) retrieval.
 
 def _vectors_json(vectors: list[np.ndarray], model: str, tokens: int) -> bytes:
     """The multi-vector body, serialised directly: FastAPI's generic encoder would walk every
-    float of a [n, 128] matrix through Python twice."""
-    data = [{"object": "embeddings", "index": i, "embeddings": np.round(v.astype(np.float32), 7).tolist()}
+    float of a [n, 128] matrix through Python twice. Rounded in float64 to 7 decimals (float32
+    precision) so each number prints short instead of as a 17-digit float32 expansion."""
+    data = [{"object": "embeddings", "index": i, "embeddings": np.round(v.astype(np.float64), 7).tolist()}
             for i, v in enumerate(vectors)]
     body = {"model": model, "object": "list", "data": data, "usage": {"total_tokens": tokens}}
     return json.dumps(body, separators=(",", ":")).encode()

@@ -142,9 +142,16 @@ class IndexRegistry:
             raise RegistryError(422, f"index name {name!r} does not stay inside the index root")
         return path
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str, must_exist: bool = True) -> _Entry:
+        """The lock holder of an index; requests for names that were never indexes get a 404
+        here, so random names cannot grow this table."""
         with self._guard:
-            return self._entries.setdefault(name, _Entry())
+            entry = self._entries.get(name)
+            if entry is None:
+                if must_exist and not self._exists(self.folder(name)):
+                    raise RegistryError(404, f"no index named {name!r}")
+                entry = self._entries[name] = _Entry()
+            return entry
 
     @staticmethod
     def _exists(folder: Path) -> bool:
@@ -205,7 +212,7 @@ class IndexRegistry:
         folder = self.folder(name)
         dim = self.runner.check_dim(dim, "dim")
         check_documents(ids, texts)
-        entry = self._entry(name)
+        entry = self._entry(name, must_exist=False)
         with entry.lock.write():
             if self._exists(folder):
                 raise RegistryError(409, f"an index named {name!r} already exists")
