@@ -7,6 +7,9 @@ the cosine of mean-pooled states of the same "query: "/"passage: " inputs), summ
 Matryoshka truncations 128/96/64 of the one head. The stand-in orthogonal projection is the
 starting point and the baseline.
 
+By default each of 128/96/64 gets its own head (trained on its own InfoNCE + KL loss);
+``--nested`` trains one 128-d head for all three by truncation instead.
+
 Training: shared/data/train/{jsquad,arcd} (ja, ar) + SciFact train qrels (en).
 Held out: SciFact test (queries × a corpus slice containing their relevant abstracts) and
 XQuAD-R paragraph retrieval (several query languages → English paragraphs). Exact MaxSim,
@@ -51,8 +54,9 @@ def ndcg_at_10(scores: torch.Tensor, qids: list[str], dids: list[str], qrels: di
     return total / max(1, len(qids))
 
 
-def eval_slices(data: Path, n_scifact_q: int, n_scifact_docs: int, n_xquad_q: int, langs, seed: int):
-    """→ list of (name, {qid: query}, {did: doc}, qrels)."""
+def eval_slices(data: Path, n_scifact_q: int, n_scifact_docs: int, n_xquad_q: int, langs, seed: int,
+                mono_langs=()):
+    """→ list of (name, {qid: query}, {did: doc}, qrels): SciFact, XQuAD-R X→en and X→X."""
     rng = random.Random(seed)
     slices = []
     corpus, queries, qrels = read_beir(data / "scifact", "test")
@@ -71,7 +75,26 @@ def eval_slices(data: Path, n_scifact_q: int, n_scifact_docs: int, n_xquad_q: in
         qs = {q: lq[q] for q in pick if q in lq}
         slices.append((f"xquad_r {lang}→en ({len(qs)}q/{len(en_corpus)}d)", qs, en_corpus,
                        {q: en_qrels[q] for q in qs}))
+    for lang in mono_langs:  # within a language: where BM25 is strongest
+        corpus, lq, qrels = read_beir(data / "xquad_r" / lang, "test")
+        qs = {q: lq[q] for q in pick if q in lq and q in qrels}
+        slices.append((f"xquad_r {lang}→{lang} ({len(qs)}q/{len(corpus)}d)", qs, corpus,
+                       {q: qrels[q] for q in qs}))
     return slices
+
+
+def bm25_ndcg(queries: dict, docs: dict, qrels: dict) -> float:
+    from polylate.eval.bm25 import BM25Baseline
+
+    run = BM25Baseline(docs).search(queries, k=10)
+    dids = list(docs)
+    pos = {d: i for i, d in enumerate(dids)}
+    qids = list(queries)
+    scores = torch.full((len(qids), len(dids)), -1e9)
+    for i, q in enumerate(qids):
+        for d, s in run.get(q, {}).items():
+            scores[i, pos[d]] = s
+    return ndcg_at_10(scores, qids, dids, qrels)
 
 
 def score_slice(model, cache: HiddenCache, queries: dict, docs: dict, dim: int, weight=None):
@@ -108,12 +131,19 @@ def evaluate(model, cache, slices, weight):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    ap.add_argument("--jsquad", type=int, default=2000)
-    ap.add_argument("--arcd", type=int, default=1000)
-    ap.add_argument("--scifact", type=int, default=809)
+    ap.add_argument("--jsquad", type=int, default=None, help="items (default: all 8862)")
+    ap.add_argument("--arcd", type=int, default=None, help="items (default: all 1395)")
+    ap.add_argument("--scifact", type=int, default=None, help="items (default: all 809)")
     ap.add_argument("--doc-maxlen", type=int, default=180)
     ap.add_argument("--eval-doc-maxlen", type=int, default=256)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--train-layers", type=int, default=0,
+                    help="also fine-tune the top N encoder layers (lower layers' output is cached)")
+    ap.add_argument("--encoder-lr", type=float, default=5e-5)
+    ap.add_argument("--no-query-expansion", action="store_true",
+                    help="queries without mask-token padding (ColBERTConfig.query_expansion=False)")
+    ap.add_argument("--nested", action="store_true",
+                    help="one 128-d head truncated to 96/64 (default: a head per dim)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--temperature", type=float, default=1.0)
@@ -123,6 +153,7 @@ def main() -> int:
     ap.add_argument("--eval-scifact-docs", type=int, default=1000)
     ap.add_argument("--eval-xquad-queries", type=int, default=200)
     ap.add_argument("--eval-langs", default="en,de,ar,zh,hi")
+    ap.add_argument("--mono-langs", default="zh,th,hi,ru", help="X→X slices (en→en is in --eval-langs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-save", action="store_true")
@@ -135,50 +166,66 @@ def main() -> int:
 
     model = load_bundled()
     model.eval()
+    if args.no_query_expansion:
+        model.config.query_expansion = model.tokenizer.config.query_expansion = False
     hidden = model.encoder.config.hidden_size
+    n_layers = len(model.encoder.layers)
+    lower = n_layers - args.train_layers if args.train_layers else None
     w0 = untrained_head(hidden, 128)
     with torch.no_grad():  # start from (and compare against) the stand-in projection
         model.heads["128"].weight.copy_(w0)
-    print(f"model: {model.name}; encoder frozen, training heads.128 [128, {hidden}]")
+    heads = [128] if args.nested else list(DIMS)
+    print(f"model: {model.name}; training heads {heads} (input {hidden}) and the top "
+          f"{args.train_layers} encoder layer(s); query expansion {model.config.query_expansion}")
 
     train = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=args.jsquad, seed=args.seed)
              + load_triplets(data / "train" / "arcd", max_negatives=1, limit=args.arcd, seed=args.seed)
              + load_pairs(data / "scifact", "train", limit=args.scifact, seed=args.seed))
-    print(f"training items: {len(train)} (jsquad {args.jsquad}, arcd {args.arcd}, "
-          f"scifact train {args.scifact}); doc_maxlen {args.doc_maxlen}")
+    print(f"training items: {len(train)} (jsquad {args.jsquad or 'all'}, arcd {args.arcd or 'all'}, "
+          f"scifact train {args.scifact or 'all'}); doc_maxlen {args.doc_maxlen}")
 
+    mono = [x for x in args.mono_langs.split(",") if x]
     slices = eval_slices(data, args.eval_scifact_queries, args.eval_scifact_docs,
-                         args.eval_xquad_queries, args.eval_langs.split(","), args.seed)
-    eval_cache = HiddenCache(model, args.eval_doc_maxlen)
+                         args.eval_xquad_queries, args.eval_langs.split(","), args.seed, mono)
+    eval_cache = HiddenCache(model, args.eval_doc_maxlen, lower_layers=lower)
     for _, qs, ds, _ in slices:
         eval_cache.add(qs.values(), True)
         eval_cache.add(ds.values(), False, show_progress=True)
     print(f"eval cache: {len(eval_cache)} texts in {eval_cache.seconds:.0f}s")
     before = evaluate(model, eval_cache, slices, w0)
     dense = {name: ndcg_at_10(*dense_scores(eval_cache, qs, ds), qrels) for name, qs, ds, qrels in slices}
+    bm25 = {name: bm25_ndcg(qs, ds, qrels) for name, qs, ds, qrels in slices}
+    if not args.nested:  # own heads for 96 and 64, started from their own stand-ins
+        for d in DIMS[1:]:
+            model.heads[str(d)] = torch.nn.Linear(hidden, d, bias=False)
+            with torch.no_grad():
+                model.heads[str(d)].weight.copy_(untrained_head(hidden, d))
 
     t_train = time.perf_counter()
     trainer = Trainer(model, train, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                       warmup_ratio=0.1, grad_accum=1, dims=DIMS, seed=args.seed,
                       temperature=args.temperature, distill_weight=args.distill_weight,
                       teacher="mean_pool", teacher_temperature=args.teacher_temperature,
-                      doc_maxlen=args.doc_maxlen, show_progress=True, log_every=100)
+                      doc_maxlen=args.doc_maxlen, show_progress=True, log_every=100,
+                      train_encoder_layers=args.train_layers, encoder_lr=args.encoder_lr)
     print(f"train cache: {len(trainer.cache)} texts in {trainer.cache.seconds:.0f}s")
     t_loop = time.perf_counter()
     trainer.train()
     loop_s = time.perf_counter() - t_loop
     train_s = time.perf_counter() - t_train
-    w1 = model.heads["128"].weight.detach().clone()
-    after = evaluate(model, eval_cache, slices, w1)
+    if lower is not None:
+        eval_cache.refresh_from_lower()  # final states through the trained layers
+    after = evaluate(model, eval_cache, slices, None)
 
     names = [s[0] for s in slices]
     print(f"\nnDCG@10, exact MaxSim (training: {train_s:.0f}s incl. caching, loop {loop_s:.0f}s)")
-    print(f"{'slice':34s} {'dim':>4s} {'untrained':>10s} {'trained':>9s} {'delta':>7s} {'e5 dense':>9s}")
+    print(f"{'slice':34s} {'dim':>4s} {'untrained':>10s} {'trained':>9s} {'delta':>7s} "
+          f"{'e5 dense':>9s} {'BM25':>7s}")
     for name in names:
         for dim in DIMS:
             b, a = before[(name, dim)], after[(name, dim)]
-            print(f"{name:34s} {dim:4d} {b:10.4f} {a:9.4f} {a - b:+7.4f} "
-                  f"{dense[name] if dim == 128 else float('nan'):9.4f}")
+            ref = (dense[name], bm25[name]) if dim == 128 else (float("nan"),) * 2
+            print(f"{name:34s} {dim:4d} {b:10.4f} {a:9.4f} {a - b:+7.4f} {ref[0]:9.4f} {ref[1]:7.4f}")
     wins = True
     for dim in DIMS:
         mb = sum(before[(n, dim)] for n in names) / len(names)
@@ -188,7 +235,7 @@ def main() -> int:
     wins &= all(after[(n, 128)] > before[(n, 128)] for n in names)
     print(f"total {time.perf_counter() - t0:.0f}s")
     if wins and not args.no_save:
-        save_heads(model, args.out, dims=[128])
+        save_heads(model, args.out, dims=heads, encoder_layers=range(lower or n_layers, n_layers))
         print(f"trained head beats the stand-in: wrote {args.out} ({args.out.stat().st_size} bytes)")
     elif not wins:
         print("trained head does NOT beat the stand-in on every slice: nothing written")

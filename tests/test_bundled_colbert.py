@@ -101,3 +101,25 @@ def test_cli_demo_indexes_and_answers(model):
     res = CliRunner().invoke(app, ["demo"])
     assert res.exit_code == 0, res.output
     assert "indexed into" in res.output and "Hauptstadt" in res.output and "富士山" in res.output
+
+
+def test_shipped_file_with_trained_encoder_layers_loads(model, tmp_path, monkeypatch):
+    import torch
+
+    from polylate.model import bundled
+    from polylate.train.trainer import save_heads
+
+    top = len(model.encoder.layers) - 1
+    original = {k: v.clone() for k, v in model.encoder.layers[top].state_dict().items()}
+    try:
+        with torch.no_grad():
+            model.encoder.layers[top].fc2.weight.mul_(1.5)
+        path = save_heads(model, tmp_path / "heads.safetensors", encoder_layers=[top])
+        monkeypatch.setattr(bundled, "HEAD_FILE", path)
+        loaded = bundled.load_bundled()
+        want = model.encoder.layers[top].fc2.weight
+        got = loaded.encoder.layers[top].fc2.weight
+        assert torch.allclose(got, want.half().float()) and not torch.allclose(got, original["fc2.weight"])
+        assert torch.equal(loaded.encoder.layers[0].fc1.weight, model.encoder.layers[0].fc1.weight)
+    finally:
+        model.encoder.layers[top].load_state_dict(original)

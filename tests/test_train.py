@@ -18,7 +18,7 @@ from polylate.scoring import maxsim
 from polylate.text.tokenizer import ColBERTTokenizer
 from polylate.train import (Pair, Triplet, Trainer, batches, infonce, kl_distillation, load_pairs,
                             load_triplets, matryoshka, maxsim_scores, read_beir)
-from polylate.train.trainer import save_heads
+from polylate.train.trainer import HiddenCache, save_heads
 from tests.layouts import xlmr_tokenizer
 
 
@@ -134,16 +134,27 @@ def test_frozen_encoder_gradients_reach_only_the_head():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_unfrozen_top_layer_gets_gradients():
+@pytest.mark.parametrize("cache_lower", [True, False])
+def test_unfrozen_top_layer_gets_gradients(cache_lower):
     model = tiny_model()
-    trainer = Trainer(model, ITEMS, lr=1e-3, batch_size=4, dims=(16,), train_encoder_layers=1)
-    assert trainer.cache is None
+    trainer = Trainer(model, ITEMS, lr=1e-3, batch_size=4, dims=(16,), train_encoder_layers=1,
+                      cache_lower_layers=cache_lower)
+    n_layers = len(model.encoder.layers)
+    assert (trainer.cache.lower_layers == n_layers - 1) if cache_lower else trainer.cache is None
     loss, _ = trainer.batch_loss(trainer.items[:4])
     loss.backward()
     top = list(model.encoder.layers[-1].parameters())
     assert all(p.grad is not None for p in top) and sum(float(p.grad.abs().sum()) for p in top) > 0
     assert all(p.grad is None for p in model.encoder.layers[0].parameters())
     assert model.encoder.embeddings.word.weight.grad is None
+
+
+def test_cached_lower_layers_give_the_full_encoder_loss():
+    full = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), train_encoder_layers=1, cache_lower_layers=False)
+    cached = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), train_encoder_layers=1)
+    batch = full.items[:4]
+    a, b = float(full.batch_loss(batch)[0]), float(cached.batch_loss(batch)[0])
+    assert abs(a - b) < 1e-2 * abs(a), (a, b)  # lower states are cached in float16
 
 
 def test_a_few_steps_decrease_the_loss(tmp_path):
@@ -237,3 +248,23 @@ def test_cli_train_heads_only(tmp_path, shared_data):
     assert heads["heads.128.weight"].shape == (128, 384)
     res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "-o", str(out)])
     assert res.exit_code == 2
+
+
+def test_lower_layer_cache_refreshes_after_the_top_layer_changes():
+    model = tiny_model(seed=5)
+    texts = ["a short text", "another somewhat longer text about retrieval", "x"]
+    cache = HiddenCache(model, doc_maxlen=64, lower_layers=len(model.encoder.layers) - 1)
+    cache.add(texts, False)
+    cache.add(texts[:2], True)
+    with torch.no_grad():
+        for p in model.encoder.layers[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    stale = {k: v.clone() for k, v in cache.tokens.items()}
+    cache.refresh_from_lower()
+    fresh = HiddenCache(model, doc_maxlen=64)
+    fresh.add(texts, False)
+    fresh.add(texts[:2], True)
+    for key, value in fresh.tokens.items():
+        assert torch.allclose(cache.tokens[key].float(), value.float(), atol=5e-3)
+        assert not torch.allclose(stale[key].float(), value.float(), atol=5e-3)
+        assert torch.allclose(cache.pooled[key], fresh.pooled[key], atol=5e-3)

@@ -670,11 +670,20 @@ def load_bundled(cache_dir: str | Path | None = None):
         from safetensors.torch import load_file
 
         heads: dict[int, dict] = {}
+        layers: dict[str, object] = {}  # fine-tuned top encoder layers, when shipped
         for key, value in load_file(str(HEAD_FILE)).items():
+            if key.startswith("encoder."):
+                layers[key[len("encoder."):]] = value.float()
+                continue
             _, d, part = key.split(".")
             heads.setdefault(int(d), {})[part] = value
         name = BUNDLED_NAME
     else:
-        heads = {128: {"weight": untrained_head(enc_cfg.hidden_size)}}
+        heads, layers = {128: {"weight": untrained_head(enc_cfg.hidden_size)}}, {}
         name = BUNDLED_NAME + " (untrained projection)"
-    return assemble(enc_cfg, enc_state, heads, load_tokenizer_file(folder), bundled_colbert_config(), name=name)
+    model = assemble(enc_cfg, enc_state, heads, load_tokenizer_file(folder), bundled_colbert_config(), name=name)
+    if layers:
+        missing, unexpected = model.encoder.load_state_dict(layers, strict=False)
+        if unexpected:
+            raise ValueError(f"{HEAD_FILE.name}: unknown encoder weights {unexpected[:3]}")
+    return model

@@ -176,19 +176,27 @@ class Encoder(nn.Module):
             else None
         )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                stop: int | None = None):
+        """``stop``: run only the first ``stop`` layers (what :meth:`resume` continues from)."""
         length = input_ids.shape[1]
         if length > self.config.max_tokens:
             raise ValueError(
                 f"input of {length} tokens exceeds the encoder's limit of {self.config.max_tokens}"
             )
-        x = self.embeddings(input_ids)
+        return self.resume(self.embeddings(input_ids), attention_mask, 0, stop)
+
+    def resume(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Run layers ``[start, stop)`` on hidden states [B, L, H]: lets training cache the
+        frozen lower layers' output once and re-run only the layers it trains."""
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             # [B, 1, 1, L] boolean key mask; rows of padding still attend somewhere (no NaN)
             mask = attention_mask.bool()[:, None, None, :]
-        rotary = self.rotary(length, x.device) if self.rotary is not None else None
-        for layer in self.layers:
+        rotary = self.rotary(hidden.shape[1], hidden.device) if self.rotary is not None else None
+        x = hidden
+        for layer in self.layers[start:stop]:
             x = layer(x, mask, rotary)
         return x
 

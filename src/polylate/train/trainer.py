@@ -26,23 +26,29 @@ class HiddenCache:
     ``tokens[key]``: ``[n_out, H]`` hidden states of the positions that become ColBERT vectors
     (stored in ``dtype``, default float16). ``pooled[key]``: L2-normalised mean of the hidden
     states over attended positions (e5's sentence embedding, used as a dense teacher).
+    ``lower[key]`` (with ``lower_layers=n``): the output of the first ``n`` encoder layers at
+    every position, with the attention and output masks — training the layers above re-runs
+    only those.
     """
 
     def __init__(self, model, doc_maxlen: int | None = None, batch_size: int = 32,
-                 dtype: torch.dtype = torch.float16, keep_tokens: bool = True):
+                 dtype: torch.dtype = torch.float16, keep_tokens: bool = True,
+                 lower_layers: int | None = None):
         self.model = model
         self.doc_maxlen = doc_maxlen
         self.batch_size = batch_size
         self.dtype = dtype
         self.keep_tokens = keep_tokens
+        self.lower_layers = lower_layers
         self.tokens: dict[tuple[str, bool], torch.Tensor] = {}
         self.pooled: dict[tuple[str, bool], torch.Tensor] = {}
+        self.lower: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.seconds = 0.0
 
     def __len__(self) -> int:
         return len(self.pooled)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the encoder's rotary tables it fills are reused in training
     def add(self, texts: Iterable[str], is_query: bool, show_progress: bool = False) -> None:
         todo = sorted({t for t in texts if (t, is_query) not in self.pooled})
         if not todo:
@@ -57,7 +63,11 @@ class HiddenCache:
             batch = tok.batch([seqs[i] for i in idx], is_query)
             ids = torch.from_numpy(batch.input_ids).to(device)
             attn = torch.from_numpy(batch.attention_mask).to(device)
-            hidden = self.model.encoder(ids, attn).float()
+            if self.lower_layers is None:
+                hidden = self.model.encoder(ids, attn).float()
+            else:
+                low = self.model.encoder(ids, attn, stop=self.lower_layers)
+                hidden = self.model.encoder.resume(low, attn, self.lower_layers).float()
             a = attn.to(hidden.dtype)[..., None]
             pooled = F.normalize((hidden * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
             keep = torch.from_numpy(batch.output_mask)
@@ -66,6 +76,10 @@ class HiddenCache:
                 self.pooled[key] = pooled[row].clone()
                 if self.keep_tokens:
                     self.tokens[key] = hidden[row][keep[row].to(device)].to(self.dtype).cpu().clone()
+                if self.lower_layers is not None:
+                    n = len(seqs[i])
+                    self.lower[key] = (low[row, :n].to(self.dtype).cpu().clone(), attn[row, :n].bool().cpu(),
+                                       keep[row, :n].clone())
             if show_progress and (n + 1) % 20 == 0:
                 print(f"  cached {(n + 1) * self.batch_size}/{len(todo)} "
                       f"{'queries' if is_query else 'documents'} "
@@ -84,6 +98,42 @@ class HiddenCache:
             mask[i, : r.shape[0]] = True
         return out.to(device), mask.to(device)
 
+    @torch.no_grad()
+    def refresh_from_lower(self) -> None:
+        """Recompute ``tokens`` and ``pooled`` from the cached lower-layer states with the
+        encoder's current upper layers (after training them), without re-running the rest."""
+        if self.lower_layers is None:
+            raise ValueError("this cache holds no lower-layer states (lower_layers=None)")
+        start = time.perf_counter()
+        keys = sorted(self.lower, key=lambda k: self.lower[k][0].shape[0])
+        device = self.model.device
+        for s in range(0, len(keys), self.batch_size):
+            group = keys[s : s + self.batch_size]
+            for is_query in (True, False):
+                texts = [t for t, q in group if q == is_query]
+                if not texts:
+                    continue
+                low, attn, keep = self.padded_lower(texts, is_query, device)
+                hidden = self.model.encoder.resume(low.to(self.model.dtype), attn, self.lower_layers).float()
+                a = attn.to(hidden.dtype)[..., None]
+                pooled = F.normalize((hidden * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
+                for row, t in enumerate(texts):
+                    self.pooled[(t, is_query)] = pooled[row].clone()
+                    if self.keep_tokens:
+                        self.tokens[(t, is_query)] = hidden[row][keep[row]].to(self.dtype).cpu().clone()
+        self.seconds += time.perf_counter() - start
+
+    def padded_lower(self, texts: Sequence[str], is_query: bool, device=None):
+        """→ (lower-layer states [n, L, H] float32, attention [n, L], output mask [n, L])."""
+        rows = [self.lower[(t, is_query)] for t in texts]
+        width = max(r[0].shape[0] for r in rows)
+        out = torch.zeros(len(rows), width, rows[0][0].shape[-1])
+        attn = torch.zeros(len(rows), width, dtype=torch.bool)
+        keep = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, (h, a, k) in enumerate(rows):
+            out[i, : h.shape[0]], attn[i, : h.shape[0]], keep[i, : h.shape[0]] = h.float(), a, k
+        return out.to(device), attn.to(device), keep.to(device)
+
     def pooled_matrix(self, texts: Sequence[str], is_query: bool) -> torch.Tensor:
         return torch.stack([self.pooled[(t, is_query)] for t in texts])
 
@@ -93,8 +143,11 @@ def project(model, hidden: torch.Tensor, dim: int) -> torch.Tensor:
     return model.project(hidden, dim)
 
 
-def save_heads(model, path: str | Path, dims: Sequence[int] | None = None) -> Path:
-    """Write just the projection head(s) as ``heads.<dim>.weight`` (+ ``.bias``) float32."""
+def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
+               encoder_layers: Sequence[int] = ()) -> Path:
+    """Write just the projection head(s) as ``heads.<dim>.weight`` (+ ``.bias``) float32, and
+    the given (trained) encoder layers as ``encoder.layers.<i>.*`` float16 — a small file
+    that turns a base encoder into the trained model (see ``model.bundled.load_bundled``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -103,6 +156,9 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None) -> Pa
         state[f"heads.{d}.weight"] = head.weight.detach().float().cpu().contiguous()
         if head.bias is not None:
             state[f"heads.{d}.bias"] = head.bias.detach().float().cpu().contiguous()
+    for i in encoder_layers:
+        for name, value in model.encoder.layers[i].state_dict().items():
+            state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
     save_file(state, str(path), metadata={"format": "pt"})
     return path
 
@@ -116,7 +172,11 @@ class Trainer:
     teacher) summed over the Matryoshka ``dims``.
 
     ``train_encoder_layers=0`` freezes the whole encoder: hidden states are cached once.
-    ``n > 0`` also trains the top ``n`` encoder layers (encoder re-run every step).
+    ``n > 0`` also trains the top ``n`` encoder layers: the frozen layers below run once per
+    text and their output is cached (``cache_lower_layers``, default), so a step costs only
+    the ``n`` trained layers; ``cache_lower_layers=False`` re-runs the whole encoder.
+    ``encoder_lr`` (default ``lr``): the trained encoder layers' peak learning rate — pretrained
+    layers usually want one far below a fresh head's.
 
     Teachers: ``teacher="items"`` uses :attr:`Triplet.teacher_scores` (own documents only);
     ``teacher="mean_pool"`` uses the cosine of the frozen encoder's mean-pooled states for
@@ -132,7 +192,8 @@ class Trainer:
                  teacher: str = "items", teacher_temperature: float | None = None,
                  doc_maxlen: int | None = None, weight_decay: float = 0.01,
                  checkpoint_every: int | None = None, cache: HiddenCache | None = None,
-                 encode_batch_size: int = 32, log_every: int = 0, show_progress: bool = False):
+                 encode_batch_size: int = 32, log_every: int = 0, show_progress: bool = False,
+                 cache_lower_layers: bool = True, encoder_lr: float | None = None):
         if not train_items:
             raise ValueError("no training items")
         if grad_accum < 1 or batch_size < 1 or epochs < 1:
@@ -173,12 +234,15 @@ class Trainer:
             for layer in model.encoder.layers[n_layers - train_encoder_layers:]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+        groups = []
+        for params, group_lr in ((list(model.heads.parameters()), lr),
+                                 ([p for p in model.encoder.parameters() if p.requires_grad], encoder_lr or lr)):
+            for decayed in (True, False):
+                chosen = [p for p in params if (p.dim() >= 2) == decayed]
+                if chosen:
+                    groups.append({"params": chosen, "lr": group_lr,
+                                   "weight_decay": weight_decay if decayed else 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=lr)
         per_epoch = math.ceil(math.ceil(len(self.items) / batch_size) / grad_accum)
         self.total_steps = per_epoch * epochs
         warmup = int(round(warmup_ratio * self.total_steps))
@@ -196,9 +260,15 @@ class Trainer:
 
         self.cache = cache
         frozen = train_encoder_layers == 0
-        if frozen or teacher == "mean_pool" and distill_weight > 0:
+        lower = n_layers - train_encoder_layers if train_encoder_layers and cache_lower_layers else None
+        if cache is not None and lower is not None and cache.lower_layers != lower:
+            raise ValueError(f"the given cache holds lower_layers={cache.lower_layers}, "
+                             f"training {train_encoder_layers} layer(s) needs {lower}")
+        self._cached_layers = 0 if frozen else lower
+        if frozen or lower is not None or teacher == "mean_pool" and distill_weight > 0:
             if self.cache is None:
-                self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=frozen)
+                self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=frozen,
+                                         lower_layers=lower)
             self.model.eval()
             self.cache.add([t.query for t in self.items], True, show_progress)
             self.cache.add([d for t in self.items for d in (t.positive, *t.negatives)], False,
@@ -222,6 +292,9 @@ class Trainer:
     def _hidden(self, texts: list[str], is_query: bool):
         if self.train_encoder_layers == 0:
             return self.cache.padded(texts, is_query, self.model.device)
+        if self._cached_layers is not None:
+            low, attn, keep = self.cache.padded_lower(texts, is_query, self.model.device)
+            return self.model.encoder.resume(low, attn, self._cached_layers), keep
         tok = self.model.tokenizer
         batch = tok.batch(tok.sequences(texts, is_query, None if is_query else self.doc_maxlen), is_query)
         ids = torch.from_numpy(batch.input_ids).to(self.model.device)
@@ -328,7 +401,7 @@ class Trainer:
     def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
         """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
         items = [as_triplet(x) for x in items]
-        if self.train_encoder_layers == 0:
+        if self._cached_layers is not None:
             self.cache.add([t.query for t in items], True)
             self.cache.add([d for t in items for d in (t.positive, *t.negatives)], False)
         with torch.no_grad():
