@@ -293,6 +293,7 @@ def train(
     lr: float = typer.Option(2e-3),
     dims: str = typer.Option("128,96,64", help="Matryoshka dims trained together"),
     encoder_layers: int = typer.Option(0, help="also train the top N encoder layers (0: head only, cached encoder)"),
+    encoder_lr: float = typer.Option(5e-5, help="peak learning rate of the trained encoder layers"),
     distill: float = typer.Option(1.0, help="weight of KL distillation from the encoder's dense (mean-pooled) scores"),
     limit: Optional[int] = typer.Option(None, help="at most this many training items per folder"),
     doc_maxlen: int = typer.Option(180, "--doc-maxlen"),
@@ -316,14 +317,15 @@ def train(
     try:
         dim_list = [int(d) for d in dims.split(",") if d.strip()]
         trainer = Trainer(m, items, lr=lr, epochs=epochs, batch_size=batch_size, dims=dim_list,
-                          train_encoder_layers=encoder_layers, distill_weight=distill,
+                          train_encoder_layers=encoder_layers, encoder_lr=encoder_lr, distill_weight=distill,
                           teacher="mean_pool", teacher_temperature=0.02, doc_maxlen=doc_maxlen,
                           show_progress=True, log_every=50)
     except ValueError as exc:
         _fail(str(exc))
     history = trainer.train()
-    if heads_only:
-        save_heads(m, output)
+    if heads_only:  # plus the trained encoder layers, if any
+        n = len(m.encoder.layers)
+        save_heads(m, output, encoder_layers=range(n - encoder_layers, n))
     else:
         m.save(output)
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
