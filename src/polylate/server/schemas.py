@@ -33,7 +33,8 @@ class MultiVectorRequest(BaseModel):
     model: str | None = Field(None, description="the served model's name, 'default', or a configured alias")
     input: list[InputItem] | str = Field(..., description="texts, or {\"text\": ...} objects")
     input_type: Literal["query", "document"] = Field(
-        "document", description="query: exactly query_maxlen vectors (mask-augmented); document: one per token")
+        "document", description="query: padded with [MASK] to query_maxlen vectors when the model expands "
+                                "queries (Jina, ColBERT); document: one vector per non-punctuation token")
     dimensions: int | None = Field(None, description="Matryoshka size: 128, 96 or 64 (the model's sizes)")
     embedding_type: Literal["float"] = Field("float", description="only 'float' is served")
 
