@@ -120,12 +120,14 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=120_000)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--embeddings", type=Path, default=None,
+                    help="reuse a cached embeddings folder (benchmarks/.cache/…) instead of encoding")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--rerun-peer", action="store_true", help="rebuild colbert-ai even if a result is cached")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
-    folder = embeddings(args.docs, args.queries)
+    folder = args.embeddings or embeddings(args.docs, args.queries)
     docs, queries = unpack(folder)
     n_tokens = sum(len(d) for d in docs)
     truth_file = folder / f"exact-top{args.k}.json"

@@ -71,7 +71,7 @@ def test_centroid_interaction_decompress_and_maxsim_match_torch():
         cand = np.array([0, 3, 5, 17, 39, 8], dtype=np.int64)
         q = rng.normal(size=(6, 32)).astype(np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
-        cs_t = codec.centroid_scores_t(torch.from_numpy(q)).numpy()
+        cs_t = codec.centroid_scores_t(q)
 
         got = kernels.centroid_interaction(codes, offsets, cand, cs_t)
         cen = codec.centroids
@@ -96,3 +96,15 @@ def test_top_indices():
     s = np.array([0.1, 0.9, 0.5, 0.7, 0.2], np.float32)
     assert kernels.top_indices(s, 2).tolist() == [1, 3]
     assert kernels.top_indices(s, 10).tolist() == [0, 1, 2, 3, 4]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), ncells=st.integers(1, 9), n_k=st.integers(1, 40))
+def test_probe_cells_is_the_union_of_each_tokens_best(seed, ncells, n_k):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n_k, 5)).astype(np.float32)
+    want = set()
+    for t in range(scores.shape[1]):
+        want |= set(np.argsort(-scores[:, t], kind="stable")[: min(ncells, n_k)].tolist())
+    got = kernels.probe_cells(scores, ncells)
+    assert got.tolist() == sorted(want)

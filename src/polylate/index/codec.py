@@ -174,9 +174,9 @@ class ResidualCodec:
         v = self._centroids_t.index_select(0, codes_t) + residual
         return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def centroid_scores_t(self, query: torch.Tensor) -> torch.Tensor:
-        """[Lq, dim] → [K, Lq]: one contiguous row per centroid, the layout search reads."""
-        return self._centroids_t @ query.float().T
+    def centroid_scores_t(self, query: np.ndarray) -> np.ndarray:
+        """[Lq, dim] → [K, Lq] float32: one contiguous row per centroid, the layout search reads."""
+        return self.centroids @ np.asarray(query, dtype=np.float32).T
 
     # -- persistence ---------------------------------------------------------------------
 

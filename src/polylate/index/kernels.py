@@ -13,6 +13,35 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def probe_cells(centroid_scores_t, ncells):
+    """Stage 1: the union over query tokens of each token's ``ncells`` best centroids.
+
+    centroid_scores_t: [K, Lq] → sorted centroid ids. One pass, a small insertion list per token.
+    """
+    n_k, n_q = centroid_scores_t.shape
+    n = min(ncells, n_k)
+    best_v = np.full((n_q, n), -np.inf, np.float32)
+    best_i = np.zeros((n_q, n), np.int64)
+    for k in range(n_k):
+        row = centroid_scores_t[k]
+        for t in range(n_q):
+            v = row[t]
+            if v > best_v[t, n - 1]:
+                j = n - 1
+                while j > 0 and best_v[t, j - 1] < v:
+                    best_v[t, j] = best_v[t, j - 1]
+                    best_i[t, j] = best_i[t, j - 1]
+                    j -= 1
+                best_v[t, j] = v
+                best_i[t, j] = k
+    chosen = np.zeros(n_k, np.bool_)
+    for t in range(n_q):
+        for j in range(n):
+            chosen[best_i[t, j]] = True
+    return np.flatnonzero(chosen)
+
+
+@njit(cache=True, nogil=True)
 def ivf_interaction(ivf_docs, ivf_offsets, cells, cell_scores, deleted, allowed, use_allowed):
     """Stage 2: approximate MaxSim of every document in the probed inverted lists.
 
