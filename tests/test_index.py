@@ -72,6 +72,20 @@ def test_search_agrees_with_exact(built, corpus):
     assert np.mean(wide) >= np.mean(recalls) - 1e-9
 
 
+def test_a_small_index_answers_k_hits(tmp_path, corpus):
+    # 40 documents over 32 centroids: a query's probed lists hold fewer than k documents
+    idx = PlaidIndex.build(tmp_path / "small", corpus.ids[:40], corpus.docs[:40], nbits=2, num_centroids=32)
+    q = corpus.query_for(3)
+    hits = idx.search(q, k=25)
+    assert len(hits) == 25 and len({h.id for h in hits}) == 25
+    exact = ExactIndex(64)
+    exact.add(corpus.ids[:40], corpus.docs[:40])
+    assert hits[0].id == exact.search(q, k=1)[0].id
+    idx.delete(corpus.ids[:30])
+    assert len(idx.search(q, k=25)) == 10  # every live document, no deleted one
+    assert {h.id for h in idx.search(q, k=25)} == set(corpus.ids[30:40])
+
+
 def test_kept_vectors_give_exact_scores(tmp_path, corpus):
     idx = PlaidIndex.build(tmp_path / "kv", corpus.ids, corpus.docs, num_centroids=128, keep_vectors=True)
     exact = ExactIndex(64)

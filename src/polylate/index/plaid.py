@@ -420,9 +420,11 @@ class PlaidIndex:
         use_allowed = allowed is not None
         docs, approx = kernels.ivf_interaction(seg.ivf_docs, seg.ivf_offsets, cells, cell_scores, seg.deleted,
                                                allowed if use_allowed else _NO_FILTER, use_allowed)
-        if use_allowed and len(docs) < k:
-            # a narrow filter: score every allowed document instead of the probed ones
-            cand = np.flatnonzero(allowed & ~seg.deleted)
+        if len(docs) < k:
+            # the probed lists hold fewer than k documents (a narrow filter, or a small
+            # segment with few documents per cell): score every live (allowed) document
+            live = ~seg.deleted
+            cand = np.flatnonzero(live & allowed if use_allowed else live)
         else:
             # stage 2: interaction through the probed inverted lists only (no token reads)
             cand = docs[kernels.top_indices(approx, settings.ndocs)]

@@ -23,10 +23,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from polylate.index.plaid import PlaidIndex, SearchSettings
+from polylate.index.plaid import PlaidIndex
 from polylate.index.storage import MANIFEST, IndexStoreError, read_manifest
 from polylate.server.runner import ModelRunner
 from polylate.server.schemas import INDEX_NAME_PATTERN
@@ -363,23 +363,7 @@ class IndexRegistry:
             if query_vectors.shape[-1] != idx.dim:
                 raise RegistryError(409, f"index {name!r} changed while the query was encoded; retry")
             try:
-                hits = _search_widening(idx, query_vectors, k, filter_ids)
+                hits = idx.search(query_vectors, k=k, filter_ids=filter_ids)
             except ValueError as exc:
                 raise RegistryError(422, str(exc)) from exc
             return SearchResult(hits, idx.documents(h.id for h in hits), rec["dim"], rec["doc_maxlen"])
-
-
-def _search_widening(idx: PlaidIndex, query, k: int, filter_ids: list[str] | None):
-    """PLAID only scores documents in the cells its query tokens probe, so a small collection
-    (few documents per cell) can answer fewer than k hits although it holds more. Probe 4×
-    more cells until k hits are found or every cell was probed; ordinary searches on a
-    populated index return k hits at once and never repeat."""
-    available = len(idx) if filter_ids is None else sum(1 for i in set(filter_ids) if i in idx)
-    want = min(k, available)
-    settings = SearchSettings.for_k(k)
-    hits = idx.search(query, k=k, filter_ids=filter_ids, settings=settings)
-    while len(hits) < want and settings.ncells < idx.codec.num_centroids:
-        settings = replace(settings, ncells=min(4 * settings.ncells, idx.codec.num_centroids),
-                           ndocs=max(settings.ndocs, 4 * k))
-        hits = idx.search(query, k=k, filter_ids=filter_ids, settings=settings)
-    return hits
