@@ -77,9 +77,9 @@ class HiddenCache:
                 if self.keep_tokens:
                     self.tokens[key] = hidden[row][keep[row].to(device)].to(self.dtype).cpu().clone()
                 if self.lower_layers is not None:
-                    n = len(seqs[i])
-                    self.lower[key] = (low[row, :n].to(self.dtype).cpu().clone(), attn[row, :n].bool().cpu(),
-                                       keep[row, :n].clone())
+                    length = len(seqs[i])
+                    self.lower[key] = (low[row, :length].to(self.dtype).cpu().clone(),
+                                       attn[row, :length].bool().cpu(), keep[row, :length].clone())
             if show_progress and (n + 1) % 20 == 0:
                 print(f"  cached {(n + 1) * self.batch_size}/{len(todo)} "
                       f"{'queries' if is_query else 'documents'} "
