@@ -5,7 +5,9 @@ Sets (from ../shared/data): SciFact test (en); XQuAD-R paragraphs within each of
 and from each language to English; LAReQA XQuAD-R answer sentences within each of 11
 languages and pooled over all of them; Tatoeba bitext (112 languages → English). ColBERT is
 ranked by exact MaxSim at 128/96/64 dims (each dim through its own head when the model has
-one); one encoder pass per text serves ColBERT and the dense baseline. BM25 is bm25s over
+one); one encoder pass per text serves ColBERT and the dense baseline (the published e5
+encoder's upper layers continue from the shared lower layers when polylate's model carries
+fine-tuned top layers). BM25 is bm25s over
 XLM-R pieces (polylate.eval.bm25). Metrics: nDCG@10 and Recall@100 by pytrec_eval.
 
     python benchmarks/quality_report.py [--max-queries 400] [--fp32] [--json out.json] [--plot out.png]
@@ -33,6 +35,7 @@ from polylate.eval.bm25 import BM25Baseline
 from polylate.eval.beir import load_beir
 from polylate.eval.metrics import evaluate
 from polylate.eval.runner import plot_quality_vs_storage
+from polylate.model.bundled import base_encoder
 from polylate.train.trainer import HiddenCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +103,14 @@ def _run(scores: torch.Tensor, qids, dids):
             for q, vals, idx in zip(qids, top.values, top.indices)}
 
 
+def _first_changed_layer(encoder, base) -> int | None:
+    """Index of the first layer that differs from the base encoder (None: identical)."""
+    for i, (a, b) in enumerate(zip(encoder.layers, base.layers)):
+        if any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())):
+            return i
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
@@ -122,8 +133,12 @@ def main() -> int:
     t0 = time.perf_counter()
     model = load_model(args.model)
     model.eval()
+    base = base_encoder() if args.model is None else None
+    lower = _first_changed_layer(model.encoder, base) if base is not None else None
     if not args.fp32:
         model.encoder.to(torch.bfloat16)  # heads stay float32
+        if base is not None:
+            base.to(torch.bfloat16)
     print(f"model: {model.name}; heads {model.head_dims}; encoder {'fp32' if args.fp32 else 'bf16'}")
 
     rows = []
@@ -138,7 +153,8 @@ def main() -> int:
         qrels = {q: ds.qrels[q] for q in qids}
         key = name if family.startswith("tatoeba") else family.split()[0]
         if cache_key != key:  # one cache per family of sets sharing texts (xquad_r, lareqa)
-            cache, cache_key = HiddenCache(model, model.config.doc_maxlen), key
+            cache, cache_key = HiddenCache(model, model.config.doc_maxlen, lower_layers=lower,
+                                           pooled_from=base if lower is not None else None), key
         start = time.perf_counter()
         cache.add(queries.values(), True)
         cache.add(ds.corpus.values(), False)

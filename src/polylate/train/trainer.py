@@ -28,18 +28,22 @@ class HiddenCache:
     states over attended positions (e5's sentence embedding, used as a dense teacher).
     ``lower[key]`` (with ``lower_layers=n``): the output of the first ``n`` encoder layers at
     every position, with the attention and output masks — training the layers above re-runs
-    only those.
+    only those. ``pooled_from``: another encoder with the same lower layers (e.g. the base
+    model before its top layers were fine-tuned) whose upper layers make ``pooled``.
     """
 
     def __init__(self, model, doc_maxlen: int | None = None, batch_size: int = 32,
                  dtype: torch.dtype = torch.float16, keep_tokens: bool = True,
-                 lower_layers: int | None = None):
+                 lower_layers: int | None = None, pooled_from=None):
         self.model = model
         self.doc_maxlen = doc_maxlen
         self.batch_size = batch_size
         self.dtype = dtype
         self.keep_tokens = keep_tokens
         self.lower_layers = lower_layers
+        if pooled_from is not None and lower_layers is None:
+            raise ValueError("pooled_from needs lower_layers: it continues from the cached lower states")
+        self.pooled_from = pooled_from
         self.tokens: dict[tuple[str, bool], torch.Tensor] = {}
         self.pooled: dict[tuple[str, bool], torch.Tensor] = {}
         self.lower: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -68,8 +72,11 @@ class HiddenCache:
             else:
                 low = self.model.encoder(ids, attn, stop=self.lower_layers)
                 hidden = self.model.encoder.resume(low, attn, self.lower_layers).float()
-            a = attn.to(hidden.dtype)[..., None]
-            pooled = F.normalize((hidden * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
+            source = hidden
+            if self.pooled_from is not None:
+                source = self.pooled_from.resume(low, attn, self.lower_layers).float()
+            a = attn.to(source.dtype)[..., None]
+            pooled = F.normalize((source * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
             keep = torch.from_numpy(batch.output_mask)
             for row, i in enumerate(idx):
                 key = (todo[i], is_query)
