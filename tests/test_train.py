@@ -268,3 +268,27 @@ def test_lower_layer_cache_refreshes_after_the_top_layer_changes():
         assert torch.allclose(cache.tokens[key].float(), value.float(), atol=5e-3)
         assert not torch.allclose(stale[key].float(), value.float(), atol=5e-3)
         assert torch.allclose(cache.pooled[key], fresh.pooled[key], atol=5e-3)
+
+
+def test_pooled_from_another_encoders_upper_layers():
+    import copy
+
+    model = tiny_model(seed=6)
+    base = copy.deepcopy(model.encoder)
+    with torch.no_grad():
+        for p in model.encoder.layers[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    texts = ["one text", "a second, longer text"]
+    mixed = HiddenCache(model, doc_maxlen=64, lower_layers=len(model.encoder.layers) - 1, pooled_from=base)
+    mixed.add(texts, False)
+    tuned = HiddenCache(model, doc_maxlen=64)
+    tuned.add(texts, False)
+    original = copy.deepcopy(model)
+    original.encoder = base
+    plain = HiddenCache(original, doc_maxlen=64)
+    plain.add(texts, False)
+    for t in texts:
+        assert torch.allclose(mixed.pooled[(t, False)], plain.pooled[(t, False)], atol=1e-5)
+        assert torch.allclose(mixed.tokens[(t, False)].float(), tuned.tokens[(t, False)].float(), atol=1e-3)
+    with pytest.raises(ValueError, match="lower_layers"):
+        HiddenCache(model, pooled_from=base)
