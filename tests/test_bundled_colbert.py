@@ -21,7 +21,8 @@ def model():
 def test_hello_world(model):
     q = model.encode("Hello World", is_query=True)
     d = model.encode("Hello World")
-    assert q.shape == (32, 128) and q.dtype == np.float32
+    n_query = len(model.tokenizer.sequences(["Hello World"], is_query=True)[0])
+    assert q.shape == (n_query, 128) and q.dtype == np.float32
     assert d.shape[1] == 128 and 3 < d.shape[0] < 10
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
@@ -31,34 +32,36 @@ def test_hello_world(model):
         np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
 
 
-def test_query_layout(model):
+def test_query_layout_without_expansion(model):
+    """e5 never saw mask augmentation: the bundled model keeps one vector per real token."""
     tok = model.tokenizer
-    ids = tok.sequences(["Hello World"], is_query=True)[0]
-    assert len(ids) == 32 and ids[0] == tok.cls_id
-    assert ids[1 : 1 + len(tok.query_marker_ids)] == tok.query_marker_ids
-    assert ids[-1] == tok.mask_id
+    assert model.config.query_expansion is False
+    ids = tok.sequences(["Hello World", "a much longer question about the weather"], is_query=True)
+    assert ids[0][0] == tok.cls_id and ids[0][-1] == tok.sep_id
+    assert ids[0][1 : 1 + len(tok.query_marker_ids)] == tok.query_marker_ids
+    assert tok.mask_id not in ids[0] + ids[1] and len(ids[0]) < len(ids[1]) < 32
+    batch = tok.batch(ids, is_query=True)
+    assert batch.output_mask.sum(1).tolist() == [len(ids[0]), len(ids[1])]
 
 
-def test_query_expansion_off_gives_one_vector_per_real_token(model):
+def test_query_expansion_pads_with_masks_to_32(model):
     import dataclasses
 
     from polylate.text.tokenizer import ColBERTTokenizer
 
-    expanded = model.encode("Hello World", is_query=True)
+    plain = model.encode("Hello World", is_query=True)
     tok = model.tokenizer
-    plain = ColBERTTokenizer(tok.tokenizer, dataclasses.replace(model.config, query_expansion=False))
-    ids = plain.sequences(["Hello World", "a much longer question about the weather"], is_query=True)
-    assert tok.mask_id not in ids[0] + ids[1] and len(ids[0]) < len(ids[1]) < 32
-    batch = plain.batch(ids, is_query=True)
-    assert batch.output_mask.sum(1).tolist() == [len(ids[0]), len(ids[1])]
-    model.tokenizer = plain
+    expanding = ColBERTTokenizer(tok.tokenizer, dataclasses.replace(model.config, query_expansion=True))
+    ids = expanding.sequences(["Hello World"], is_query=True)[0]
+    assert len(ids) == 32 and ids[-1] == tok.mask_id
+    model.tokenizer = expanding
     try:
-        q = model.encode("Hello World", is_query=True)
+        expanded = model.encode("Hello World", is_query=True)
     finally:
         model.tokenizer = tok
-    assert q.shape[0] == len(ids[0]) < expanded.shape[0] == 32
+    assert plain.shape[0] < expanded.shape[0] == 32
     # attention never reaches the masks here, so the real tokens' vectors are the same
-    np.testing.assert_allclose(q, expanded[: q.shape[0]], atol=1e-4)
+    np.testing.assert_allclose(plain, expanded[: plain.shape[0]], atol=1e-4)
 
 
 def test_ranks_the_right_document_across_languages(model):
