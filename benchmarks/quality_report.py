@@ -133,12 +133,12 @@ def main() -> int:
     t0 = time.perf_counter()
     model = load_model(args.model)
     model.eval()
-    base = base_encoder() if args.model is None else None
-    lower = _first_changed_layer(model.encoder, base) if base is not None else None
+    base_enc = base_encoder() if args.model is None else None
+    lower = _first_changed_layer(model.encoder, base_enc) if base_enc is not None else None
     if not args.fp32:
         model.encoder.to(torch.bfloat16)  # heads stay float32
-        if base is not None:
-            base.to(torch.bfloat16)
+        if base_enc is not None:
+            base_enc.to(torch.bfloat16)
     print(f"model: {model.name}; heads {model.head_dims}; encoder {'fp32' if args.fp32 else 'bf16'}")
 
     rows = []
@@ -154,7 +154,7 @@ def main() -> int:
         key = name if family.startswith("tatoeba") else family.split()[0]
         if cache_key != key:  # one cache per family of sets sharing texts (xquad_r, lareqa)
             cache, cache_key = HiddenCache(model, model.config.doc_maxlen, lower_layers=lower,
-                                           pooled_from=base if lower is not None else None), key
+                                           pooled_from=base_enc if lower is not None else None), key
         start = time.perf_counter()
         cache.add(queries.values(), True)
         cache.add(ds.corpus.values(), False)
