@@ -69,14 +69,10 @@ class HiddenCache:
             attn = torch.from_numpy(batch.attention_mask).to(device)
             if self.lower_layers is None:
                 hidden = self.model.encoder(ids, attn).float()
+                pooled = _mean_pool(hidden, attn)
             else:
                 low = self.model.encoder(ids, attn, stop=self.lower_layers)
-                hidden = self.model.encoder.resume(low, attn, self.lower_layers).float()
-            source = hidden
-            if self.pooled_from is not None:
-                source = self.pooled_from.resume(low, attn, self.lower_layers).float()
-            a = attn.to(source.dtype)[..., None]
-            pooled = F.normalize((source * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
+                hidden, pooled = self._upper(low, attn)
             keep = torch.from_numpy(batch.output_mask)
             for row, i in enumerate(idx):
                 key = (todo[i], is_query)
@@ -93,22 +89,26 @@ class HiddenCache:
                       f"({time.perf_counter() - start:.0f}s)", flush=True)
         self.seconds += time.perf_counter() - start
 
+    def _upper(self, low: torch.Tensor, attn: torch.Tensor):
+        """Lower-layer states → (final hidden states float32, pooled: through ``pooled_from``'s
+        upper layers when given, else the same)."""
+        hidden = self.model.encoder.resume(low, attn, self.lower_layers).float()
+        if self.pooled_from is None:
+            return hidden, _mean_pool(hidden, attn)
+        return hidden, _mean_pool(self.pooled_from.resume(low, attn, self.lower_layers).float(), attn)
+
     def padded(self, texts: Sequence[str], is_query: bool, device=None):
         """→ (hidden [n, L, H] float32, mask [n, L] bool) for cached texts."""
         rows = [self.tokens[(t, is_query)] for t in texts]
-        width = max((r.shape[0] for r in rows), default=0)
-        hidden_size = rows[0].shape[-1] if rows else 1
-        out = torch.zeros(len(rows), width, hidden_size)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            out[i, : r.shape[0]] = r.float()
-            mask[i, : r.shape[0]] = True
-        return out.to(device), mask.to(device)
+        hidden = _pad(rows, torch.float32, (rows[0].shape[-1] if rows else 1,))
+        mask = _pad([torch.ones(r.shape[0], dtype=torch.bool) for r in rows], torch.bool, ())
+        return hidden.to(device), mask.to(device)
 
     @torch.no_grad()
     def refresh_from_lower(self) -> None:
         """Recompute ``tokens`` and ``pooled`` from the cached lower-layer states with the
-        encoder's current upper layers (after training them), without re-running the rest."""
+        encoder's current upper layers (after training them), without re-running the rest
+        (``pooled`` keeps coming from ``pooled_from`` when that is given)."""
         if self.lower_layers is None:
             raise ValueError("this cache holds no lower-layer states (lower_layers=None)")
         start = time.perf_counter()
@@ -121,9 +121,7 @@ class HiddenCache:
                 if not texts:
                     continue
                 low, attn, keep = self.padded_lower(texts, is_query, device)
-                hidden = self.model.encoder.resume(low.to(self.model.dtype), attn, self.lower_layers).float()
-                a = attn.to(hidden.dtype)[..., None]
-                pooled = F.normalize((hidden * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
+                hidden, pooled = self._upper(low.to(self.model.dtype), attn)
                 for row, t in enumerate(texts):
                     self.pooled[(t, is_query)] = pooled[row].clone()
                     if self.keep_tokens:
@@ -132,17 +130,26 @@ class HiddenCache:
 
     def padded_lower(self, texts: Sequence[str], is_query: bool, device=None):
         """→ (lower-layer states [n, L, H] float32, attention [n, L], output mask [n, L])."""
-        rows = [self.lower[(t, is_query)] for t in texts]
-        width = max(r[0].shape[0] for r in rows)
-        out = torch.zeros(len(rows), width, rows[0][0].shape[-1])
-        attn = torch.zeros(len(rows), width, dtype=torch.bool)
-        keep = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, (h, a, k) in enumerate(rows):
-            out[i, : h.shape[0]], attn[i, : h.shape[0]], keep[i, : h.shape[0]] = h.float(), a, k
-        return out.to(device), attn.to(device), keep.to(device)
+        states, attn, keep = zip(*(self.lower[(t, is_query)] for t in texts))
+        return (_pad(states, torch.float32, states[0].shape[1:]).to(device),
+                _pad(attn, torch.bool, ()).to(device), _pad(keep, torch.bool, ()).to(device))
 
     def pooled_matrix(self, texts: Sequence[str], is_query: bool) -> torch.Tensor:
         return torch.stack([self.pooled[(t, is_query)] for t in texts])
+
+
+def _mean_pool(hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """L2-normalised mean over attended positions (e5's sentence embedding), on the CPU."""
+    a = attn.to(hidden.dtype)[..., None]
+    return F.normalize((hidden * a).sum(1) / a.sum(1).clamp_min(1), dim=-1).cpu()
+
+
+def _pad(rows: Sequence[torch.Tensor], dtype: torch.dtype, tail: tuple) -> torch.Tensor:
+    """Right-pad rows [n_i, *tail] with zeros into [len(rows), max n_i, *tail]."""
+    out = torch.zeros(len(rows), max((r.shape[0] for r in rows), default=0), *tail, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
 
 
 def project(model, hidden: torch.Tensor, dim: int) -> torch.Tensor:
@@ -271,8 +278,10 @@ class Trainer:
         if cache is not None and lower is not None and cache.lower_layers != lower:
             raise ValueError(f"the given cache holds lower_layers={cache.lower_layers}, "
                              f"training {train_encoder_layers} layer(s) needs {lower}")
-        self._cached_layers = 0 if frozen else lower
-        if frozen or lower is not None or teacher == "mean_pool" and distill_weight > 0:
+        self._lower = lower  # train from cached lower-layer states (None: frozen, or re-run all)
+        # texts must be in the cache before their batch is scored (hidden states or teacher)
+        self._reads_cache = frozen or lower is not None or teacher == "mean_pool" and distill_weight > 0
+        if self._reads_cache:
             if self.cache is None:
                 self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=frozen,
                                          lower_layers=lower)
@@ -299,9 +308,9 @@ class Trainer:
     def _hidden(self, texts: list[str], is_query: bool):
         if self.train_encoder_layers == 0:
             return self.cache.padded(texts, is_query, self.model.device)
-        if self._cached_layers is not None:
+        if self._lower is not None:
             low, attn, keep = self.cache.padded_lower(texts, is_query, self.model.device)
-            return self.model.encoder.resume(low, attn, self._cached_layers), keep
+            return self.model.encoder.resume(low, attn, self._lower), keep
         tok = self.model.tokenizer
         batch = tok.batch(tok.sequences(texts, is_query, None if is_query else self.doc_maxlen), is_query)
         ids = torch.from_numpy(batch.input_ids).to(self.model.device)
@@ -408,7 +417,7 @@ class Trainer:
     def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
         """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
         items = [as_triplet(x) for x in items]
-        if self._cached_layers is not None:
+        if self._reads_cache:
             self.cache.add([t.query for t in items], True)
             self.cache.add([d for t in items for d in (t.positive, *t.negatives)], False)
         with torch.no_grad():
