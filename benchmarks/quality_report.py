@@ -36,6 +36,7 @@ from polylate.eval.beir import load_beir
 from polylate.eval.metrics import evaluate
 from polylate.eval.runner import plot_quality_vs_storage
 from polylate.model.bundled import base_encoder
+from polylate.train.losses import maxsim_scores
 from polylate.train.trainer import HiddenCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,13 +82,11 @@ def colbert_runs(model, cache: HiddenCache, queries: dict, corpus: dict, dims, c
     qh, qm = cache.padded([queries[q] for q in qids], True)
     scores = {d: torch.empty(len(qids), len(dids)) for d in dims}
     with torch.no_grad():
-        Q = {d: model.project(qh, d) * qm[..., None] for d in dims}
+        Q = {d: model.project(qh, d) for d in dims}
         for s in range(0, len(dids), chunk):
             dh, dm = cache.padded([corpus[x] for x in dids[s : s + chunk]], False)
             for d in dims:
-                sim = torch.einsum("qid,njd->qnij", Q[d], model.project(dh, d))
-                sim = sim.masked_fill(~dm[None, :, None, :], -1e4).amax(-1)  # [nq, n, Lq]
-                scores[d][:, s : s + chunk] = (sim * qm[:, None, :]).sum(-1)
+                scores[d][:, s : s + chunk] = maxsim_scores(Q[d], qm, model.project(dh, d), dm)
     return {d: _run(scores[d], qids, dids) for d in dims}
 
 
