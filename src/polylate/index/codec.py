@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polylate.index.kernels import decompress_docs
+
 NBITS = (1, 2, 4)
 
 
@@ -76,9 +78,6 @@ class ResidualCodec:
             raise ValueError(f"dim {dim} × nbits {self.nbits} is not a whole number of bytes")
         self._centroids_t = torch.from_numpy(np.ascontiguousarray(self.centroids, np.float32))
         self.lut = self._decode_table()  # [bytes, 256, values per byte]
-        lut = torch.from_numpy(self.lut)
-        self._lut_flat = lut.reshape(-1, lut.shape[-1]).contiguous()
-        self._byte_base = torch.arange(lut.shape[0], dtype=torch.int64) * 256
         self._graph = None
 
     @property
@@ -166,13 +165,13 @@ class ResidualCodec:
         return self.weights[dims[:, None, :], buckets[None, :, :]].astype(np.float32)
 
     def decompress(self, codes: np.ndarray | torch.Tensor, packed: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """→ unit-norm approximations [T, dim] float32 (a torch tensor for MaxSim)."""
-        codes_t = torch.from_numpy(np.asarray(codes).astype(np.int64, copy=False))
-        packed_t = torch.from_numpy(np.asarray(packed)).to(torch.int64)
-        rows = (packed_t + self._byte_base).reshape(-1)  # one table row per (token, byte)
-        residual = self._lut_flat.index_select(0, rows).reshape(packed_t.shape[0], self.dim)
-        v = self._centroids_t.index_select(0, codes_t) + residual
-        return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        """→ unit-norm approximations [T, dim] float32 (a torch tensor for MaxSim); the same
+        compiled loop search uses, over one-token "documents"."""
+        codes = np.asarray(codes)
+        tokens = np.arange(len(codes), dtype=np.int64)
+        vectors, _ = decompress_docs(codes, np.asarray(packed, dtype=np.uint8), np.arange(len(codes) + 1),
+                                     tokens, self.centroids, self.lut)
+        return torch.from_numpy(vectors)
 
     def centroid_scores_t(self, query: np.ndarray) -> np.ndarray:
         """[Lq, dim] → [K, Lq] float32: one contiguous row per centroid, the layout search reads."""

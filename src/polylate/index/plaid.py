@@ -394,16 +394,16 @@ class PlaidIndex:
     def search(self, query: np.ndarray | torch.Tensor, k: int = 10, filter_ids: Iterable[str] | None = None,
                settings: SearchSettings | None = None) -> list[Hit]:
         """Top-k documents for one query's token vectors [Lq, dim], best first."""
-        q = torch.as_tensor(np.asarray(query, dtype=np.float32) if not isinstance(query, torch.Tensor) else query)
-        q = q.detach().float().cpu()
+        if isinstance(query, torch.Tensor):
+            query = query.detach().float().cpu().numpy()
+        # numpy + compiled loops (no torch) on the per-query path: torch's OpenMP workers spin
+        # between its small ops and starve the loops that follow (8x slower on 2 cores)
+        q = np.ascontiguousarray(query, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"query must have shape [tokens, {self.dim}], got {list(q.shape)}")
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         settings = settings or SearchSettings.for_k(k)
-        # numpy + compiled loops (no torch) on the per-query path: torch's OpenMP workers spin
-        # between its small ops and starve the loops that follow (8x slower on 2 cores)
-        q = np.ascontiguousarray(q.numpy())
         scores = self.codec.centroid_scores_t(q)  # [K, Lq]
         ncells = min(settings.ncells, self.codec.num_centroids)
         cells = kernels.probe_cells(scores, ncells)
