@@ -94,10 +94,21 @@ def test_centroid_interaction_decompress_and_maxsim_match_torch():
         ref = _decode_by_definition(codec, codes[tok], residuals[tok])
         np.testing.assert_allclose(vecs, ref, atol=1e-5)
 
-        got_scores = kernels.segment_maxsim(vecs @ q.T, got_lens)
         want_scores = maxsim_packed(q, ref, lens[cand]).numpy()
-        np.testing.assert_allclose(got_scores, want_scores, atol=1e-4)
-        assert got_scores[0] == 0.0
+        fused = kernels.decompressed_maxsim(codes, residuals, offsets, cand, codec.centroids, codec.lut, q)
+        packed = kernels.packed_maxsim(ref.astype(np.float32), lens[cand].astype(np.int64), q)
+        for got_scores in (fused, packed):
+            np.testing.assert_allclose(got_scores, want_scores, atol=1e-4)
+            assert got_scores[0] == 0.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), n_k=st.integers(1, 300), n_q=st.integers(1, 33))
+def test_centroid_scores_is_the_matrix_product(seed, n_k, n_q):
+    rng = np.random.default_rng(seed)
+    centroids = rng.normal(size=(n_k, 64)).astype(np.float32)
+    q = rng.normal(size=(n_q, 64)).astype(np.float32)
+    np.testing.assert_allclose(kernels.centroid_scores(centroids, q), centroids @ q.T, rtol=1e-5, atol=1e-4)
 
 
 def test_top_indices():

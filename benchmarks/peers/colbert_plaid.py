@@ -21,7 +21,8 @@ Run it with the interpreter of the venv made by ``setup_colbert_venv.sh``::
 Inputs
     docs.npz     ``vectors`` float16 [T, dim] (L2-normalised token vectors of all
                  documents, concatenated) and ``doclens`` int64 [N] (sum == T).
-    queries.npz  ``vectors`` float32 [Q, Lq, dim].
+    queries.npz  ``vectors`` float32 [Q, Lq, dim]; optional ``lengths`` int [Q] (queries of
+                 different lengths, zero-padded to Lq: each is searched with its own rows).
 
 Output (JSON): build_seconds, index_bytes, num_embeddings, num_partitions, nbits,
 latencies_ms, p50_ms, p95_ms, results (top-k doc indices per query; index = position
@@ -380,8 +381,11 @@ def main(argv=None):
     with np.load(args.queries) as z:
         queries = np.ascontiguousarray(z["vectors"], dtype=np.float32)
         targets = z["targets"] if "targets" in z.files else None
+        qlens = z["lengths"] if "lengths" in z.files else None
     if queries.ndim == 2:
         queries = queries[None]
+    if qlens is None:
+        qlens = np.full(queries.shape[0], queries.shape[1])
     assert vectors.ndim == 2 and doclens.ndim == 1
     assert int(doclens.sum()) == vectors.shape[0], (int(doclens.sum()), vectors.shape)
     assert doclens.min() >= 1, "colbert-ai cannot index empty documents"
@@ -429,7 +433,8 @@ def main(argv=None):
         searcher = load_searcher(index_dir, queries.shape[1], overrides)
         load_seconds = time.perf_counter() - t0
 
-    Qs = [torch.from_numpy(queries[i:i + 1]) for i in range(queries.shape[0])]  # [1, Lq, dim] each
+    # [1, Lq, dim] each, without padding rows (a zero row would still probe centroids)
+    Qs = [torch.from_numpy(queries[i:i + 1, : int(qlens[i])]) for i in range(queries.shape[0])]
     k = args.k
     with torch.inference_mode(), contextlib.redirect_stdout(sys.stderr):
         for i in range(min(args.warmup, len(Qs))):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polylate.index.kernels import decompress_docs
+from polylate.index.kernels import centroid_scores, decompress_docs
 
 NBITS = (1, 2, 4)
 
@@ -175,7 +175,7 @@ class ResidualCodec:
 
     def centroid_scores_t(self, query: np.ndarray) -> np.ndarray:
         """[Lq, dim] → [K, Lq] float32: one contiguous row per centroid, the layout search reads."""
-        return self.centroids @ np.asarray(query, dtype=np.float32).T
+        return centroid_scores(self.centroids, np.ascontiguousarray(query, dtype=np.float32))
 
     # -- persistence ---------------------------------------------------------------------
 

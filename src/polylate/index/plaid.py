@@ -404,15 +404,15 @@ class PlaidIndex:
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         settings = settings or SearchSettings.for_k(k)
-        scores = self.codec.centroid_scores_t(q)  # [K, Lq]
-        ncells = min(settings.ncells, self.codec.num_centroids)
-        cells = kernels.probe_cells(scores, ncells)
-        # stage-2 table: the probed cells only, pruned (cells no query token likes count 0)
-        cell_scores = scores[cells]  # [cells, Lq]
-        cell_scores *= cell_scores.max(axis=1, keepdims=True) >= settings.centroid_score_threshold
         hits: list[tuple[float, str]] = []
-        for seg, allowed in zip(self.segments, self._filter_masks(filter_ids)):
-            hits.extend(self._search_segment(seg, q, scores, cells, cell_scores, allowed, k, settings))
+        with kernels.parallel_section():
+            scores = self.codec.centroid_scores_t(q)  # [K, Lq]
+            cells = kernels.probe_cells(scores, min(settings.ncells, self.codec.num_centroids))
+            # stage-2 table: the probed cells only, pruned (cells no query token likes count 0)
+            cell_scores = scores[cells]  # [cells, Lq]
+            cell_scores *= cell_scores.max(axis=1, keepdims=True) >= settings.centroid_score_threshold
+            for seg, allowed in zip(self.segments, self._filter_masks(filter_ids)):
+                hits.extend(self._search_segment(seg, q, scores, cells, cell_scores, allowed, k, settings))
         hits.sort(key=lambda h: -h[0])
         return [Hit(doc_id, score) for score, doc_id in hits[:k]]
 
@@ -438,9 +438,9 @@ class PlaidIndex:
         if seg.vectors is not None:
             lens = seg.doclens[cand].astype(np.int64)
             vecs = np.asarray(seg.vectors[_ranges(seg.offsets[cand], lens)], dtype=np.float32)
+            scores = kernels.packed_maxsim(vecs, lens, q)
         else:
-            vecs, lens = kernels.decompress_docs(seg.codes, seg.residuals, seg.offsets, cand,
-                                                 self.codec.centroids, self.codec.lut)
-        scores = kernels.segment_maxsim(vecs @ q.T, lens)
+            scores = kernels.decompressed_maxsim(seg.codes, seg.residuals, seg.offsets, cand,
+                                                 self.codec.centroids, self.codec.lut, q)
         top = kernels.top_indices(scores, k)
         return [(float(scores[i]), seg.ids[cand[i]]) for i in top]
