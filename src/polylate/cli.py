@@ -58,7 +58,7 @@ def encode(
     query: bool = typer.Option(False, "--query/--document", help="encode as queries (32 tokens, mask-augmented) or documents"),
     dim: int = typer.Option(128, "--dim", "-d", help="output dimension: 128, 96 or 64"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
-    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (up to 8192)"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (default: the model's; past the encoder's window documents are encoded in overlapping windows)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
 ) -> None:
     """Encode texts into L2-normalised token vectors."""

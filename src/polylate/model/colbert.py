@@ -124,7 +124,9 @@ class ColBERT(nn.Module):
         """Texts → one ``[n_tokens, dim]`` array each (queries: exactly ``query_maxlen``).
 
         Texts are sorted by token count and batched so a batch pads only to its own
-        longest member; results come back in input order.
+        longest member; results come back in input order. A document longer than the
+        encoder's window (``max_doc_tokens``) but within ``doc_maxlen`` is encoded in
+        overlapping windows and comes back whole (``ColBERTTokenizer.doc_windows``).
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -132,16 +134,31 @@ class ColBERT(nn.Module):
         self._projection(dim)  # validate early
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if doc_maxlen is not None and not 4 <= doc_maxlen <= self.max_doc_tokens:
-            raise ValueError(f"doc_maxlen must be in [4, {self.max_doc_tokens}], got {doc_maxlen}")
-        sequences = self.tokenizer.sequences(texts, is_query, doc_maxlen)
-        order = sorted(range(len(texts)), key=lambda i: -len(sequences[i]))
-        out: list = [None] * len(texts)
+        if doc_maxlen is not None and doc_maxlen < 4:
+            raise ValueError(f"doc_maxlen must be at least 4, got {doc_maxlen}")
+        if is_query:
+            sequences = self.tokenizer.sequences(texts, True)
+            pieces = [(i, seq, 0, len(seq)) for i, seq in enumerate(sequences)]
+        else:
+            content = self.tokenizer.content_ids(texts)
+            pieces = [(i, *w) for i, c in enumerate(content)
+                      for w in self.tokenizer.doc_windows(c, doc_maxlen, self.max_doc_tokens)]
+        order = sorted(range(len(pieces)), key=lambda p: -len(pieces[p][1]))
+        parts: list[list] = [[] for _ in texts]
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for idx in _progress(batches, show_progress, "queries" if is_query else "documents"):
-            batch = self.tokenizer.batch([sequences[i] for i in idx], is_query)
-            for i, vec in zip(idx, self._run(batch, dim)):
-                out[i] = _convert(vec, to_numpy, dtype)
+            batch = self.tokenizer.batch([pieces[p][1] for p in idx], is_query)
+            for row, p in enumerate(idx):  # keep each window's own rows only
+                _, _, lo, hi = pieces[p]
+                batch.output_mask[row, :lo] = False
+                batch.output_mask[row, hi:] = False
+            for p, vec in zip(idx, self._run(batch, dim)):
+                parts[pieces[p][0]].append((p, vec))
+        out = []
+        for found in parts:  # windows of one document are consecutive pieces, in order
+            found.sort(key=lambda pv: pv[0])
+            vec = found[0][1] if len(found) == 1 else torch.cat([v for _, v in found])
+            out.append(_convert(vec, to_numpy, dtype))
         return out[0] if single else out
 
     def encode_queries(self, queries, **kwargs):

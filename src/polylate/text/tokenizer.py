@@ -1,7 +1,8 @@
 """ColBERT's asymmetric tokenisation on top of a `tokenizers.Tokenizer`.
 
 Queries: ``<s> [Q] content </s>`` padded with mask tokens to exactly ``query_maxlen``
-(query augmentation). Documents: ``<s> [D] content </s>`` truncated at ``doc_maxlen``.
+(query augmentation). Documents: ``<s> [D] content </s>`` truncated at ``doc_maxlen``; one
+longer than the encoder's window is cut into overlapping windows (:meth:`doc_windows`).
 The wrapped tokenizer only splits text into content pieces; the special tokens, the
 marker and the padding are placed here, so every published layout behaves the same.
 """
@@ -138,6 +139,40 @@ class ColBERTTokenizer:
     def doc_ids(self, content: list[int], doc_maxlen: int | None = None) -> list[int]:
         body = content[: self.max_doc_content(doc_maxlen)]
         return [self.cls_id, *self.doc_marker_ids, *body, self.sep_id]
+
+    def doc_windows(self, content: list[int], doc_maxlen: int | None, window: int) -> list[tuple[list[int], int, int]]:
+        """A document as encoder inputs of at most ``window`` tokens: ``[(sequence, lo, hi)]``,
+        where positions ``lo:hi`` of each sequence are the rows the document keeps.
+
+        A document within the window is one sequence, kept whole. A longer one (up to
+        ``doc_maxlen``) is cut into windows overlapping by a quarter, each ``<s> [D] part </s>``;
+        every content piece is taken from the window where it sits farthest from an edge, the
+        leading specials from the first window and ``</s>`` from the last. The kept rows are
+        thus exactly the rows of the uncut sequence ``doc_ids(content, doc_maxlen)``, in order,
+        each with context on both sides, instead of a document truncated at the window.
+        """
+        body = content[: self.max_doc_content(doc_maxlen)]
+        width = self.max_doc_content(window)
+        if width < 4:
+            raise ValueError(f"an encoder window of {window} tokens leaves no room for content")
+        if len(body) <= width:
+            seq = self.doc_ids(body, doc_maxlen)
+            return [(seq, 0, len(seq))]
+        overlap = width // 4
+        starts = [0]
+        while starts[-1] + width < len(body):
+            starts.append(starts[-1] + width - overlap)
+        lead = 1 + len(self.doc_marker_ids)  # sequence position of a window's first piece
+        # content piece i belongs to window j when bounds[j] <= i < bounds[j + 1]
+        bounds = [0] + [s + overlap // 2 for s in starts[1:]] + [len(body)]
+        out = []
+        for j, start in enumerate(starts):
+            part = body[start : start + width]
+            seq = [self.cls_id, *self.doc_marker_ids, *part, self.sep_id]
+            lo = 0 if j == 0 else lead + bounds[j] - start
+            hi = len(seq) if j == len(starts) - 1 else lead + bounds[j + 1] - start
+            out.append((seq, lo, hi))
+        return out
 
     def sequences(self, texts: list[str], is_query: bool, doc_maxlen: int | None = None):
         content = self.content_ids(texts)

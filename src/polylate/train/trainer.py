@@ -36,7 +36,7 @@ class HiddenCache:
                  dtype: torch.dtype = torch.float16, keep_tokens: bool = True,
                  lower_layers: int | None = None, pooled_from=None):
         self.model = model
-        self.doc_maxlen = doc_maxlen
+        self.doc_maxlen = training_doc_maxlen(model, doc_maxlen)
         self.batch_size = batch_size
         self.dtype = dtype
         self.keep_tokens = keep_tokens
@@ -138,6 +138,12 @@ class HiddenCache:
         return torch.stack([self.pooled[(t, is_query)] for t in texts])
 
 
+def training_doc_maxlen(model, doc_maxlen: int | None) -> int:
+    """Training truncates documents at the encoder's window (no windowing: a training step
+    sees each document in one pass)."""
+    return min(doc_maxlen or model.config.doc_maxlen, model.max_doc_tokens)
+
+
 def _mean_pool(hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     """L2-normalised mean over attended positions (e5's sentence embedding), on the CPU."""
     a = attn.to(hidden.dtype)[..., None]
@@ -233,7 +239,7 @@ class Trainer:
         self.distill_weight = distill_weight
         self.teacher = teacher
         self.teacher_temperature = teacher_temperature
-        self.doc_maxlen = doc_maxlen
+        self.doc_maxlen = training_doc_maxlen(model, doc_maxlen)
         self.show_progress = show_progress
         self.log_every = log_every
         self.history: list[dict] = []
