@@ -4,7 +4,6 @@ type a query, get ranked hits with the MaxSim matches highlighted."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
