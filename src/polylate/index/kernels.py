@@ -33,15 +33,22 @@ def _warm(n):
     return total
 
 
-_warm(2)
-# numba's fallback "workqueue" layer must not be entered from two threads at once (the server
-# searches from several); the OpenMP and TBB layers may
-_ONE_AT_A_TIME = threading.Lock() if numba.threading_layer() == "workqueue" else None
+_SECTION = None  # set on first use: numba names its threading layer only once one has run
+_SECTION_INIT = threading.Lock()
 
 
 def parallel_section():
-    """Context for calling the parallel kernels: serialised only where the layer needs it."""
-    return _ONE_AT_A_TIME if _ONE_AT_A_TIME is not None else contextlib.nullcontext()
+    """Context for calling the parallel kernels: serialised only where the layer needs it —
+    numba's fallback "workqueue" layer must not be entered from two threads at once (the
+    server searches from several); the OpenMP and TBB layers may."""
+    global _SECTION
+    if _SECTION is None:
+        with _SECTION_INIT:
+            if _SECTION is None:
+                _warm(2)
+                workqueue = numba.threading_layer() == "workqueue"
+                _SECTION = threading.Lock() if workqueue else contextlib.nullcontext()
+    return _SECTION
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)
@@ -163,6 +170,41 @@ def centroid_interaction(codes, offsets, cand, centroid_scores_t):
     return out
 
 
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _decode_token(centroid, lut, residual, out):
+    """One token: its centroid plus the residual values of its packed bytes, into ``out``
+    → 1/‖out‖ (the factor that re-normalises it)."""
+    per = lut.shape[2]
+    norm = np.float32(0.0)
+    for b in range(lut.shape[0]):
+        vals = lut[b, residual[b]]
+        for j in range(per):
+            v = centroid[b * per + j] + vals[j]
+            out[b * per + j] = v
+            norm += v * v
+    return np.float32(1.0) / max(np.sqrt(norm), np.float32(1e-12))
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _total(best):
+    acc = np.float32(0.0)
+    for t in range(best.shape[0]):
+        acc += best[t]
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _keep_best(x, scale, q, best):
+    """best[t] = max(best[t], scale·⟨x, q[t]⟩) for every query token t."""
+    for t in range(q.shape[0]):
+        acc = np.float32(0.0)
+        for k in range(x.shape[0]):
+            acc += x[k] * q[t, k]
+        acc *= scale
+        if acc > best[t]:
+            best[t] = acc
+
+
 @njit(cache=True, nogil=True)
 def decompress_docs(codes, residuals, offsets, cand, centroids, lut):
     """Stage 4 input: unit-norm reconstructions of every token of the candidates, packed.
@@ -171,7 +213,6 @@ def decompress_docs(codes, residuals, offsets, cand, centroids, lut):
     → (vectors [Σ doclens, dim] float32, doclens [len(cand)]).
     """
     dim = centroids.shape[1]
-    nbytes, per = lut.shape[0], lut.shape[2]
     lens = np.empty(cand.shape[0], np.int64)
     total = 0
     for i in range(cand.shape[0]):
@@ -182,15 +223,7 @@ def decompress_docs(codes, residuals, offsets, cand, centroids, lut):
     for i in range(cand.shape[0]):
         d = cand[i]
         for p in range(offsets[d], offsets[d + 1]):
-            c = centroids[codes[p]]
-            norm = np.float32(0.0)
-            for b in range(nbytes):
-                vals = lut[b, residuals[p, b]]
-                for j in range(per):
-                    x = c[b * per + j] + vals[j]
-                    out[r, b * per + j] = x
-                    norm += x * x
-            inv = np.float32(1.0) / max(np.sqrt(norm), np.float32(1e-12))
+            inv = _decode_token(centroids[codes[p]], lut, residuals[p], out[r])
             for k in range(dim):
                 out[r, k] *= inv
             r += 1
@@ -201,8 +234,6 @@ def decompress_docs(codes, residuals, offsets, cand, centroids, lut):
 def decompressed_maxsim(codes, residuals, offsets, cand, centroids, lut, q):
     """Stage 4: MaxSim of q [Lq, dim] against each candidate's decompressed, re-normalised
     tokens (as ``decompress_docs`` makes them), without materialising them → [len(cand)]."""
-    dim = centroids.shape[1]
-    nbytes, per = lut.shape[0], lut.shape[2]
     n_q = q.shape[0]
     out = np.zeros(cand.shape[0], np.float32)
     for i in prange(cand.shape[0]):
@@ -210,28 +241,11 @@ def decompressed_maxsim(codes, residuals, offsets, cand, centroids, lut, q):
         if offsets[d + 1] == offsets[d]:
             continue  # an empty document scores 0
         best = np.full(n_q, -np.inf, np.float32)
-        x = np.empty(dim, np.float32)
+        x = np.empty(centroids.shape[1], np.float32)
         for p in range(offsets[d], offsets[d + 1]):
-            c = centroids[codes[p]]
-            norm = np.float32(0.0)
-            for b in range(nbytes):
-                vals = lut[b, residuals[p, b]]
-                for j in range(per):
-                    v = c[b * per + j] + vals[j]
-                    x[b * per + j] = v
-                    norm += v * v
-            inv = np.float32(1.0) / max(np.sqrt(norm), np.float32(1e-12))
-            for t in range(n_q):
-                acc = np.float32(0.0)
-                for k in range(dim):
-                    acc += x[k] * q[t, k]
-                acc *= inv
-                if acc > best[t]:
-                    best[t] = acc
-        total = np.float32(0.0)
-        for t in range(n_q):
-            total += best[t]
-        out[i] = total
+            inv = _decode_token(centroids[codes[p]], lut, residuals[p], x)
+            _keep_best(x, inv, q, best)
+        out[i] = _total(best)
     return out
 
 
@@ -239,7 +253,7 @@ def decompressed_maxsim(codes, residuals, offsets, cand, centroids, lut, q):
 def packed_maxsim(vectors, lens, q):
     """MaxSim of q [Lq, dim] against documents packed in vectors [Σ lens, dim] (0 for an
     empty one) → [len(lens)]."""
-    n_q, dim = q.shape
+    n_q = q.shape[0]
     starts = np.zeros(lens.shape[0] + 1, np.int64)
     for i in range(lens.shape[0]):
         starts[i + 1] = starts[i] + lens[i]
@@ -249,16 +263,8 @@ def packed_maxsim(vectors, lens, q):
             continue
         best = np.full(n_q, -np.inf, np.float32)
         for r in range(starts[i], starts[i + 1]):
-            for t in range(n_q):
-                acc = np.float32(0.0)
-                for k in range(dim):
-                    acc += vectors[r, k] * q[t, k]
-                if acc > best[t]:
-                    best[t] = acc
-        total = np.float32(0.0)
-        for t in range(n_q):
-            total += best[t]
-        out[i] = total
+            _keep_best(vectors[r], np.float32(1.0), q, best)
+        out[i] = _total(best)
     return out
 
 
