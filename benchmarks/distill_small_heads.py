@@ -40,7 +40,7 @@ from polylate.train.losses import maxsim_scores
 from polylate.train.trainer import HiddenCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_head import DIMS, eval_slices, evaluate  # noqa: E402
+from train_default_head import DIMS, eval_slices, evaluate, mean_over  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,9 +146,8 @@ def main() -> int:
             print(f"{name:34s} {dim:4d} {b:9.4f} {a:10.4f} {a - b:+7.4f}")
     wins = True
     for dim in DIMS:
-        mb = sum(before[(n, dim)] for n in names) / len(names)
-        ma = sum(after[(n, dim)] for n in names) / len(names)
-        print(f"{'mean':34s} {dim:4d} {mb:9.4f} {ma:10.4f} {ma - mb:+7.4f}  ({ma / (sum(after[(n, 128)] for n in names) / len(names)):.3f} of 128)")
+        mb, ma = mean_over(before, names, dim), mean_over(after, names, dim)
+        print(f"{'mean':34s} {dim:4d} {mb:9.4f} {ma:10.4f} {ma - mb:+7.4f}  ({ma / mean_over(after, names, 128):.3f} of 128)")
         wins &= dim == 128 or ma > mb
     wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names for d in DIMS[1:])
     print(f"total {time.perf_counter() - t0:.0f}s")

@@ -128,6 +128,11 @@ def evaluate(model, cache, slices, weight):
     return res
 
 
+def mean_over(res: dict, names: list[str], dim: int) -> float:
+    """Mean nDCG@10 over the held-out slices at one dim (``res`` from :func:`evaluate`)."""
+    return sum(res[(n, dim)] for n in names) / len(names)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
@@ -228,8 +233,7 @@ def main() -> int:
             print(f"{name:34s} {dim:4d} {b:10.4f} {a:9.4f} {a - b:+7.4f} {ref[0]:9.4f} {ref[1]:7.4f}")
     wins = True
     for dim in DIMS:
-        mb = sum(before[(n, dim)] for n in names) / len(names)
-        ma = sum(after[(n, dim)] for n in names) / len(names)
+        mb, ma = mean_over(before, names, dim), mean_over(after, names, dim)
         print(f"{'mean':34s} {dim:4d} {mb:10.4f} {ma:9.4f} {ma - mb:+7.4f}")
         wins &= ma > mb
     wins &= all(after[(n, 128)] > before[(n, 128)] - 0.01 for n in names)  # no slice loses > 0.01
