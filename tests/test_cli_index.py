@@ -62,3 +62,16 @@ def test_build_search_add_delete(corpus, tmp_path):
     assert res.exit_code == 2 and "already exists" in res.output
     res = runner.invoke(app, ["index", "search", str(tmp_path / "none"), "x"])
     assert res.exit_code == 2 and "no index" in res.output
+
+
+def test_search_settings_from_the_command_line(corpus, tmp_path):
+    path, _ = corpus
+    runner = CliRunner()
+    index = tmp_path / "kv"
+    res = runner.invoke(app, ["index", "build", str(index), "-i", str(path), "--keep-vectors"])
+    assert res.exit_code == 0, res.output
+    fast = _search(runner, index, "What is the capital of Germany?")["hits"]
+    thorough = _search(runner, index, "What is the capital of Germany?", "--thorough", "--ncells", "4")["hits"]
+    assert fast[0]["id"] == thorough[0]["id"] == "de-berlin"
+    res = runner.invoke(app, ["index", "search", str(index), "x", "--ndocs", "0"])
+    assert res.exit_code == 2 and "ndocs must be positive" in res.output

@@ -77,6 +77,13 @@ def test_create_with_documents_and_settings(client, model):
     hits = client.post("/v1/indexes/small-96/search", json={"query": "Quelle est la capitale de la France ?",
                                                            "k": 3}).json()["hits"]
     assert "en-paris" in [h["id"] for h in hits]
+    res = client.post("/v1/indexes", json={"name": "kept", "keep_vectors": True, "documents": DOCS})
+    assert res.status_code == 201, res.text
+    fast = client.post("/v1/indexes/kept/search", json={"query": "Quelle est la capitale de la France ?"}).json()
+    thorough = client.post("/v1/indexes/kept/search", json={"query": "Quelle est la capitale de la France ?",
+                                                            "thorough": True}).json()
+    assert [h["id"] for h in thorough["hits"]] == [h["id"] for h in fast["hits"]]  # 16 documents: both exact
+    assert thorough["hits"][0]["id"] == "en-paris"
 
 
 def test_small_index_answers_k_hits(client, tmp_path):

@@ -231,7 +231,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
             start = time.perf_counter()
             dim, doc_maxlen = registry.prepare_search(name)
             q = runner.encode([req.query], is_query=True, dim=dim)[0]
-            found = registry.search(name, q, req.k, req.filter_ids)
+            found = registry.search(name, q, req.k, req.filter_ids, req.thorough)
             hits = [{"rank": r, "id": h.id, "score": round(h.score, 6), "text": t}
                     for r, (h, t) in enumerate(zip(found.hits, found.texts), 1)]
             query_tokens = None

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polylate.index.plaid import PlaidIndex
+from polylate.index.plaid import PlaidIndex, SearchSettings
 from polylate.index.storage import MANIFEST, IndexStoreError, read_manifest
 from polylate.server.runner import ModelRunner
 from polylate.server.schemas import INDEX_NAME_PATTERN
@@ -353,7 +353,8 @@ class IndexRegistry:
             rec = self._recorded(name, self._current(name, entry))
         return rec["dim"], rec["doc_maxlen"]
 
-    def search(self, name: str, query_vectors, k: int, filter_ids: list[str] | None = None) -> SearchResult:
+    def search(self, name: str, query_vectors, k: int, filter_ids: list[str] | None = None,
+               thorough: bool = False) -> SearchResult:
         entry = self._entry(name)
         with entry.lock.read():
             idx = self._current(name, entry)
@@ -363,7 +364,8 @@ class IndexRegistry:
             if query_vectors.shape[-1] != idx.dim:
                 raise RegistryError(409, f"index {name!r} changed while the query was encoded; retry")
             try:
-                hits = idx.search(query_vectors, k=k, filter_ids=filter_ids)
+                hits = idx.search(query_vectors, k=k, filter_ids=filter_ids,
+                                  settings=SearchSettings.for_k(k, thorough=thorough))
             except ValueError as exc:
                 raise RegistryError(422, str(exc)) from exc
             return SearchResult(hits, idx.documents(h.id for h in hits), rec["dim"], rec["doc_maxlen"])
