@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -23,7 +24,8 @@ MODEL_HELP = "checkpoint folder, hub id, or 'default' for the bundled offline mo
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    # one unwrapped line (logs and greps see it whole); brackets in it are text, not markup
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -224,7 +226,7 @@ def index_search(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of tables"),
     thorough: bool = typer.Option(False, help="probe wider and re-rank more: recall ~0.99 vs exact on an index "
-                                  "built with --keep-vectors, at ~13x the latency"),
+                                  "built with --keep-vectors, at ~10x the latency"),
     ncells: Optional[int] = typer.Option(None, help="override: centroids probed per query token"),
     ndocs: Optional[int] = typer.Option(None, help="override: candidates kept after stage 2"),
     threshold: Optional[float] = typer.Option(None, help="override: centroid score pruning threshold"),
