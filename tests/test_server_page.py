@@ -110,6 +110,11 @@ def test_search_page_from_url_and_errors(browser, server):
     hits = _hits(browser)
     assert len(hits) == 3 and hits[0]["id"] == "de-berlin"
     assert any(m["cls"] == "match" for m in hits[0]["marks"])
+    assert not browser.find_element(By.ID, "thorough").is_selected()
+    browser.get(server + "/?index=sample&k=3&thorough=1&q=" + "Was ist die Hauptstadt von Deutschland?".replace(" ", "+"))
+    _wait(browser, "return document.body.dataset.state === 'done'")
+    assert browser.find_element(By.ID, "thorough").is_selected() and "thorough=1" in browser.current_url
+    assert _hits(browser)[0]["id"] == "de-berlin"
     browser.get(server + "/?index=missing&q=anything")
     _wait(browser, "return document.body.dataset.state === 'error'")
     status = browser.find_element(By.ID, "status")

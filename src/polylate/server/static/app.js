@@ -112,12 +112,14 @@ async function search() {
   const index = $("index").value, query = $("query").value.trim();
   const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 10));
   if (!index || !query) return;
+  const thorough = $("thorough").checked;
   const params = new URLSearchParams({ index, q: query, k });
+  if (thorough) params.set("thorough", "1");
   history.replaceState(null, "", "?" + params);
   document.body.dataset.state = "searching";
   status("searching…");
   try {
-    renderHits(await api(`v1/indexes/${encodeURIComponent(index)}/search`, { query, k, explain: true }));
+    renderHits(await api(`v1/indexes/${encodeURIComponent(index)}/search`, { query, k, thorough, explain: true }));
   } catch (err) {
     $("hits").replaceChildren();
     status(err.message, true);
@@ -149,6 +151,7 @@ async function init() {
   }
   if (wanted) $("index").value = wanted;
   if (params.get("k")) $("k").value = params.get("k");
+  $("thorough").checked = params.get("thorough") === "1";
   if (params.get("q")) { $("query").value = params.get("q"); await search(); }
   document.body.dataset.ready = "1";
 }
