@@ -19,7 +19,7 @@ polylate/colbert-ai ratios, and three quality columns:
 
 Rows: each engine at its defaults; colbert-ai at its widest search (16 cells, no pruning,
 ndocs 16384: its recall ceiling); polylate's ``thorough`` preset with and without the kept
-float16 originals (stage 5 re-scores the best decompressed candidates exactly).
+float16 originals (with them, stage 4 scores the candidates exactly).
 
 colbert-ai runs in its own venv (benchmarks/peers/setup_colbert_venv.sh); without it the
 table has polylate's rows only.
@@ -217,6 +217,10 @@ def _settings(text: str) -> SearchSettings:
     return SearchSettings(int(ncells), float(threshold), int(ndocs))
 
 
+def _label(s: SearchSettings) -> str:
+    return f"{s.ncells},{s.centroid_score_threshold},{s.ndocs}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=120_000)
@@ -268,8 +272,7 @@ def main() -> None:
         idx, built = polylate_build(folder, docs, keep_vectors)
         name = "polylate PLAID" + (" + fp16 rerank" if keep_vectors else "")
         for settings in [None, thorough, *args.settings]:
-            label = name if settings is None else (f"{name} thorough" if settings is thorough else
-                                                   f"{name} {settings.ncells},{settings.centroid_score_threshold},{settings.ndocs}")
+            label = name if settings is None else (f"{name} thorough" if settings is thorough else f"{name} {_label(settings)}")
             rows[label] = {**built, **polylate_search(idx, queries, args.k, settings)}
 
     gaps = [(s[args.k - 1] - s[args.k]) / abs(s[args.k - 1]) for s in truth["scores"]]

@@ -96,10 +96,14 @@ def test_centroid_interaction_decompress_and_maxsim_match_torch():
 
         want_scores = maxsim_packed(q, ref, lens[cand]).numpy()
         fused = kernels.decompressed_maxsim(codes, residuals, offsets, cand, codec.centroids, codec.lut, q)
-        packed = kernels.packed_maxsim(ref.astype(np.float32), lens[cand].astype(np.int64), q)
-        for got_scores in (fused, packed):
-            np.testing.assert_allclose(got_scores, want_scores, atol=1e-4)
-            assert got_scores[0] == 0.0
+        np.testing.assert_allclose(fused, want_scores, atol=1e-4)
+        assert fused[0] == 0.0
+
+        # kept float16 originals, read in place through their bit patterns
+        kept = _decode_by_definition(codec, codes, residuals).astype(np.float16)
+        exact = kernels.half_maxsim(kept.view(np.uint16), offsets, cand, kernels.HALF_TO_FLOAT, q)
+        np.testing.assert_allclose(exact, maxsim_packed(q, kept[tok].astype(np.float32), lens[cand]).numpy(), atol=1e-5)
+        assert exact[0] == 0.0
 
 
 @settings(max_examples=20, deadline=None)

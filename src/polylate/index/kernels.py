@@ -100,48 +100,45 @@ def ivf_interaction(ivf_docs, ivf_offsets, cells, cell_scores, deleted, allowed,
     """Stage 2: approximate MaxSim of every document in the probed inverted lists.
 
     A document scores, per query token, its best probed centroid among the lists it appears
-    in (0 when none scores higher) — computed from the postings alone, with each document's
-    probed cells held as a bitmask. cell_scores: [len(cells), Lq] float32 (one row per cell).
+    in (0 when none scores higher) — computed from the postings alone. One pass numbers the
+    documents; then each query token (in parallel) walks the postings once, keeping its best
+    cell score per document, so the cost is postings × query tokens whatever the number of
+    probed cells. cell_scores: [len(cells), Lq] float32 (one row per cell).
     → (local doc numbers, approximate scores), in order of first appearance.
     """
     n_cells = cells.shape[0]
-    words = (n_cells + 63) // 64
     n_docs = deleted.shape[0]
     slot = np.full(n_docs, -1, np.int32)
     total = 0
     for c in range(n_cells):
         total += ivf_offsets[cells[c] + 1] - ivf_offsets[cells[c]]
     docs = np.empty(total, np.int32)
-    masks = np.zeros((total, words), np.uint64)
     n = 0
     for c in range(n_cells):
-        word, bit = c // 64, np.uint64(1) << np.uint64(c % 64)
         for p in range(ivf_offsets[cells[c]], ivf_offsets[cells[c] + 1]):
             d = ivf_docs[p]
-            if deleted[d] or (use_allowed and not allowed[d]):
+            if slot[d] >= 0 or deleted[d] or (use_allowed and not allowed[d]):
                 continue
-            s = slot[d]
-            if s < 0:
-                s = n
-                slot[d] = n
-                docs[n] = d
-                n += 1
-            masks[s, word] |= bit
+            slot[d] = n
+            docs[n] = d
+            n += 1
     n_q = cell_scores.shape[1]
+    best = np.zeros((n_q, n), np.float32)  # one contiguous row per query token
+    for t in prange(n_q):
+        row = best[t]
+        for c in range(n_cells):
+            v = cell_scores[c, t]
+            if v <= 0.0:
+                continue  # never beats the 0 a document starts from
+            for p in range(ivf_offsets[cells[c]], ivf_offsets[cells[c] + 1]):
+                s = slot[ivf_docs[p]]
+                if s >= 0 and v > row[s]:
+                    row[s] = v
     scores = np.zeros(n, np.float32)
     for s in prange(n):
-        best = np.zeros(n_q, np.float32)
-        for w in range(words):
-            m = masks[s, w]
-            for c in range(w * 64, min(w * 64 + 64, n_cells)):
-                if m & (np.uint64(1) << np.uint64(c - w * 64)):
-                    row = cell_scores[c]
-                    for t in range(n_q):
-                        if row[t] > best[t]:
-                            best[t] = row[t]
         acc = np.float32(0.0)
         for t in range(n_q):
-            acc += best[t]
+            acc += best[t, s]
         scores[s] = acc
     return docs[:n].astype(np.int64), scores
 
@@ -173,14 +170,16 @@ def centroid_interaction(codes, offsets, cand, centroid_scores_t):
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def _decode_token(centroid, lut, residual, out):
     """One token: its centroid plus the residual values of its packed bytes, into ``out``
-    → 1/‖out‖ (the factor that re-normalises it)."""
+    → 1/‖out‖ (the factor that re-normalises it). Scalar indexing into ``lut`` (no row views
+    per byte): a quarter of stage 4's time went to making them."""
     per = lut.shape[2]
     norm = np.float32(0.0)
     for b in range(lut.shape[0]):
-        vals = lut[b, residual[b]]
+        r = residual[b]
+        o = b * per
         for j in range(per):
-            v = centroid[b * per + j] + vals[j]
-            out[b * per + j] = v
+            v = centroid[o + j] + lut[b, r, j]
+            out[o + j] = v
             norm += v * v
     return np.float32(1.0) / max(np.sqrt(norm), np.float32(1e-12))
 
@@ -249,21 +248,29 @@ def decompressed_maxsim(codes, residuals, offsets, cand, centroids, lut, q):
     return out
 
 
+# float16 bit pattern → float32 value: numba compiles no float16 arithmetic, and a 256 KiB
+# table (resident in L2) converts one element per load
+HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)
-def packed_maxsim(vectors, lens, q):
-    """MaxSim of q [Lq, dim] against documents packed in vectors [Σ lens, dim] (0 for an
-    empty one) → [len(lens)]."""
-    n_q = q.shape[0]
-    starts = np.zeros(lens.shape[0] + 1, np.int64)
-    for i in range(lens.shape[0]):
-        starts[i + 1] = starts[i] + lens[i]
-    out = np.zeros(lens.shape[0], np.float32)
-    for i in prange(lens.shape[0]):
-        if lens[i] == 0:
-            continue
+def half_maxsim(bits, offsets, cand, half_to_float, q):
+    """Exact MaxSim of q [Lq, dim] against each candidate's kept float16 vectors, read in
+    place: ``bits`` is the memory-mapped [tokens, dim] float16 array viewed as uint16 →
+    [len(cand)]. As fast per document as decompression, and exact."""
+    n_q, dim = q.shape
+    out = np.zeros(cand.shape[0], np.float32)
+    for i in prange(cand.shape[0]):
+        d = cand[i]
+        if offsets[d + 1] == offsets[d]:
+            continue  # an empty document scores 0
         best = np.full(n_q, -np.inf, np.float32)
-        for r in range(starts[i], starts[i + 1]):
-            _keep_best(vectors[r], np.float32(1.0), q, best)
+        x = np.empty(dim, np.float32)
+        for p in range(offsets[d], offsets[d + 1]):
+            row = bits[p]
+            for k in range(dim):
+                x[k] = half_to_float[row[k]]
+            _keep_best(x, np.float32(1.0), q, best)
         out[i] = _total(best)
     return out
 

@@ -3,9 +3,9 @@
 Search (per segment, then merged): query tokens probe their nearest centroids' inverted
 lists for candidates → centroid interaction with pruning (each token stands in for its
 centroid; tokens whose centroid no query token likes are skipped) keeps ``ndocs`` →
-centroid interaction without pruning keeps ``ndocs/4`` → those are decompressed and scored
-with MaxSim. When the index keeps the original vectors, the best ``rerank_depth`` of them are
-scored again on the originals, so the final scores and order are exact MaxSim.
+centroid interaction without pruning keeps ``ndocs/4`` → those are scored with MaxSim on
+their decompressed vectors, or, when the index keeps the original float16 vectors, on those
+(read in place; as fast as decompressing), so the final scores and order are exact MaxSim.
 
 Documents carry the caller's string ids. Adding writes new immutable segments; deleting
 writes new tombstones; both become visible in one atomic manifest commit (storage.py).
@@ -52,25 +52,22 @@ class SearchSettings:
     ncells: int  # centroids probed per query token
     centroid_score_threshold: float  # pruning threshold of stage 2
     ndocs: int  # documents kept after stage 2 (ndocs/4 after stage 3)
-    rerank_depth: int | None = None  # kept originals: re-score this many; None: max(4k, 64)
 
     def __post_init__(self):
         if self.ncells < 1 or self.ndocs < 1:
             raise ValueError(f"ncells and ndocs must be positive, got ncells={self.ncells}, ndocs={self.ndocs}")
-        if self.rerank_depth is not None and self.rerank_depth < 1:
-            raise ValueError(f"rerank_depth must be positive, got {self.rerank_depth}")
 
     @classmethod
     def for_k(cls, k: int, thorough: bool = False) -> SearchSettings:
         """Defaults by k, tuned on 120k multilingual sentences (benchmarks/index_vs_colbert.py).
 
         Fast (default): stage 2 is cheap here (inverted lists only), so it keeps more than
-        PLAID's 256. Thorough: probes 16 cells per token without pruning and decompresses
-        thousands of candidates; on an index that keeps its original vectors this reaches
-        recall@10 0.99 against exact MaxSim at about 13x the fast latency (without originals
-        the 2-bit residuals cap it near 0.8)."""
+        PLAID's 256. Thorough: probes 12 cells per query token without pruning and scores
+        ~6k candidates at stage 4; on an index that keeps its original vectors that is
+        recall@10 0.99 against exact MaxSim at ~10x the fast latency (without them the 2-bit
+        residuals reorder near-ties and cap it near 0.8)."""
         if thorough:
-            return cls(16, 0.0, 24576) if k <= 10 else cls(16, 0.0, max(32768, 256 * k))
+            return cls(12, 0.0, 24576) if k <= 10 else cls(16, 0.0, max(32768, 256 * k))
         if k <= 10:
             return cls(2, 0.4, 1024)
         if k <= 100:
@@ -449,16 +446,11 @@ class PlaidIndex:
         if len(cand) > keep:  # stage 3: centroid interaction over every token of the survivors
             approx = kernels.centroid_interaction(seg.codes, seg.offsets, cand, centroid_scores)
             cand = cand[kernels.top_indices(approx, keep)]
-        depth = settings.rerank_depth or max(4 * k, 64)
-        kept = seg.vectors is not None
-        if not kept or len(cand) > depth:  # stage 4: MaxSim on decompressed vectors
+        if seg.vectors is not None:  # stage 4: exact MaxSim on the kept originals
+            scores = kernels.half_maxsim(seg.vectors.view(np.uint16), seg.offsets, cand,
+                                         kernels.HALF_TO_FLOAT, q)
+        else:  # stage 4: MaxSim on decompressed vectors
             scores = kernels.decompressed_maxsim(seg.codes, seg.residuals, seg.offsets, cand,
                                                  self.codec.centroids, self.codec.lut, q)
-        if kept:  # stage 5: exact MaxSim on the originals of the best ``depth``
-            if len(cand) > depth:
-                cand = cand[kernels.top_indices(scores, depth)]
-            lens = seg.doclens[cand].astype(np.int64)
-            vecs = np.asarray(seg.vectors[_ranges(seg.offsets[cand], lens)], dtype=np.float32)
-            scores = kernels.packed_maxsim(vecs, lens, q)
         top = kernels.top_indices(scores, k)
         return [(float(scores[i]), seg.ids[cand[i]]) for i in top]
