@@ -30,6 +30,21 @@ def corpus():
     return Corpus(600, dim=64, seed=1)
 
 
+@pytest.fixture(scope="module")
+def exact(corpus):
+    """Ground truth: brute-force MaxSim over the whole corpus."""
+    index = ExactIndex(64)
+    index.add(corpus.ids, corpus.docs)
+    return index
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory, corpus):
+    """An index that keeps the float16 originals (exact stage 4)."""
+    return PlaidIndex.build(tmp_path_factory.mktemp("kv") / "kv", corpus.ids, corpus.docs, num_centroids=128,
+                            keep_vectors=True)
+
+
 @pytest.fixture
 def built(tmp_path, corpus):
     return PlaidIndex.build(tmp_path / "idx", corpus.ids, corpus.docs, nbits=2, num_centroids=128)
@@ -57,9 +72,7 @@ def test_codec_pack_unpack_and_quality(corpus):
     assert cos[1] < cos[2] < cos[4] and cos[2] > 0.9
 
 
-def test_search_agrees_with_exact(built, corpus):
-    exact = ExactIndex(64)
-    exact.add(corpus.ids, corpus.docs)
+def test_search_agrees_with_exact(built, corpus, exact):
     recalls, wide = [], []
     for i in range(0, 600, 15):
         q = corpus.query_for(i)
@@ -85,31 +98,25 @@ def test_a_small_index_answers_k_hits(tmp_path, corpus):
     assert {h.id for h in idx.search(q, k=25)} == set(corpus.ids[30:40])
 
 
-def test_kept_vectors_give_exact_scores(tmp_path, corpus):
-    idx = PlaidIndex.build(tmp_path / "kv", corpus.ids, corpus.docs, num_centroids=128, keep_vectors=True)
-    exact = ExactIndex(64)
-    exact.add(corpus.ids, corpus.docs)
+def test_kept_vectors_give_exact_scores(kept, corpus, exact):
     for i in (3, 77, 400):
         q = corpus.query_for(i)
-        got, truth = idx.search(q, k=10, settings=EXHAUSTIVE), exact.search(q, k=10)
+        got, truth = kept.search(q, k=10, settings=EXHAUSTIVE), exact.search(q, k=10)
         assert [h.id for h in got] == [h.id for h in truth]
         np.testing.assert_allclose([h.score for h in got], [h.score for h in truth], rtol=1e-4)
 
 
-def test_thorough_search_finds_more_of_the_exact_top(tmp_path, corpus):
+def test_thorough_search_finds_more_of_the_exact_top(kept, corpus, exact):
     """The thorough preset probes wider and keeps more candidates: on an index with kept
     originals it returns exact scores and at least the fast preset's recall."""
-    idx = PlaidIndex.build(tmp_path / "kv", corpus.ids, corpus.docs, num_centroids=128, keep_vectors=True)
-    exact = ExactIndex(64)
-    exact.add(corpus.ids, corpus.docs)
     fast, thorough = [], []
     for i in range(1, 600, 20):
         q = corpus.query_for(i)
         truth = exact.search(q, k=10)
         by_id = {h.id: h.score for h in exact.search(q, k=600)}
-        got = idx.search(q, k=10, settings=SearchSettings.for_k(10, thorough=True))
+        got = kept.search(q, k=10, settings=SearchSettings.for_k(10, thorough=True))
         np.testing.assert_allclose([h.score for h in got], [by_id[h.id] for h in got], rtol=1e-4)
-        fast.append(_recall(idx.search(q, k=10), truth))
+        fast.append(_recall(kept.search(q, k=10), truth))
         thorough.append(_recall(got, truth))
     assert np.mean(thorough) >= max(np.mean(fast), 0.95), (np.mean(fast), np.mean(thorough))
 
