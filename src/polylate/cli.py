@@ -314,6 +314,9 @@ def train(
     limit: Optional[int] = typer.Option(None, help="at most this many training items per folder"),
     doc_maxlen: int = typer.Option(180, "--doc-maxlen"),
     heads_only: bool = typer.Option(False, help="save only the projection head(s)"),
+    gettext_pairs: int = typer.Option(0, "--gettext-pairs", help="add N cross-lingual pairs (translation → "
+                                      "English) from installed gettext catalogs (see --locale-dir)"),
+    locale_dir: Path = typer.Option(Path("/usr/share/locale"), "--locale-dir", help="where the .mo catalogs are"),
 ) -> None:
     """Fine-tune a ColBERT model: InfoNCE with in-batch and hard negatives, distillation, Matryoshka."""
     from polylate import load_model
@@ -327,6 +330,13 @@ def train(
             items += load_triplets(folder, limit=limit)
         except (DatasetError, FileNotFoundError, ValueError) as exc:
             _fail(f"{folder}: {exc}")
+    if gettext_pairs:
+        from polylate.train.parallel import load_gettext_pairs
+
+        try:
+            items += load_gettext_pairs(locale_dir, gettext_pairs)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(f"--gettext-pairs: {exc}")
     if not items:
         _fail("no training items found")
     m = load_model(model)

@@ -3,13 +3,15 @@
 ``data``: readers for BEIR-style training folders → :class:`Pair` / :class:`Triplet` lists.
 ``losses``: differentiable MaxSim, InfoNCE, KL distillation, Matryoshka wrapper.
 ``trainer``: :class:`Trainer` (AdamW, warmup/decay, grad accumulation, cached frozen encoder).
+``parallel``: cross-lingual translation → English pairs from installed gettext catalogs.
 """
 
 from polylate.train.data import Pair, Triplet, batches, load_pairs, load_triplets, read_beir
+from polylate.train.parallel import load_gettext_pairs
 from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
 from polylate.train.trainer import Trainer
 
 __all__ = [
-    "Pair", "Triplet", "batches", "load_pairs", "load_triplets", "read_beir",
+    "Pair", "Triplet", "batches", "load_gettext_pairs", "load_pairs", "load_triplets", "read_beir",
     "infonce", "kl_distillation", "matryoshka", "maxsim_scores", "Trainer",
 ]
