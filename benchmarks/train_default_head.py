@@ -23,7 +23,7 @@ shipped model's held-out mean at 128 (``--force`` overrides).
     .venv/bin/python benchmarks/train_default_head.py --no-query-expansion --train-layers 2 --epochs 3
 
 That recipe (the shipped model) takes ~31 min on 2 CPU cores; ``--parallel 5000`` doubles it.
-
+"""
 
 from __future__ import annotations
 
