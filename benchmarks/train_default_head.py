@@ -58,22 +58,26 @@ def ndcg_at_10(scores: torch.Tensor, qids: list[str], dids: list[str], qrels: di
     return total / max(1, len(qids))
 
 
+def sample_ids(rng: random.Random, ids, n: int) -> list:
+    """``n`` of ``ids`` (all when fewer), drawn in a seed-stable order, sorted."""
+    ids = sorted(ids)
+    return sorted(rng.sample(ids, min(n, len(ids))))
+
+
 def eval_slices(data: Path, n_scifact_q: int, n_scifact_docs: int, n_xquad_q: int, langs, seed: int,
                 mono_langs=()):
     """→ list of (name, {qid: query}, {did: doc}, qrels): SciFact, XQuAD-R X→en and X→X."""
     rng = random.Random(seed)
     slices = []
     corpus, queries, qrels = read_beir(data / "scifact", "test")
-    qids = sorted(q for q in qrels if q in queries)
-    qids = sorted(rng.sample(qids, min(n_scifact_q, len(qids))))
+    qids = sample_ids(rng, (q for q in qrels if q in queries), n_scifact_q)
     rel = {d for q in qids for d in qrels[q] if d in corpus}
     others = sorted(set(corpus) - rel)
     dids = sorted(rel) + sorted(rng.sample(others, max(0, n_scifact_docs - len(rel))))
     slices.append((f"scifact test ({len(qids)}q/{len(dids)}d)", {q: queries[q] for q in qids},
                    {d: corpus[d] for d in dids}, {q: qrels[q] for q in qids}))
     en_corpus, _, en_qrels = read_beir(data / "xquad_r" / "en", "test")
-    all_q = sorted(en_qrels)
-    pick = sorted(rng.sample(all_q, min(n_xquad_q, len(all_q))))
+    pick = sample_ids(rng, en_qrels, n_xquad_q)
     for lang in langs:
         _, lq, _ = read_beir(data / "xquad_r" / lang, "test")
         qs = {q: lq[q] for q in pick if q in lq}
@@ -93,8 +97,7 @@ def tatoeba_slices(data: Path, pairs, n_queries: int, seed: int):
     out = []
     for pair in pairs:
         corpus, queries, qrels = read_beir(data / "tatoeba" / pair, "test")
-        qids = sorted(q for q in qrels if q in queries)
-        qids = sorted(rng.sample(qids, min(n_queries, len(qids))))
+        qids = sample_ids(rng, (q for q in qrels if q in queries), n_queries)
         out.append((f"tatoeba {pair} ({len(qids)}q/{len(corpus)}d)", {q: queries[q] for q in qids},
                     corpus, {q: qrels[q] for q in qids}))
     return out
@@ -213,7 +216,6 @@ def main() -> int:
         model.config.query_expansion = model.tokenizer.config.query_expansion = False
     hidden = model.encoder.config.hidden_size
     n_layers = len(model.encoder.layers)
-    lower = n_layers - args.train_layers if args.train_layers else None
     base = base_encoder()
     # the eval cache holds states below both the trained layers and the first layer where the
     # shipped encoder differs from base e5, so shipped and base/trained models share it
@@ -230,7 +232,8 @@ def main() -> int:
                          args.eval_xquad_queries, args.eval_langs.split(","), args.seed, mono)
     reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
                               args.eval_tatoeba_queries, args.seed)
-    held_out = [t for _, qs, ds, _ in slices + reported for t in (*qs.values(), *ds.values())]
+    every_slice = slices + reported
+    held_out = [t for _, qs, ds, _ in every_slice for t in (*qs.values(), *ds.values())]
 
     train = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=args.jsquad, seed=args.seed)
              + load_triplets(data / "train" / "arcd", max_negatives=1, limit=args.arcd, seed=args.seed)
@@ -243,20 +246,20 @@ def main() -> int:
     train += parallel
 
     eval_cache = HiddenCache(model, args.eval_doc_maxlen, lower_layers=eval_lower)
-    for _, qs, ds, _ in slices + reported:
+    for _, qs, ds, _ in every_slice:
         eval_cache.add(qs.values(), True)
         eval_cache.add(ds.values(), False, show_progress=True)
     print(f"eval cache: {len(eval_cache)} texts in {eval_cache.seconds:.0f}s")
-    shipped = evaluate(model, eval_cache, slices + reported, None)
+    shipped = evaluate(model, eval_cache, every_slice, None)
     # train from multilingual-e5-small as published (not from the shipped layers)
     model.encoder.load_state_dict(base.state_dict())
     eval_cache.refresh_from_lower()
     with torch.no_grad():  # start from (and compare against) the stand-in projection
         model.heads["128"].weight.copy_(w0)
-    before = evaluate(model, eval_cache, slices + reported, w0)
+    before = evaluate(model, eval_cache, every_slice, w0)
     dense = {name: ndcg_at_10(*dense_scores(eval_cache, qs, ds), qrels)
-             for name, qs, ds, qrels in slices + reported}
-    bm25 = {name: bm25_ndcg(qs, ds, qrels) for name, qs, ds, qrels in slices + reported}
+             for name, qs, ds, qrels in every_slice}
+    bm25 = {name: bm25_ndcg(qs, ds, qrels) for name, qs, ds, qrels in every_slice}
     if not args.nested:  # own heads for 96 and 64, started from their own stand-ins
         for d in DIMS[1:]:
             model.heads[str(d)] = torch.nn.Linear(hidden, d, bias=False)
@@ -277,7 +280,7 @@ def main() -> int:
     loop_s = time.perf_counter() - t_loop
     train_s = time.perf_counter() - t_train
     eval_cache.refresh_from_lower()  # final states through the trained layers
-    after = evaluate(model, eval_cache, slices + reported, None)
+    after = evaluate(model, eval_cache, every_slice, None)
 
     names = [s[0] for s in slices]
     shown = names + [s[0] for s in reported]
@@ -310,7 +313,7 @@ def main() -> int:
         print(f"trained head beats the stand-in but is {behind:.4f} under the shipped one (held-out "
               f"mean at 128): shipped head kept; --out PATH or --force to write it")
     elif wins and not args.no_save:
-        save_heads(model, args.out, dims=heads, encoder_layers=range(lower or n_layers, n_layers))
+        save_heads(model, args.out, dims=heads, encoder_layers=range(n_layers - args.train_layers, n_layers))
         print(f"trained head beats the stand-in: wrote {args.out} ({args.out.stat().st_size} bytes)")
     elif not wins:
         print("trained head does NOT beat the stand-in (mean at every dim, no slice −0.01): nothing written")
