@@ -1,25 +1,31 @@
 """Re-train the bundled model's 96- and 64-d heads to keep the 128-d head's geometry.
 
 The heads of the shipped model were each trained on monolingual retrieval (ja, ar, en), and
-the small ones lose more across languages than within one (X→en: 64 is 6.9% under 128; within
-a language 1.2%). There are no cross-lingual training pairs under shared/data, but the 128-d
-head *is* cross-lingual. So the small heads are distilled from it at the token level: over
-batches of token states drawn from mixed-language texts, each student token's similarity
+the small ones lose more across languages than within one. The 128-d head is the teacher:
+over batches of token states drawn from the training texts, each student token's similarity
 distribution to the other tokens (softmax over dot products / τ) is fitted to the 128-d
 head's (relational KL), plus the student's MaxSim score distribution over in-batch documents
-to the 128-d head's. The encoder and the 128-d head stay fixed.
+to the 128-d head's, plus (``--contrastive-weight``) the student's own InfoNCE on the pairs.
+``--parallel N`` adds N translation → English pairs from the machine's gettext catalogs
+(:mod:`polylate.train.parallel`), so the students see the cross-lingual token geometry the
+teacher has. The encoder and the 128-d head stay fixed, so nothing at 128 changes.
 
-    .venv/bin/python benchmarks/distill_small_heads.py [--steps 600] [--no-save]
+    .venv/bin/python benchmarks/distill_small_heads.py [--parallel 0] [--no-save] [--force]
 
-Measured (defaults, 1,148 s on 2 busy cores): held-out means 96d 0.8800 → 0.8822, 64d
-0.8597 → 0.8621 — within noise, and slice by slice mixed (64d zh→en +0.019, de→en −0.030,
-SciFact +0.040 / 96d −0.037), so the shipped heads were kept: the 128-d head's token
-geometry over ja/ar/en text does not carry the cross-lingual gap; that needs cross-lingual
-pairs.
+The students start from the current shipped 96/64 heads. The shipped ones were made by this
+script's defaults run on the heads of ``train_default_head.py``'s recipe (808 s on 2 cores):
+held-out (SciFact + 9 XQuAD-R slices) 64d 0.8597 → 0.8669 (of 128: 0.962 → 0.970), 96d
+0.8800 → 0.8818; Tatoeba (6 pairs, 300 queries) 64d 0.7784 → 0.8174 (of 128: 0.934 → 0.981),
+96d 0.8167 → 0.8437. That run failed the per-slice gate below (64d de→en −0.032, SciFact
+96d −0.024 on these 100–200-query slices) and was written with ``--force`` after
+``quality_report.py`` over every shared set (400 queries per set) judged it: 64d family
+means +0.016 XQuAD-R X→en, +0.058 LAReQA pooled, +0.02 Tatoeba, +0.005 LAReQA mono, −0.004
+XQuAD-R mono (README, Training). Without the gettext pairs (ja/ar/en only, relational +
+score KL) the gain was within noise (64d 0.8597 → 0.8621).
 
-Held-out slices and metric are those of benchmarks/train_default_head.py. Writes the model
-file (same encoder layers, 128-d head unchanged) only when the mean at 96 and 64 improves and
-no slice loses more than 0.01.
+Held-out slices and metric are those of benchmarks/train_default_head.py. Writes ``--out``
+(default: the shipped file; encoder layers and 128-d head copied from it) only when the mean
+at 96 and 64 improves and no held-out or Tatoeba slice loses more than 0.01 (``--force``).
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ from safetensors.torch import load_file, save_file
 
 from polylate.model.bundled import HEAD_FILE, load_bundled
 from polylate.train.data import load_pairs, load_triplets
-from polylate.train.losses import maxsim_scores
+from polylate.train.losses import infonce, maxsim_scores
+from polylate.train.parallel import DEFAULT_LOCALE_DIR, load_gettext_pairs
 from polylate.train.trainer import HiddenCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_head import DIMS, eval_slices, evaluate, mean_over  # noqa: E402
+from train_default_head import DIMS, eval_slices, evaluate, mean_over, tatoeba_slices  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,31 +62,41 @@ def relational_kl(h: torch.Tensor, teacher: torch.Tensor, student: torch.Tensor,
     return F.kl_div(F.log_softmax(sl, -1), F.log_softmax(tl, -1), log_target=True, reduction="batchmean")
 
 
-def score_kl(q, qm, d, dm, teacher, student, tau: float) -> torch.Tensor:
+def head_scores(q, qm, d, dm, w: torch.Tensor) -> torch.Tensor:
+    """MaxSim of cached query/document states [n, L, H] through head weight ``w`` [dim, H]."""
+    return maxsim_scores(F.normalize(q @ w.T, dim=-1), qm, F.normalize(d @ w.T, dim=-1), dm)
+
+
+def score_kl(student_scores: torch.Tensor, teacher_scores: torch.Tensor, tau: float) -> torch.Tensor:
     """KL(teacher ‖ student) of MaxSim score distributions of queries over in-batch documents."""
-    def scores(w):
-        return maxsim_scores(F.normalize(q @ w.T, dim=-1), qm, F.normalize(d @ w.T, dim=-1), dm)
-    with torch.no_grad():
-        target = F.log_softmax(scores(teacher) / tau, -1)
-    return F.kl_div(F.log_softmax(scores(student) / tau, -1), target, log_target=True, reduction="batchmean")
+    target = F.log_softmax(teacher_scores.detach() / tau, -1)
+    return F.kl_div(F.log_softmax(student_scores / tau, -1), target, log_target=True, reduction="batchmean")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    ap.add_argument("--texts", type=int, default=1500, help="training items (questions + their paragraphs)")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--texts", type=int, default=3000, help="training items (questions + their paragraphs)")
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--tokens", type=int, default=2048, help="token states per relational batch")
     ap.add_argument("--batch-size", type=int, default=32, help="queries per score-distillation batch")
     ap.add_argument("--tau", type=float, default=0.05)
     ap.add_argument("--score-tau", type=float, default=1.0)
     ap.add_argument("--score-weight", type=float, default=1.0)
+    ap.add_argument("--contrastive-weight", type=float, default=1.0,
+                    help="InfoNCE of each student head on the batch's positives (in-batch negatives)")
+    ap.add_argument("--parallel", type=int, default=5000,
+                    help="add cross-lingual (translation → English) pairs from gettext catalogs")
+    ap.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR)
+    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng", help="Tatoeba pairs reported in their own mean, e.g. deu-eng")
+    ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-xquad-queries", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--out", type=Path, default=HEAD_FILE)
+    ap.add_argument("--force", action="store_true", help="write the heads even when they do not win")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -91,17 +108,22 @@ def main() -> int:
     model.eval()
     slices = eval_slices(data, 100, 1000, args.eval_xquad_queries, "en,de,ar,zh,hi".split(","), 0,
                          ("zh", "th", "hi", "ru"))
+    reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
+                              args.eval_tatoeba_queries, 0)
     eval_cache = HiddenCache(model, 256)
-    for _, qs, ds, _ in slices:
+    for _, qs, ds, _ in slices + reported:
         eval_cache.add(qs.values(), True)
         eval_cache.add(ds.values(), False)
-    before = evaluate(model, eval_cache, slices, None)
+    before = evaluate(model, eval_cache, slices + reported, None)
     print(f"eval cache {len(eval_cache)} texts ({eval_cache.seconds:.0f}s)", flush=True)
 
     n = args.texts // 3
     items = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=n, seed=args.seed)
              + load_triplets(data / "train" / "arcd", max_negatives=1, limit=n, seed=args.seed)
              + load_pairs(data / "scifact", "train", limit=n, seed=args.seed))
+    if args.parallel:
+        held_out = [t for _, qs, ds, _ in slices + reported for t in (*qs.values(), *ds.values())]
+        items += load_gettext_pairs(args.locale_dir, args.parallel, args.seed, exclude=held_out)
     queries = [it.query for it in items]
     docs = sorted({it.positive for it in items})
     cache = HiddenCache(model, 180)
@@ -110,7 +132,7 @@ def main() -> int:
     print(f"train cache {len(cache)} texts ({cache.seconds:.0f}s)", flush=True)
     states = torch.cat([cache.tokens[(t, True)] for t in queries] + [cache.tokens[(t, False)] for t in docs])
     print(f"{len(states)} token states from {len(queries)} queries and {len(docs)} documents "
-          f"(ja, ar, en)", flush=True)
+          f"(ja, ar, en{f' + {args.parallel} gettext X→en pairs' if args.parallel else ''})", flush=True)
 
     teacher = model.heads["128"].weight.detach()
     students = {d: torch.nn.Parameter(model.heads[str(d)].weight.detach().clone()) for d in DIMS[1:]}
@@ -123,10 +145,21 @@ def main() -> int:
         q, qm = cache.padded([p[0] for p in batch], True)
         d, dm = cache.padded([p[1] for p in batch], False)
         loss = 0.0
+        if args.score_weight:
+            with torch.no_grad():
+                target = head_scores(q, qm, d, dm, teacher)
+        labels = torch.arange(len(batch))
+        # a query whose positive text is another row's too: that column is not a negative
+        dup = torch.tensor([[p[1] == o[1] and i != j for j, o in enumerate(batch)]
+                            for i, p in enumerate(batch)])
         for w in students.values():
             loss = loss + relational_kl(h, teacher, w, args.tau)
+            if args.score_weight or args.contrastive_weight:
+                s = head_scores(q, qm, d, dm, w)
             if args.score_weight:
-                loss = loss + args.score_weight * score_kl(q, qm, d, dm, teacher, w, args.score_tau)
+                loss = loss + args.score_weight * score_kl(s, target, args.score_tau)
+            if args.contrastive_weight:
+                loss = loss + args.contrastive_weight * infonce(s, labels, mask=dup)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -135,30 +168,39 @@ def main() -> int:
     with torch.no_grad():
         for d, w in students.items():
             model.heads[str(d)].weight.copy_(w)
-    after = evaluate(model, eval_cache, slices, None)
+    after = evaluate(model, eval_cache, slices + reported, None)
     print(f"trained {args.steps} steps in {time.perf_counter() - t_train:.0f}s")
 
     names = [s[0] for s in slices]
+    extra = [s[0] for s in reported]
     print(f"\n{'slice':34s} {'dim':>4s} {'shipped':>9s} {'distilled':>10s} {'delta':>7s}")
-    for name in names:
+    for name in names + extra:
         for dim in DIMS:
             b, a = before[(name, dim)], after[(name, dim)]
             print(f"{name:34s} {dim:4d} {b:9.4f} {a:10.4f} {a - b:+7.4f}")
     wins = True
     for dim in DIMS:
         mb, ma = mean_over(before, names, dim), mean_over(after, names, dim)
-        print(f"{'mean':34s} {dim:4d} {mb:9.4f} {ma:10.4f} {ma - mb:+7.4f}  ({ma / mean_over(after, names, 128):.3f} of 128)")
+        print(f"{'mean':34s} {dim:4d} {mb:9.4f} {ma:10.4f} {ma - mb:+7.4f}  "
+              f"(of 128: shipped {mb / mean_over(before, names, 128):.3f}, "
+              f"distilled {ma / mean_over(after, names, 128):.3f})")
         wins &= dim == 128 or ma > mb
-    wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names for d in DIMS[1:])
+    for dim in DIMS if extra else ():
+        mb, ma = mean_over(before, extra, dim), mean_over(after, extra, dim)
+        print(f"{'mean (tatoeba)':34s} {dim:4d} {mb:9.4f} {ma:10.4f} {ma - mb:+7.4f}  "
+              f"(of 128: shipped {mb / mean_over(before, extra, 128):.3f}, "
+              f"distilled {ma / mean_over(after, extra, 128):.3f})")
+    wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names + extra for d in DIMS[1:])
     print(f"total {time.perf_counter() - t0:.0f}s")
-    if wins and not args.no_save:
-        state = load_file(str(args.out))
+    if (wins or args.force) and not args.no_save:
+        state = load_file(str(HEAD_FILE))  # encoder layers and the 128-d head as shipped
         for d, w in students.items():
             state[f"heads.{d}.weight"] = w.detach().float().contiguous()
         save_file(state, str(args.out), metadata={"format": "pt"})
         print(f"wrote {args.out}")
-    elif not wins:
-        print("distilled heads do NOT win (mean at 96 and 64, no slice −0.01): nothing written")
+    if not wins:
+        print("distilled heads do NOT win (mean at 96 and 64, no slice −0.01)"
+              + (": written anyway (--force)" if args.force and not args.no_save else ": nothing written"))
     return 0
 
 
