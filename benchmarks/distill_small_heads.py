@@ -21,7 +21,9 @@ held-out (SciFact + 9 XQuAD-R slices) 64d 0.8597 → 0.8669 (of 128: 0.962 → 0
 ``quality_report.py`` over every shared set (400 queries per set) judged it: 64d family
 means +0.016 XQuAD-R X→en, +0.058 LAReQA pooled, +0.02 Tatoeba, +0.005 LAReQA mono, −0.004
 XQuAD-R mono (README, Training). Without the gettext pairs (ja/ar/en only, relational +
-score KL) the gain was within noise (64d 0.8597 → 0.8621).
+score KL) the gain was within noise (64d 0.8597 → 0.8621); a second pass from the shipped
+heads with ``--score-weight 2`` changed nothing beyond noise (held-out 64d +0.0014, Tatoeba
+64d −0.0068).
 
 Held-out slices and metric are those of benchmarks/train_default_head.py. Writes ``--out``
 (default: the shipped file; encoder layers and 128-d head copied from it) only when the mean
