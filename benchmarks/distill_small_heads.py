@@ -90,7 +90,8 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=5000,
                     help="add cross-lingual (translation → English) pairs from gettext catalogs")
     ap.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR)
-    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng", help="Tatoeba pairs reported in their own mean, e.g. deu-eng")
+    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng",
+                    help="Tatoeba pairs reported in their own mean ('' for none)")
     ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-xquad-queries", type=int, default=200)
