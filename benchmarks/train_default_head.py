@@ -103,6 +103,11 @@ def tatoeba_slices(data: Path, pairs, n_queries: int, seed: int):
     return out
 
 
+def slice_texts(slices) -> list[str]:
+    """Every query and document text of the given eval slices (to keep out of training)."""
+    return [t for _, qs, ds, _ in slices for t in (*qs.values(), *ds.values())]
+
+
 def first_changed_layer(encoder, base) -> int:
     """Index of the first layer whose weights differ between two encoders (0 when the
     embeddings differ; the layer count when none do)."""
@@ -233,7 +238,7 @@ def main() -> int:
     reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
                               args.eval_tatoeba_queries, args.seed)
     every_slice = slices + reported
-    held_out = [t for _, qs, ds, _ in every_slice for t in (*qs.values(), *ds.values())]
+    held_out = slice_texts(every_slice)
 
     train = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=args.jsquad, seed=args.seed)
              + load_triplets(data / "train" / "arcd", max_negatives=1, limit=args.arcd, seed=args.seed)
