@@ -23,7 +23,13 @@ means +0.016 XQuAD-R X→en, +0.058 LAReQA pooled, +0.02 Tatoeba, +0.005 LAReQA 
 XQuAD-R mono (README, Training). Without the gettext pairs (ja/ar/en only, relational +
 score KL) the gain was within noise (64d 0.8597 → 0.8621); a second pass from the shipped
 heads with ``--score-weight 2`` changed nothing beyond noise (held-out 64d +0.0014, Tatoeba
-64d −0.0068).
+64d −0.0068). Two more passes from the shipped heads did not win either, so the 64-d linear
+head over this fixed encoder looks saturated: ``--parallel 20000 --steps 3000`` (1,472 s)
+held-out 64d −0.0057 (ar→en −0.022, zh→en −0.037), Tatoeba 64d +0.0010; and students whose
+input had the top 4 directions of 107 gettext languages' mean token states projected out
+(language identity, for cross-lingual matching) held-out 64d +0.0001, Tatoeba 64d −0.032
+(kor −0.11) — the projection alone, untrained, moved held-out X→en 64d 0.805 → 0.820 at the
+cost of Tatoeba 0.817 → 0.797.
 
 Held-out slices and metric are those of benchmarks/train_default_head.py. Writes ``--out``
 (default: the shipped file; encoder layers and 128-d head copied from it) only when the mean
