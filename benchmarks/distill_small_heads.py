@@ -33,10 +33,10 @@ cost of Tatoeba 0.817 → 0.797.
 Neither does a 64-d head read off the 128-d head's output (W64 = A·W128; 64/128 over the
 held-out →en slices, en→en included): the shipped head 0.955; A = top-64 principal directions
 of 457k token vectors 0.932; of aligned (MaxSim argmax) query/document token pairs 0.936;
-generalised eigenvectors (spread vs aligned-pair differences) ≤ 0.954; all worse on Tatoeba (≤
-0.954 vs 0.981). And training the top two encoder layers with the heads from the shipped model
+generalised eigenvectors (spread vs aligned-pair differences) ≤ 0.954; all worse on Tatoeba
+(≤ 0.954 vs 0.981). And training the top two encoder layers with the heads from the shipped model
 (one epoch over 3,000 ja/ar/en + 5,000 gettext pairs, dim weights 1/1/2, InfoNCE + score KL to
-the frozen shipped 128-d model, 302 s) moved held-out 64d +0.0005 (X→en 64/128 0.955 → 0.957),
+the frozen shipped 128-d model, 302 s) moved held-out 64d +0.0005 (→en 64/128 0.955 → 0.957),
 Tatoeba +0.015 at 128 and +0.010 at 64, but held-out 128d −0.0025 (ar→en −0.018): not shipped.
 
 Held-out slices and metric are those of benchmarks/train_default_head.py. Writes ``--out``
