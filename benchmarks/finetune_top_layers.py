@@ -1,0 +1,231 @@
+"""Fine-tune the bundled model's top encoder layers and heads together, 64-d loss weighted up.
+
+A third stage after ``train_default_head.py`` (top two layers + heads from e5 as published)
+and ``distill_small_heads.py`` (96/64 heads), the two that made the shipped model. It starts from
+``--start`` (default: the shipped file) and trains the top ``--layers`` encoder layers and
+all three heads on 3,000 ja/ar/en retrieval pairs plus ``--parallel`` gettext translation →
+English pairs, one InfoNCE per dim (in-batch negatives), each plus KL of its MaxSim score
+distribution to the frozen starting model's 128-d scores (the anchor that keeps what the
+earlier stages learnt). ``--dim-weights`` weighs the per-dim losses (64-d ×4 by default: its
+cross-lingual gap was the target). Lower-layer states are cached once; the eval slices are
+those of ``train_default_head.py`` plus six Tatoeba pairs.
+
+    .venv/bin/python benchmarks/finetune_top_layers.py [--layers 6] [--epochs 2] [--no-save] [--force]
+
+Measured (2 CPU cores; first run as a scratch copy of this script, same data, losses and
+seeds): the defaults, run on the file shipped at commit 1370798, train 7,919
+pairs in 494 steps (1,800 s; 2,535 s in all). Held-out slices (nDCG@10, exact MaxSim) 128d
+0.8938 → 0.8923, 64d 0.8669 → 0.8679; Tatoeba 128d 0.8336 → 0.8710, 64d 0.8174 → 0.8499; the
+X→en 64/128 ratio 0.955 → 0.956. ``quality_report.py`` over every shared set
+(``benchmarks/results/quality_report_top6_unshipped.txt``; family means, shipped → this):
+
+    family            128              64               64/128
+    SciFact           0.6934 → 0.7043  0.6754 → 0.6852  0.974 → 0.973
+    XQuAD-R mono      0.9579 → 0.9568  0.9419 → 0.9396  0.983 → 0.982
+    XQuAD-R X→en      0.8740 → 0.8828  0.8292 → 0.8383  0.949 → 0.950
+    LAReQA mono       0.8423 → 0.8394  0.8333 → 0.8297  0.989 → 0.989
+    LAReQA pooled     0.4007 → 0.4349  0.4494 → 0.4599  1.122 → 1.057
+    Tatoeba (112)     0.7468 → 0.7876  0.7351 → 0.7630  0.984 → 0.969
+
+Not shipped: with whole documents (``polylate eval ../shared/data/xquad_r/<lang> --dims 128``,
+1,190 queries) it falls under BM25 on XQuAD-R hi (0.9533 vs 0.9540; shipped 0.9547) and th
+(0.9664 vs 0.9667; shipped 0.9689), and the Tatoeba 64/128 ratio drops under 0.98, both
+targets of the default model. It also failed the per-slice gate below at 128 (ar→en −0.012,
+th→th −0.010). Re-distilling the 96/64 heads over it (``distill_small_heads.py``) and keeping
+the monolingual slices from falling are what is left before it could ship. With ``--layers 2
+--epochs 1 --dim-weights 1,1,2`` (302 s training): held-out 128d −0.0025, Tatoeba 128d +0.015,
+X→en 64/128 0.955 → 0.957.
+
+Writes ``--out`` (default: the shipped file) only when the held-out mean does not fall at any
+dim and no held-out or Tatoeba slice loses more than 0.01 at any dim (``--force`` overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from polylate.model.bundled import HEAD_FILE, base_encoder, load_bundled
+from polylate.train.data import load_pairs, load_triplets
+from polylate.train.losses import infonce, maxsim_scores
+from polylate.train.parallel import DEFAULT_LOCALE_DIR, load_gettext_pairs
+from polylate.train.trainer import HiddenCache, save_heads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_small_heads import score_kl  # noqa: E402
+from train_default_head import (  # noqa: E402
+    DIMS, eval_slices, evaluate, mean_over, slice_texts, tatoeba_slices)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def token_scores(q, qm, d, dm, weight: torch.Tensor) -> torch.Tensor:
+    """MaxSim of query/document hidden states [n, L, H] through head weight ``weight`` [dim, H]."""
+    return maxsim_scores(F.normalize(q @ weight.T, dim=-1), qm, F.normalize(d @ weight.T, dim=-1), dm)
+
+
+def load_start(model, path: Path) -> None:
+    """Set the model to e5 as published plus a heads file's heads and encoder layers (the
+    layout ``save_heads`` writes), whatever the shipped file holds."""
+    state = load_file(str(path))
+    model.encoder.load_state_dict(base_encoder().state_dict())
+    layers = {k[len("encoder."):]: v.float() for k, v in state.items() if k.startswith("encoder.")}
+    _, unexpected = model.encoder.load_state_dict(layers, strict=False)
+    if unexpected:
+        raise ValueError(f"{path.name}: unknown encoder weights {unexpected[:3]}")
+    with torch.no_grad():
+        for key, value in state.items():
+            if key.startswith("heads."):
+                _, d, part = key.split(".")
+                getattr(model.heads[d], part).copy_(value)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    ap.add_argument("--start", type=Path, default=HEAD_FILE, help="heads file to start from")
+    ap.add_argument("--texts", type=int, default=3000, help="ja/ar/en retrieval pairs (a third each)")
+    ap.add_argument("--parallel", type=int, default=5000, help="gettext translation → English pairs")
+    ap.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR)
+    ap.add_argument("--layers", type=int, default=6, help="top encoder layers trained")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--encoder-lr", type=float, default=2e-5)
+    ap.add_argument("--head-lr", type=float, default=2e-4)
+    ap.add_argument("--dim-weights", default="1,1,4", help="loss weights for 128,96,64")
+    ap.add_argument("--anchor-weight", type=float, default=1.0,
+                    help="KL to the starting model's 128-d score distribution")
+    ap.add_argument("--doc-maxlen", type=int, default=180)
+    ap.add_argument("--eval-xquad-queries", type=int, default=200)
+    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng")
+    ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--out", type=Path, default=HEAD_FILE)
+    ap.add_argument("--force", action="store_true", help="write even when it does not win")
+    args = ap.parse_args()
+    weights = [float(x) for x in args.dim_weights.split(",")]
+    if len(weights) != len(DIMS):
+        ap.error(f"--dim-weights needs {len(DIMS)} numbers (for {DIMS}), got {args.dim_weights!r}")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    data = args.data.resolve()
+    t0 = time.perf_counter()
+
+    model = load_bundled()
+    load_start(model, args.start)
+    model.eval()
+    n_layers = len(model.encoder.layers)
+    if not 0 < args.layers <= n_layers:
+        ap.error(f"--layers must be in 1..{n_layers}, got {args.layers}")
+    lower = n_layers - args.layers
+
+    slices = eval_slices(data, 100, 1000, args.eval_xquad_queries, "en,de,ar,zh,hi".split(","), 0,
+                         ("zh", "th", "hi", "ru"))
+    reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
+                              args.eval_tatoeba_queries, 0)
+    every_slice = slices + reported
+    eval_cache = HiddenCache(model, 256, lower_layers=lower)
+    for _, qs, ds, _ in every_slice:
+        eval_cache.add(qs.values(), True)
+        eval_cache.add(ds.values(), False)
+    before = evaluate(model, eval_cache, every_slice, None)
+    print(f"eval cache {len(eval_cache)} texts ({eval_cache.seconds:.0f}s)", flush=True)
+
+    n = args.texts // 3
+    items = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=n, seed=args.seed)
+             + load_triplets(data / "train" / "arcd", max_negatives=1, limit=n, seed=args.seed)
+             + load_pairs(data / "scifact", "train", limit=n, seed=args.seed))
+    if args.parallel:
+        items += load_gettext_pairs(args.locale_dir, args.parallel, args.seed,
+                                    exclude=slice_texts(every_slice))
+    pairs = [(it.query, it.positive) for it in items]
+    cache = HiddenCache(model, args.doc_maxlen, lower_layers=lower)
+    cache.add([q for q, _ in pairs], True)
+    cache.add(sorted({d for _, d in pairs}), False)
+    print(f"train cache {len(cache)} texts ({cache.seconds:.0f}s), {len(pairs)} pairs", flush=True)
+
+    anchor = model.heads["128"].weight.detach().clone()  # with the cache's states: the start model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    encoder_params = [p for layer in model.encoder.layers[lower:] for p in layer.parameters()]
+    head_params = list(model.heads.parameters())
+    for p in encoder_params + head_params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": encoder_params, "lr": args.encoder_lr, "weight_decay": 0.01},
+                             {"params": head_params, "lr": args.head_lr, "weight_decay": 0.0}])
+    steps = args.epochs * (len(pairs) // args.batch_size)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / (steps - warmup)))
+    model.train()
+    t_train = time.perf_counter()
+    step = 0
+    for _ in range(args.epochs):
+        order = pairs[:]
+        rng.shuffle(order)
+        for b in range(0, len(order) - args.batch_size + 1, args.batch_size):
+            batch = order[b : b + args.batch_size]
+            qs, ds = [p[0] for p in batch], [p[1] for p in batch]
+            # another row with the same query or positive text: that column is not a negative
+            dup = torch.tensor([[(p[1] == o[1] or p[0] == o[0]) and i != j for j, o in enumerate(batch)]
+                                for i, p in enumerate(batch)])
+            with torch.no_grad():
+                target = token_scores(*cache.padded(qs, True), *cache.padded(ds, False), anchor)
+            ql, qa, qk = cache.padded_lower(qs, True)
+            dl, da, dk = cache.padded_lower(ds, False)
+            qh, dh = model.encoder.resume(ql, qa, lower), model.encoder.resume(dl, da, lower)
+            loss = torch.zeros(())
+            for dim, w in zip(DIMS, weights):
+                s = token_scores(qh, qk, dh, dk, model.heads[str(dim)].weight)
+                part = infonce(s, mask=dup)
+                if args.anchor_weight:
+                    part = part + args.anchor_weight * score_kl(s, target, 1.0)
+                loss = loss + w * part
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 25 == 0 or step == steps:
+                print(f"step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t_train:.0f}s)",
+                      flush=True)
+    model.eval()
+    eval_cache.refresh_from_lower()
+    after = evaluate(model, eval_cache, every_slice, None)
+    print(f"trained {step} steps in {time.perf_counter() - t_train:.0f}s")
+
+    names, extra = [s[0] for s in slices], [s[0] for s in reported]
+    print(f"\n{'slice':34s} " + " ".join(f"{d:>15d}" for d in DIMS))
+    for name in names + extra:
+        print(f"{name:34s} " + " ".join(f"{before[(name, d)]:.4f}→{after[(name, d)]:.4f}" for d in DIMS))
+    groups = [("held-out", names), ("held-out X→en", [x for x in names if "→en" in x])]
+    groups += [("tatoeba", extra)] if extra else []
+    for label, group in groups:
+        for d in DIMS:
+            mb, ma = mean_over(before, group, d), mean_over(after, group, d)
+            print(f"{label:16s} {d:4d} {mb:.4f} → {ma:.4f} ({ma - mb:+.4f})  of 128: "
+                  f"{mb / mean_over(before, group, 128):.3f} → {ma / mean_over(after, group, 128):.3f}")
+    wins = all(mean_over(after, names, d) >= mean_over(before, names, d) for d in DIMS)
+    wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names + extra for d in DIMS)
+    print(f"total {time.perf_counter() - t0:.0f}s")
+    if (wins or args.force) and not args.no_save:
+        save_heads(model, args.out, encoder_layers=range(lower, n_layers))
+        print(f"wrote {args.out}")
+    if not wins:
+        print("does NOT win (held-out mean at every dim, no slice −0.01)"
+              + (": written anyway (--force)" if args.force and not args.no_save else ": nothing written"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
