@@ -90,6 +90,33 @@ def score_kl(student_scores: torch.Tensor, teacher_scores: torch.Tensor, tau: fl
     return F.kl_div(F.log_softmax(student_scores / tau, -1), target, log_target=True, reduction="batchmean")
 
 
+def held_out(model, data: Path, args, lower_layers: int | None = None):
+    """→ (held-out slices, Tatoeba slices, their cache, the model's nDCG@10 on them before)."""
+    slices = eval_slices(data, 100, 1000, args.eval_xquad_queries, "en,de,ar,zh,hi".split(","), 0,
+                         ("zh", "th", "hi", "ru"))
+    reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
+                              args.eval_tatoeba_queries, 0)
+    cache = HiddenCache(model, 256, lower_layers=lower_layers)
+    for _, qs, ds, _ in slices + reported:
+        cache.add(qs.values(), True)
+        cache.add(ds.values(), False)
+    before = evaluate(model, cache, slices + reported, None)
+    print(f"eval cache {len(cache)} texts ({cache.seconds:.0f}s)", flush=True)
+    return slices, reported, cache, before
+
+
+def training_items(data: Path, args, every_slice) -> list:
+    """``args.texts`` ja/ar/en items (a third each) + ``args.parallel`` gettext X→en pairs."""
+    n = args.texts // 3
+    items = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=n, seed=args.seed)
+             + load_triplets(data / "train" / "arcd", max_negatives=1, limit=n, seed=args.seed)
+             + load_pairs(data / "scifact", "train", limit=n, seed=args.seed))
+    if args.parallel:
+        items += load_gettext_pairs(args.locale_dir, args.parallel, args.seed,
+                                    exclude=slice_texts(every_slice))
+    return items
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
@@ -124,25 +151,9 @@ def main() -> int:
 
     model = load_bundled()
     model.eval()
-    slices = eval_slices(data, 100, 1000, args.eval_xquad_queries, "en,de,ar,zh,hi".split(","), 0,
-                         ("zh", "th", "hi", "ru"))
-    reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
-                              args.eval_tatoeba_queries, 0)
+    slices, reported, eval_cache, before = held_out(model, data, args)
     every_slice = slices + reported
-    eval_cache = HiddenCache(model, 256)
-    for _, qs, ds, _ in every_slice:
-        eval_cache.add(qs.values(), True)
-        eval_cache.add(ds.values(), False)
-    before = evaluate(model, eval_cache, every_slice, None)
-    print(f"eval cache {len(eval_cache)} texts ({eval_cache.seconds:.0f}s)", flush=True)
-
-    n = args.texts // 3
-    items = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=n, seed=args.seed)
-             + load_triplets(data / "train" / "arcd", max_negatives=1, limit=n, seed=args.seed)
-             + load_pairs(data / "scifact", "train", limit=n, seed=args.seed))
-    if args.parallel:
-        items += load_gettext_pairs(args.locale_dir, args.parallel, args.seed,
-                                    exclude=slice_texts(every_slice))
+    items = training_items(data, args, every_slice)
     queries = [it.query for it in items]
     docs = sorted({it.positive for it in items})
     cache = HiddenCache(model, 180)

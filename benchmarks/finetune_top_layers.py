@@ -53,15 +53,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from polylate.model.bundled import HEAD_FILE, base_encoder, load_bundled
-from polylate.train.data import load_pairs, load_triplets
 from polylate.train.losses import infonce, maxsim_scores
-from polylate.train.parallel import DEFAULT_LOCALE_DIR, load_gettext_pairs
+from polylate.train.parallel import DEFAULT_LOCALE_DIR
 from polylate.train.trainer import HiddenCache, save_heads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_small_heads import score_kl  # noqa: E402
-from train_default_head import (  # noqa: E402
-    DIMS, eval_slices, evaluate, mean_over, slice_texts, tatoeba_slices)
+from distill_small_heads import held_out, score_kl, training_items  # noqa: E402
+from train_default_head import DIMS, evaluate, mean_over  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,25 +127,9 @@ def main() -> int:
         ap.error(f"--layers must be in 1..{n_layers}, got {args.layers}")
     lower = n_layers - args.layers
 
-    slices = eval_slices(data, 100, 1000, args.eval_xquad_queries, "en,de,ar,zh,hi".split(","), 0,
-                         ("zh", "th", "hi", "ru"))
-    reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
-                              args.eval_tatoeba_queries, 0)
+    slices, reported, eval_cache, before = held_out(model, data, args, lower)
     every_slice = slices + reported
-    eval_cache = HiddenCache(model, 256, lower_layers=lower)
-    for _, qs, ds, _ in every_slice:
-        eval_cache.add(qs.values(), True)
-        eval_cache.add(ds.values(), False)
-    before = evaluate(model, eval_cache, every_slice, None)
-    print(f"eval cache {len(eval_cache)} texts ({eval_cache.seconds:.0f}s)", flush=True)
-
-    n = args.texts // 3
-    items = (load_triplets(data / "train" / "jsquad", max_negatives=1, limit=n, seed=args.seed)
-             + load_triplets(data / "train" / "arcd", max_negatives=1, limit=n, seed=args.seed)
-             + load_pairs(data / "scifact", "train", limit=n, seed=args.seed))
-    if args.parallel:
-        items += load_gettext_pairs(args.locale_dir, args.parallel, args.seed,
-                                    exclude=slice_texts(every_slice))
+    items = training_items(data, args, every_slice)
     pairs = [(it.query, it.positive) for it in items]
     cache = HiddenCache(model, args.doc_maxlen, lower_layers=lower)
     cache.add([q for q, _ in pairs], True)
