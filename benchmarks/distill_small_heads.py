@@ -117,6 +117,16 @@ def training_items(data: Path, args, every_slice) -> list:
     return items
 
 
+def write_if_wins(wins: bool, args, write, gate: str) -> None:
+    """Call ``write`` (which saves to ``args.out``) when the gate passed or ``--force`` asks."""
+    if (wins or args.force) and not args.no_save:
+        write()
+        print(f"wrote {args.out}")
+    if not wins:
+        print(f"does NOT win ({gate})"
+              + (": written anyway (--force)" if args.force and not args.no_save else ": nothing written"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
@@ -220,15 +230,14 @@ def main() -> int:
                 wins &= dim == 128 or ma > mb
     wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names + extra for d in DIMS[1:])
     print(f"total {time.perf_counter() - t0:.0f}s")
-    if (wins or args.force) and not args.no_save:
+
+    def write() -> None:
         state = load_file(str(HEAD_FILE))  # encoder layers and the 128-d head as shipped
         for d, w in students.items():
             state[f"heads.{d}.weight"] = w.detach().float().contiguous()
         save_file(state, str(args.out), metadata={"format": "pt"})
-        print(f"wrote {args.out}")
-    if not wins:
-        print("distilled heads do NOT win (mean at 96 and 64, no slice −0.01)"
-              + (": written anyway (--force)" if args.force and not args.no_save else ": nothing written"))
+
+    write_if_wins(wins, args, write, "mean at 96 and 64, no slice −0.01")
     return 0
 
 

@@ -58,7 +58,7 @@ from polylate.train.parallel import DEFAULT_LOCALE_DIR
 from polylate.train.trainer import HiddenCache, save_heads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_small_heads import held_out, score_kl, training_items  # noqa: E402
+from distill_small_heads import held_out, score_kl, training_items, write_if_wins  # noqa: E402
 from train_default_head import DIMS, evaluate, mean_over  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,12 +200,8 @@ def main() -> int:
     wins = all(mean_over(after, names, d) >= mean_over(before, names, d) for d in DIMS)
     wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names + extra for d in DIMS)
     print(f"total {time.perf_counter() - t0:.0f}s")
-    if (wins or args.force) and not args.no_save:
-        save_heads(model, args.out, encoder_layers=range(lower, n_layers))
-        print(f"wrote {args.out}")
-    if not wins:
-        print("does NOT win (held-out mean at every dim, no slice −0.01)"
-              + (": written anyway (--force)" if args.force and not args.no_save else ": nothing written"))
+    write_if_wins(wins, args, lambda: save_heads(model, args.out, encoder_layers=range(lower, n_layers)),
+                  "held-out mean at every dim, no slice −0.01")
     return 0
 
 
