@@ -90,6 +90,25 @@ def score_kl(student_scores: torch.Tensor, teacher_scores: torch.Tensor, tau: fl
     return F.kl_div(F.log_softmax(student_scores / tau, -1), target, log_target=True, reduction="batchmean")
 
 
+def add_common_args(ap: argparse.ArgumentParser) -> None:
+    """The options :func:`held_out`, :func:`training_items` and :func:`write_if_wins` read."""
+    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    ap.add_argument("--texts", type=int, default=3000,
+                    help="ja/ar/en training items, a third each (questions + their paragraphs)")
+    ap.add_argument("--parallel", type=int, default=5000,
+                    help="add cross-lingual (translation → English) pairs from gettext catalogs")
+    ap.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR)
+    ap.add_argument("--eval-xquad-queries", type=int, default=200)
+    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng",
+                    help="Tatoeba pairs reported in their own mean ('' for none)")
+    ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--out", type=Path, default=HEAD_FILE)
+    ap.add_argument("--force", action="store_true", help="write --out even when the run does not win")
+
+
 def held_out(model, data: Path, args, lower_layers: int | None = None):
     """→ (held-out slices, Tatoeba slices, their cache, the model's nDCG@10 on them before)."""
     slices = eval_slices(data, 100, 1000, args.eval_xquad_queries, "en,de,ar,zh,hi".split(","), 0,
@@ -129,8 +148,7 @@ def write_if_wins(wins: bool, args, write, gate: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    ap.add_argument("--texts", type=int, default=3000, help="training items (questions + their paragraphs)")
+    add_common_args(ap)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--tokens", type=int, default=2048, help="token states per relational batch")
     ap.add_argument("--batch-size", type=int, default=32, help="queries per score-distillation batch")
@@ -139,19 +157,7 @@ def main() -> int:
     ap.add_argument("--score-weight", type=float, default=1.0)
     ap.add_argument("--contrastive-weight", type=float, default=1.0,
                     help="InfoNCE of each student head on the batch's positives (in-batch negatives)")
-    ap.add_argument("--parallel", type=int, default=5000,
-                    help="add cross-lingual (translation → English) pairs from gettext catalogs")
-    ap.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR)
-    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng",
-                    help="Tatoeba pairs reported in their own mean ('' for none)")
-    ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--eval-xquad-queries", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-save", action="store_true")
-    ap.add_argument("--out", type=Path, default=HEAD_FILE)
-    ap.add_argument("--force", action="store_true", help="write the heads even when they do not win")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

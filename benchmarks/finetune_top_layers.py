@@ -49,49 +49,22 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from polylate.model.bundled import HEAD_FILE, base_encoder, load_bundled
-from polylate.train.losses import infonce, maxsim_scores
-from polylate.train.parallel import DEFAULT_LOCALE_DIR
+from polylate.model.bundled import HEAD_FILE, load_bundled
+from polylate.train.losses import infonce
 from polylate.train.trainer import HiddenCache, save_heads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_small_heads import held_out, score_kl, training_items, write_if_wins  # noqa: E402
+from distill_small_heads import (  # noqa: E402
+    add_common_args, head_scores, held_out, score_kl, training_items, write_if_wins)
 from train_default_head import DIMS, evaluate, mean_over  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def token_scores(q, qm, d, dm, weight: torch.Tensor) -> torch.Tensor:
-    """MaxSim of query/document hidden states [n, L, H] through head weight ``weight`` [dim, H]."""
-    return maxsim_scores(F.normalize(q @ weight.T, dim=-1), qm, F.normalize(d @ weight.T, dim=-1), dm)
-
-
-def load_start(model, path: Path) -> None:
-    """Set the model to e5 as published plus a heads file's heads and encoder layers (the
-    layout ``save_heads`` writes), whatever the shipped file holds."""
-    state = load_file(str(path))
-    model.encoder.load_state_dict(base_encoder().state_dict())
-    layers = {k[len("encoder."):]: v.float() for k, v in state.items() if k.startswith("encoder.")}
-    _, unexpected = model.encoder.load_state_dict(layers, strict=False)
-    if unexpected:
-        raise ValueError(f"{path.name}: unknown encoder weights {unexpected[:3]}")
-    with torch.no_grad():
-        for key, value in state.items():
-            if key.startswith("heads."):
-                _, d, part = key.split(".")
-                getattr(model.heads[d], part).copy_(value)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    add_common_args(ap)
     ap.add_argument("--start", type=Path, default=HEAD_FILE, help="heads file to start from")
-    ap.add_argument("--texts", type=int, default=3000, help="ja/ar/en retrieval pairs (a third each)")
-    ap.add_argument("--parallel", type=int, default=5000, help="gettext translation → English pairs")
-    ap.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR)
     ap.add_argument("--layers", type=int, default=6, help="top encoder layers trained")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -101,14 +74,6 @@ def main() -> int:
     ap.add_argument("--anchor-weight", type=float, default=1.0,
                     help="KL to the starting model's 128-d score distribution")
     ap.add_argument("--doc-maxlen", type=int, default=180)
-    ap.add_argument("--eval-xquad-queries", type=int, default=200)
-    ap.add_argument("--eval-tatoeba", default="deu-eng,jpn-eng,kor-eng,heb-eng,fin-eng,wuu-eng")
-    ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-save", action="store_true")
-    ap.add_argument("--out", type=Path, default=HEAD_FILE)
-    ap.add_argument("--force", action="store_true", help="write even when it does not win")
     args = ap.parse_args()
     weights = [float(x) for x in args.dim_weights.split(",")]
     if len(weights) != len(DIMS):
@@ -119,8 +84,7 @@ def main() -> int:
     data = args.data.resolve()
     t0 = time.perf_counter()
 
-    model = load_bundled()
-    load_start(model, args.start)
+    model = load_bundled(head_file=args.start)
     model.eval()
     n_layers = len(model.encoder.layers)
     if not 0 < args.layers <= n_layers:
@@ -162,13 +126,13 @@ def main() -> int:
             dup = torch.tensor([[(p[1] == o[1] or p[0] == o[0]) and i != j for j, o in enumerate(batch)]
                                 for i, p in enumerate(batch)])
             with torch.no_grad():
-                target = token_scores(*cache.padded(qs, True), *cache.padded(ds, False), anchor)
+                target = head_scores(*cache.padded(qs, True), *cache.padded(ds, False), anchor)
             ql, qa, qk = cache.padded_lower(qs, True)
             dl, da, dk = cache.padded_lower(ds, False)
             qh, dh = model.encoder.resume(ql, qa, lower), model.encoder.resume(dl, da, lower)
             loss = torch.zeros(())
             for dim, w in zip(DIMS, weights):
-                s = token_scores(qh, qk, dh, dk, model.heads[str(dim)].weight)
+                s = head_scores(qh, qk, dh, dk, model.heads[str(dim)].weight)
                 part = infonce(s, mask=dup)
                 if args.anchor_weight:
                     part = part + args.anchor_weight * score_kl(s, target, 1.0)

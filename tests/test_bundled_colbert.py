@@ -128,6 +128,11 @@ def test_shipped_file_with_trained_encoder_layers_loads(model, tmp_path, monkeyp
         got = loaded.encoder.layers[top].fc2.weight
         assert torch.allclose(got, want.half().float()) and not torch.allclose(got, original["fc2.weight"])
         assert torch.equal(loaded.encoder.layers[0].fc1.weight, model.encoder.layers[0].fc1.weight)
+        monkeypatch.undo()  # the same file given explicitly instead of as the shipped one
+        explicit = bundled.load_bundled(head_file=path)
+        assert torch.equal(explicit.encoder.layers[top].fc2.weight, got)
+        with pytest.raises(FileNotFoundError, match="head file not found"):
+            bundled.load_bundled(head_file=tmp_path / "missing.safetensors")
     finally:
         model.encoder.layers[top].load_state_dict(original)
 

@@ -677,18 +677,24 @@ def base_encoder(cache_dir: str | Path | None = None):
     return encoder.float().eval()
 
 
-def load_bundled(cache_dir: str | Path | None = None):
-    """The default offline ColBERT: bundled e5-small encoder + shipped (or stand-in) head."""
+def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | None = None):
+    """The default offline ColBERT: bundled e5-small encoder + shipped (or stand-in) head.
+
+    ``head_file``: another file in the shipped file's layout (``save_heads``) instead of it,
+    e.g. a training run's output to continue from; it must exist."""
     from polylate.model.checkpoints import assemble, hf_encoder, load_tokenizer_file
 
+    if head_file is not None and not Path(head_file).is_file():
+        raise FileNotFoundError(f"head file not found: {head_file}")
+    head_file = HEAD_FILE if head_file is None else Path(head_file)
     folder = bundled_model_path(cache_dir)
     enc_cfg, enc_state = hf_encoder(folder)
-    if HEAD_FILE.exists():
+    if head_file.exists():
         from safetensors.torch import load_file
 
         heads: dict[int, dict] = {}
         layers: dict[str, object] = {}  # fine-tuned top encoder layers, when shipped
-        for key, value in load_file(str(HEAD_FILE)).items():
+        for key, value in load_file(str(head_file)).items():
             if key.startswith("encoder."):
                 layers[key[len("encoder."):]] = value.float()
                 continue
@@ -702,5 +708,5 @@ def load_bundled(cache_dir: str | Path | None = None):
     if layers:
         missing, unexpected = model.encoder.load_state_dict(layers, strict=False)
         if unexpected:
-            raise ValueError(f"{HEAD_FILE.name}: unknown encoder weights {unexpected[:3]}")
+            raise ValueError(f"{head_file.name}: unknown encoder weights {unexpected[:3]}")
     return model
