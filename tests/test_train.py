@@ -16,8 +16,8 @@ from polylate.model.colbert import build_colbert
 from polylate.model.encoder import EncoderConfig
 from polylate.scoring import maxsim
 from polylate.text.tokenizer import ColBERTTokenizer
-from polylate.train import (Pair, Triplet, Trainer, batches, infonce, kl_distillation, load_pairs,
-                            load_triplets, matryoshka, maxsim_scores, read_beir)
+from polylate.train import (Pair, Triplet, Trainer, batches, infonce, interpolate_states, kl_distillation,
+                            load_pairs, load_triplets, matryoshka, maxsim_scores, read_beir)
 from polylate.train.trainer import HiddenCache, save_heads
 from tests.layouts import xlmr_tokenizer
 
@@ -153,7 +153,7 @@ def test_cached_lower_layers_give_the_full_encoder_loss():
     full = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), train_encoder_layers=1, cache_lower_layers=False)
     cached = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), train_encoder_layers=1)
     batch = full.items[:4]
-    a, b = float(full.batch_loss(batch)[0]), float(cached.batch_loss(batch)[0])
+    a, b = float(full.batch_loss(batch)[0].detach()), float(cached.batch_loss(batch)[0].detach())
     assert abs(a - b) < 1e-2 * abs(a), (a, b)  # lower states are cached in float16
 
 
@@ -292,3 +292,35 @@ def test_pooled_from_another_encoders_upper_layers():
         assert torch.allclose(mixed.tokens[(t, False)].float(), tuned.tokens[(t, False)].float(), atol=1e-3)
     with pytest.raises(ValueError, match="lower_layers"):
         HiddenCache(model, pooled_from=base)
+
+
+# -- weight interpolation (WiSE-FT) -------------------------------------------------------------
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_interpolated_model_lies_on_the_segment_between_the_two(alpha):
+    start, tuned = tiny_model(seed=0).state_dict(), tiny_model(seed=1).state_dict()
+    mixed = interpolate_states(start, tuned, alpha)
+    for key, a in start.items():
+        expected = a if not a.is_floating_point() else (1 - alpha) * a + alpha * tuned[key]
+        assert mixed[key].dtype == a.dtype
+        assert torch.allclose(mixed[key], expected, atol=1e-6), key
+    model = tiny_model(seed=2)
+    model.load_state_dict(mixed)  # a loadable checkpoint of the same architecture
+    end = tiny_model(seed=0) if alpha == 0.0 else tiny_model(seed=1) if alpha == 1.0 else None
+    if end is not None:  # the end points are the two models themselves, outputs included
+        model.eval(), end.eval()
+        with torch.no_grad():
+            q, d = ["capital of france"], ["paris capital france", "berlin capital germany"]
+            assert torch.allclose(model.score(q, d), end.score(q, d), atol=1e-5)
+
+
+def test_interpolation_refuses_states_of_different_models():
+    a = {"w": torch.zeros(2, 3), "b": torch.zeros(3)}
+    with pytest.raises(ValueError, match="different weights"):
+        interpolate_states(a, {"w": torch.ones(2, 3)}, 0.5)
+    with pytest.raises(ValueError, match=r"w: shape \(2, 3\) vs \(3, 2\)"):
+        interpolate_states(a, {"w": torch.ones(3, 2), "b": torch.ones(3)}, 0.5)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        interpolate_states(a, a, 1.5)
+    with pytest.raises(ValueError, match="non-float weights differ"):
+        interpolate_states({"n": torch.tensor([1])}, {"n": torch.tensor([2])}, 0.5)

@@ -4,14 +4,17 @@
 ``losses``: differentiable MaxSim, InfoNCE, KL distillation, Matryoshka wrapper.
 ``trainer``: :class:`Trainer` (AdamW, warmup/decay, grad accumulation, cached frozen encoder).
 ``parallel``: cross-lingual translation → English pairs from installed gettext catalogs.
+``averaging``: weight-space interpolation between a start and a fine-tuned model (WiSE-FT).
 """
 
+from polylate.train.averaging import interpolate_states
 from polylate.train.data import Pair, Triplet, batches, load_pairs, load_triplets, read_beir
 from polylate.train.parallel import load_gettext_pairs
 from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
 from polylate.train.trainer import Trainer
 
 __all__ = [
-    "Pair", "Triplet", "batches", "load_gettext_pairs", "load_pairs", "load_triplets", "read_beir",
+    "Pair", "Triplet", "batches", "interpolate_states", "load_gettext_pairs", "load_pairs",
+    "load_triplets", "read_beir",
     "infonce", "kl_distillation", "matryoshka", "maxsim_scores", "Trainer",
 ]
