@@ -137,6 +137,44 @@ def test_shipped_file_with_trained_encoder_layers_loads(model, tmp_path, monkeyp
         model.encoder.layers[top].load_state_dict(original)
 
 
+def test_a_heads_file_loads_as_a_model_over_the_bundled_encoder(model, tmp_path):
+    from safetensors.torch import save_file
+
+    from polylate.model.checkpoints import CheckpointError
+    from polylate.train.trainer import save_heads
+
+    head = model.heads["128"].weight
+    original = head.detach().clone()
+    try:
+        with torch.no_grad():
+            head.copy_(original * torch.linspace(0.2, 2.0, 128)[:, None])  # reweighted: other scores
+        path = save_heads(model, tmp_path / "mine.safetensors", dims=[128])
+        q, d = ["capital of Germany"], ["Berlin ist die Hauptstadt Deutschlands.", "Paris is in France."]
+        want = model.score(q, d)
+    finally:
+        with torch.no_grad():
+            head.copy_(original)
+    loaded = load_model(path)
+    assert loaded.head_dims == [128]
+    assert torch.allclose(loaded.score(q, d), want, atol=1e-5)
+    assert not torch.allclose(model.score(q, d, dim=128), want, atol=1e-3)
+
+    other = tmp_path / "other.safetensors"
+    save_file({"heads.128.weight": original}, str(other), metadata={"base": "bert-base-uncased + head"})
+    with pytest.raises(CheckpointError, match="heads trained over 'bert-base"):
+        load_model(other)
+    foreign = tmp_path / "model.safetensors"
+    save_file({"embeddings.word.weight": torch.zeros(4, 4)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a heads file .key 'embeddings.word.weight'"):
+        load_model(foreign)
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable .safetensors file"):
+        load_model(tmp_path / "broken.safetensors")
+    (tmp_path / "v.npz").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="is a file; a checkpoint is a folder"):
+        load_model(tmp_path / "v.npz")
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 400), window=st.integers(12, 80), doc_maxlen=st.one_of(st.none(), st.integers(8, 500)))
 def test_doc_windows_cover_the_uncut_document_once(model, n, window, doc_maxlen):

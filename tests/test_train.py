@@ -238,6 +238,7 @@ def test_cli_train_heads_only(tmp_path, shared_data):
     from safetensors.torch import load_file
     from typer.testing import CliRunner
 
+    from polylate import load_model
     from polylate.cli import app
 
     out = tmp_path / "heads.safetensors"
@@ -246,6 +247,8 @@ def test_cli_train_heads_only(tmp_path, shared_data):
     assert res.exit_code == 0, res.output
     heads = load_file(str(out))
     assert heads["heads.128.weight"].shape == (128, 384)
+    trained = load_model(out)  # usable as a model: the bundled encoder with these heads
+    assert torch.equal(trained.heads["128"].weight, heads["heads.128.weight"])
     res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "-o", str(out)])
     assert res.exit_code == 2
 

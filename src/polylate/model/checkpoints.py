@@ -44,11 +44,18 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> ColBERT:
-    """Load any supported checkpoint; ``None`` gives the bundled offline default."""
-    if name_or_path is None or str(name_or_path) == "default":
-        from polylate.model.bundled import load_bundled
+    """Load any supported checkpoint; ``None`` gives the bundled offline default, and a
+    ``.safetensors`` heads file (``polylate train --heads-only``) the bundled encoder with it."""
+    from polylate.model.bundled import load_bundled
 
+    path = None if name_or_path is None else Path(name_or_path).expanduser()
+    if name_or_path is None or str(name_or_path) == "default":
         model = load_bundled()
+    elif path.is_file() and path.suffix == ".safetensors":
+        try:
+            model = load_bundled(head_file=path)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
     else:
         folder = resolve(name_or_path)
         model = load_folder(folder)
@@ -63,7 +70,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"{path} is a file; a checkpoint is a folder")
+            raise CheckpointError(f"{path} is a file; a checkpoint is a folder (or a .safetensors "
+                                  "heads file over the bundled model)")
         return path
     name = str(name_or_path)
     if not _HUB_ID.match(name):

@@ -164,10 +164,14 @@ def project(model, hidden: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
-               encoder_layers: Sequence[int] = ()) -> Path:
+               encoder_layers: Sequence[int] | None = None) -> Path:
     """Write just the projection head(s) as ``heads.<dim>.weight`` (+ ``.bias``) float32, and
     the given (trained) encoder layers as ``encoder.layers.<i>.*`` float16 — a small file
-    that turns a base encoder into the trained model (see ``model.bundled.load_bundled``)."""
+    that turns a base encoder into the trained model (see ``model.bundled.load_bundled``).
+    ``encoder_layers=None``: the layers the model already carries over its base encoder
+    (``model.tuned_layers``, set by ``load_bundled``): without them the heads would be loaded
+    onto states they were not trained on. The metadata's ``base`` names the model it was
+    trained over, so a loader can refuse to put it on another."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -176,10 +180,12 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
         state[f"heads.{d}.weight"] = head.weight.detach().float().cpu().contiguous()
         if head.bias is not None:
             state[f"heads.{d}.bias"] = head.bias.detach().float().cpu().contiguous()
-    for i in encoder_layers:
+    if encoder_layers is None:
+        encoder_layers = getattr(model, "tuned_layers", ())
+    for i in sorted(set(encoder_layers)):
         for name, value in model.encoder.layers[i].state_dict().items():
             state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
-    save_file(state, str(path), metadata={"format": "pt"})
+    save_file(state, str(path), metadata={"format": "pt", "base": getattr(model, "name", "") or ""})
     return path
 
 
