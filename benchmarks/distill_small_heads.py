@@ -138,6 +138,17 @@ def training_items(data: Path, args, every_slice) -> list:
     return items
 
 
+#: The gate of the scripts that change the 128-d model too (finetune_top_layers, interpolate_weights).
+EVERY_SLICE_GATE = "held-out mean at every dim, no slice −0.01"
+
+
+def keeps_every_slice(before: dict, after: dict, names: list[str], extra: list[str]) -> bool:
+    """:data:`EVERY_SLICE_GATE`: the held-out mean (``names``) does not fall at any dim, and no
+    held-out or reported (``extra``) slice loses more than 0.01 at any dim."""
+    wins = all(mean_over(after, names, d) >= mean_over(before, names, d) for d in DIMS)
+    return wins and all(after[(n, d)] > before[(n, d)] - 0.01 for n in names + extra for d in DIMS)
+
+
 def write_if_wins(wins: bool, args, write, gate: str) -> None:
     """Call ``write`` (which saves to ``args.out``) when the gate passed or ``--force`` asks."""
     if (wins or args.force) and not args.no_save:

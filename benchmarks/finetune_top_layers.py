@@ -56,7 +56,8 @@ from polylate.train.trainer import HiddenCache, save_heads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_small_heads import (  # noqa: E402
-    add_common_args, head_scores, held_out, score_kl, training_items, write_if_wins)
+    EVERY_SLICE_GATE, add_common_args, head_scores, held_out, keeps_every_slice, score_kl, training_items,
+    write_if_wins)
 from train_default_head import DIMS, evaluate, mean_over  # noqa: E402
 
 
@@ -161,11 +162,10 @@ def main() -> int:
             mb, ma = mean_over(before, group, d), mean_over(after, group, d)
             print(f"{label:16s} {d:4d} {mb:.4f} → {ma:.4f} ({ma - mb:+.4f})  of 128: "
                   f"{mb / mean_over(before, group, 128):.3f} → {ma / mean_over(after, group, 128):.3f}")
-    wins = all(mean_over(after, names, d) >= mean_over(before, names, d) for d in DIMS)
-    wins &= all(after[(n, d)] > before[(n, d)] - 0.01 for n in names + extra for d in DIMS)
+    wins = keeps_every_slice(before, after, names, extra)
     print(f"total {time.perf_counter() - t0:.0f}s")
     write_if_wins(wins, args, lambda: save_heads(model, args.out, encoder_layers=range(lower, n_layers)),
-                  "held-out mean at every dim, no slice −0.01")
+                  EVERY_SLICE_GATE)
     return 0
 
 

@@ -44,20 +44,15 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from polylate.model.bundled import HEAD_FILE, load_bundled
 from polylate.train.averaging import interpolate_states
 from polylate.train.trainer import save_heads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_small_heads import add_common_args, held_out, write_if_wins  # noqa: E402
+from distill_small_heads import (  # noqa: E402
+    EVERY_SLICE_GATE, add_common_args, held_out, keeps_every_slice, write_if_wins)
 from train_default_head import DIMS, evaluate, mean_over  # noqa: E402
-
-
-def tuned_layers(path: Path) -> list[int]:
-    """The encoder layers a file in the shipped layout holds."""
-    return sorted({int(k.split(".")[2]) for k in load_file(str(path)) if k.startswith("encoder.layers.")})
 
 
 def trained_state(model, layers: list[int]) -> dict[str, torch.Tensor]:
@@ -90,10 +85,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    layers = sorted(set(tuned_layers(args.tuned)) | set(tuned_layers(args.start)))
-    tuned = trained_state(load_bundled(head_file=args.tuned).eval(), layers)
+    tuned_model = load_bundled(head_file=args.tuned).eval()
     model = load_bundled(head_file=args.start).eval()
-    start = trained_state(model, layers)
+    layers = sorted(set(tuned_model.tuned_layers) | set(model.tuned_layers))
+    tuned, start = trained_state(tuned_model, layers), trained_state(model, layers)
+    del tuned_model
     lower = layers[0] if layers else len(model.encoder.layers)
     slices, reported, cache, before = held_out(model, args.data.resolve(), args, lower)
     names, extra = [s[0] for s in slices], [s[0] for s in reported]
@@ -103,9 +99,8 @@ def main() -> int:
         load_state(model, interpolate_states(start, tuned, a))
         cache.refresh_from_lower()
         after = evaluate(model, cache, slices + reported, None)
-        wins = all(mean_over(after, names, d) >= mean_over(before, names, d) for d in DIMS)
+        wins = keeps_every_slice(before, after, names, extra)
         worst = min(after[(n, d)] - before[(n, d)] for n in names + extra for d in DIMS)
-        wins &= worst > -0.01
         results[a] = (after, wins)
         xen = [n for n in names if "→en" in n]
         print(f"α={a:.2f} " + " ".join(
@@ -122,7 +117,7 @@ def main() -> int:
         load_state(model, interpolate_states(start, tuned, best))
     write_if_wins(best is not None and results[best][1], args,
                   lambda: save_heads(model, args.out, encoder_layers=layers),
-                  "held-out mean at every dim, no slice −0.01")
+                  EVERY_SLICE_GATE)
     return 0
 
 

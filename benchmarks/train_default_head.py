@@ -258,6 +258,7 @@ def main() -> int:
     shipped = evaluate(model, eval_cache, every_slice, None)
     # train from multilingual-e5-small as published (not from the shipped layers)
     model.encoder.load_state_dict(base.state_dict())
+    model.tuned_layers = []  # no layer differs from base e5 now
     eval_cache.refresh_from_lower()
     with torch.no_grad():  # start from (and compare against) the stand-in projection
         model.heads["128"].weight.copy_(w0)
