@@ -62,6 +62,13 @@ def test_build_search_add_delete(corpus, tmp_path):
     assert res.exit_code == 2 and "already exists" in res.output
     res = runner.invoke(app, ["index", "search", str(tmp_path / "none"), "x"])
     assert res.exit_code == 2 and "no index" in res.output
+    res = runner.invoke(app, ["index", "search", str(index), "x", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    for extra, message in ((["--model", str(tmp_path / "no-model")], "--model"),
+                           (["--device", "not-a-device"], "is not a torch device")):
+        res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "--replace", *extra])
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 15
 
 
 def test_search_settings_from_the_command_line(corpus, tmp_path):

@@ -179,20 +179,44 @@ def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
                       teacher_temperature=0.05)
     trainer.train()
     assert trainer.step == 2  # 3 batches, accumulated in twos (the last one alone)
+    assert [h["step"] for h in trainer.history if "loss" in h] == [1, 2]  # the short last one is logged too
     assert (tmp_path / "epoch-1" / "polylate.json").exists()
     head = save_heads(model, tmp_path / "heads.safetensors")
     state = load_file(str(head))
     assert list(state) == ["heads.16.weight"] and state["heads.16.weight"].dtype == torch.float32
 
 
-def test_teacher_scores_from_items():
+def test_teacher_scores_from_items_add_the_kl_over_each_querys_own_documents():
+    from polylate.train.trainer import project
+
     model = tiny_model()
     items = [Triplet("paris", "paris capital france", ["berlin capital germany"], [5.0, 1.0]),
-             Triplet("berlin", "berlin capital germany", ["paris capital france"], [4.0, 0.0])]
-    trainer = Trainer(model, items, lr=1e-2, batch_size=2, dims=(16,), distill_weight=1.0,
-                      teacher="items")
-    loss, _ = trainer.batch_loss(trainer.items)
-    assert torch.isfinite(loss)
+             Triplet("berlin", "berlin capital germany", ["paris capital france", "hello world"], [4.0, 0.0, 2.0])]
+    with_teacher = Trainer(model, items, lr=1e-2, batch_size=2, dims=(16,), distill_weight=0.5,
+                           teacher="items", teacher_temperature=2.0)
+    plain = Trainer(model, items, lr=1e-2, batch_size=2, dims=(16,), cache=with_teacher.cache)
+    with torch.no_grad():
+        loss, _ = with_teacher.batch_loss(with_teacher.items)
+        base, _ = plain.batch_loss(plain.items)
+        # reference: the student's MaxSim over the batch's documents, the teacher on its own row only
+        docs = ["paris capital france", "berlin capital germany", "hello world"]
+        qh, qm = with_teacher.cache.padded(["paris", "berlin"], True)
+        dh, dm = with_teacher.cache.padded(docs, False)
+        scores = maxsim_scores(project(model, qh, 16), qm, project(model, dh, 16), dm)
+        teacher = torch.tensor([[5.0, 1.0, 0.0], [0.0, 4.0, 2.0]])
+        unscored = torch.tensor([[False, False, True], [False, False, False]])
+        kl = kl_distillation(scores, teacher, 1.0, 2.0, unscored)
+    assert float(kl) > 0.01
+    assert torch.allclose(loss - base, 0.5 * kl, atol=1e-5)
+
+
+def test_item_teacher_needs_scores_for_every_document():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="1 of 2 items have none"):
+        Trainer(model, [Triplet("a", "b", [], [1.0]), Triplet("c", "d", [])], dims=(16,),
+                distill_weight=1.0, teacher="items")
+    with pytest.raises(ValueError, match="1 \\+ 1 documents"):
+        Trainer(model, [Triplet("a", "b", ["c"], [1.0])], dims=(16,), distill_weight=1.0, teacher="items")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -218,6 +242,74 @@ def test_readers_accept_gzip(tmp_path):
                             "hard_negative_ids": ["d1", "d2"], "teacher_scores": [3, 2, 1]}) + "\n")
     (t,) = load_triplets(tmp_path, max_negatives=2)
     assert t.negatives == ["beta doc", "gamma doc"] and t.teacher_scores == [3.0, 2.0, 1.0]
+
+
+def write_pairs(folder, rows):
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_pairs_keep_teacher_scores_aligned_when_negatives_are_missing(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(4)))
+    write_pairs(tmp_path, [{"query": "q?", "pos_id": "d0", "hard_negative_ids": ["gone", "d2", "d3"],
+                            "teacher_scores": [9, 8, 7, 6]}])
+    (t,) = load_triplets(tmp_path, max_negatives=5)
+    assert t.negatives == ["doc 2", "doc 3"] and t.teacher_scores == [9.0, 7.0, 6.0]
+    for row, problem in (({"pos_id": "d0"}, "needs a 'query'"),
+                         ({"query": "q?", "pos_id": "d0", "hard_negative_ids": ["d1"], "teacher_scores": [1]},
+                          "1 \\+ 1 numbers"),
+                         ({"query": "q?", "pos_id": "d0", "hard_negative_ids": ["d1"],
+                           "teacher_scores": [1, "high"]}, "must be numbers")):
+        write_pairs(tmp_path, [{"query": "fine", "pos_id": "d1"}, row])
+        with pytest.raises(ValueError, match=f"row 2: .*{problem}"):
+            load_triplets(tmp_path)
+
+
+def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
+    from typer.testing import CliRunner
+
+    from polylate import load_model
+    from polylate.cli import app
+
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = ["paris capital france", "berlin capital germany", "search engine query document",
+             "late interaction retrieval token vector", "hello world", "rome capital italy"]
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(texts)))
+    write_pairs(data, [{"query": q, "pos_id": f"d{i}", "hard_negative_ids": [f"d{(i + 1) % 6}", f"d{(i + 2) % 6}"],
+                        "teacher_scores": [3.0, 1.0, 0.5]}
+                       for i, q in enumerate(["paris", "berlin", "search", "late interaction", "hello", "rome"])])
+    start = tmp_path / "start"
+    tiny_model(seed=2).save(start)
+    out, ckpt = tmp_path / "trained", tmp_path / "ckpt"
+    run = CliRunner().invoke
+    res = run(app, ["train", str(data), "-o", str(out), "-m", str(start), "--dims", "16", "-b", "2",
+                    "--grad-accum", "2", "--epochs", "2", "--negatives", "2", "--teacher", "data",
+                    "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1", "--lr", "0.01"])
+    assert res.exit_code == 0, res.output
+    assert "4 optimizer steps" in res.output  # 3 micro-batches per epoch, accumulated in twos
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-1", "epoch-2", "step-1", "step-2", "step-3", "step-4"]
+    before, after = load_model(start), load_model(out)
+    assert not torch.equal(before.heads["16"].weight, after.heads["16"].weight)
+    assert torch.equal(after.heads["16"].weight, load_model(ckpt / "step-4").heads["16"].weight)
+
+    qrels_only = tmp_path / "qrels_only"
+    (qrels_only / "qrels").mkdir(parents=True)
+    (qrels_only / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": "x"}) + "\n")
+    (qrels_only / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "y"}) + "\n")
+    (qrels_only / "qrels" / "train.tsv").write_text("q0\td0\t1\n")
+    base = ["train", "-o", str(tmp_path / "x"), "--dims", "16"]
+    for args, message in (([str(qrels_only), "--teacher", "data"], "1 of 1 training items have no teacher_scores"),
+                          ([str(data), "--teacher", "oracle"], "--teacher must be dense, data or none"),
+                          ([str(data), "--dim-weights", "1,2"], "2 value(s) for 1 dims"),
+                          ([str(data), "--checkpoint-every", "5"], "needs --checkpoint-dir"),
+                          ([str(data), "--grad-accum", "0"], "--grad-accum must be positive"),
+                          ([str(data), "--device", "warp-drive"], "is not a torch device"),
+                          ([str(data), "-m", str(tmp_path / "missing")], "--model")):
+        res = run(app, base + args + ([] if "-m" in args else ["-m", str(start)]))
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
+        assert "Traceback" not in res.output
 
 
 def test_readers_on_shared_training_data(shared_data):

@@ -30,6 +30,32 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps (default: cpu)"
+
+
+def _load_model(name: str, device: str | None = None):
+    """``load_model`` with a clear one-line error for a bad checkpoint or an unusable device."""
+    import torch
+
+    from polylate import load_model
+
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            _fail(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            _fail(f"--device {device}: CUDA is not available on this machine")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            _fail(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            _fail(f"--device {device}: MPS is not available on this machine")
+    try:
+        return load_model(name, device=device)
+    except (ValueError, OSError) as exc:
+        _fail(f"--model {name}: {exc}")
+
+
 def read_texts(path: Path | None, texts: list[str]) -> tuple[list[str], list[str]]:
     """(ids, texts) from arguments, a .txt[.gz] (one per line) or BEIR .jsonl[.gz] file, or stdin."""
     if texts:
@@ -63,18 +89,16 @@ def encode(
     dim: int = typer.Option(128, "--dim", "-d", help="output dimension: 128, 96 or 64"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (default: the model's; past the encoder's window documents are encoded in overlapping windows)"),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Encode texts into L2-normalised token vectors."""
-    from polylate import load_model
-
     ids, items = read_texts(input, texts or [])
     if not items:
         _fail("no input texts")
     if output is not None and output.suffix not in (".npz", ".jsonl"):
         _fail(f"output must end in .npz or .jsonl, got {output.name}")
+    m = _load_model(model, device)
     try:
-        m = load_model(model, device=device)
         start = time.perf_counter()
         vectors = m.encode(items, is_query=query, dim=dim, batch_size=batch_size,
                            show_progress=sys.stderr.isatty(), doc_maxlen=doc_maxlen)
@@ -107,12 +131,10 @@ def _open_index(path: Path):
         _fail(str(exc))
 
 
-def _index_model(index, override: str | None):
-    from polylate import load_model
-
+def _index_model(index, override: str | None, device: str | None = None):
     recorded = index.manifest.get("model") or {}
     name = override or recorded.get("name_or_path") or "default"
-    return load_model(name), recorded.get("dim", index.dim), recorded.get("doc_maxlen")
+    return _load_model(name, device), recorded.get("dim", index.dim), recorded.get("doc_maxlen")
 
 
 def _encode_docs(model, texts, dim, batch_size, doc_maxlen):
@@ -134,16 +156,16 @@ def index_build(
     doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     overwrite: bool = typer.Option(False, help="replace an existing index"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Encode a collection and build a compressed index."""
-    from polylate import load_model
     from polylate.index.plaid import PlaidIndex
     from polylate.index.storage import IndexStoreError
 
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")
-    m = load_model(model)
+    m = _load_model(model, device)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     start = time.perf_counter()
     try:
@@ -165,6 +187,7 @@ def index_add(
     replace: bool = typer.Option(False, help="replace documents whose id is already indexed"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Add documents without rebuilding (each 10k documents commit atomically)."""
     from rich.progress import Progress
@@ -173,7 +196,7 @@ def index_add(
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")
-    m, dim, doc_maxlen = _index_model(idx, model)
+    m, dim, doc_maxlen = _index_model(idx, model, device)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     try:
         with Progress(console=console, transient=True) as bar:
@@ -231,6 +254,7 @@ def index_search(
     ncells: Optional[int] = typer.Option(None, help="override: centroids probed per query token"),
     ndocs: Optional[int] = typer.Option(None, help="override: candidates kept after stage 2"),
     threshold: Optional[float] = typer.Option(None, help="override: centroid score pruning threshold"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Search the index with text queries."""
     from polylate.index.plaid import SearchSettings
@@ -242,7 +266,7 @@ def index_search(
     except ValueError as exc:
         _fail(str(exc))
     idx = _open_index(path)
-    m, dim, _ = _index_model(idx, model)
+    m, dim, _ = _index_model(idx, model, device)
     allowed = None
     if filter_ids is not None:
         if not filter_ids.exists():
@@ -283,6 +307,7 @@ def eval_(
     split: str = typer.Option("test"),
     plot: Optional[Path] = typer.Option(None, help="write a quality-vs-storage PNG"),
     output_json: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """nDCG@10 / Recall@100 per dataset and dimension, with bytes per document, vs BM25."""
     from polylate.eval.beir import DatasetError
@@ -292,9 +317,10 @@ def eval_(
         dim_list = [int(d) for d in dims.split(",") if d.strip()]
     except ValueError:
         _fail(f"--dims must be comma-separated integers, got {dims!r}")
+    m = _load_model(model, device)
     try:
         main_eval([str(p) for p in paths], dims=dim_list, max_queries=max_queries, max_docs=max_docs,
-                  bm25=bm25, plot=plot, model=None if model == "default" else model, split=split,
+                  bm25=bm25, plot=plot, model=m, split=split,
                   use_index=use_index, nbits=nbits, output_json=output_json)
     except (DatasetError, ValueError) as exc:
         _fail(str(exc))
@@ -306,29 +332,64 @@ def train(
     output: Path = typer.Option(..., "--output", "-o", help="folder for the trained model (or a .safetensors file with --heads-only)"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     epochs: int = typer.Option(1),
-    batch_size: int = typer.Option(32, "--batch-size", "-b"),
-    lr: float = typer.Option(2e-3),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="queries per micro-batch (in-batch negatives)"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per optimizer step"),
+    lr: float = typer.Option(2e-3, help="peak learning rate of the projection head(s)"),
+    warmup: float = typer.Option(0.1, help="fraction of the steps with a linear warm-up (then linear decay)"),
     dims: str = typer.Option("128,96,64", help="Matryoshka dims trained together"),
+    dim_weights: Optional[str] = typer.Option(None, "--dim-weights", help="loss weight per dim, e.g. 1,1,2 (default: equal)"),
     encoder_layers: int = typer.Option(0, help="also train the top N encoder layers (0: head only, cached encoder)"),
     encoder_lr: float = typer.Option(5e-5, help="peak learning rate of the trained encoder layers"),
-    distill: float = typer.Option(1.0, help="weight of KL distillation from the encoder's dense (mean-pooled) scores"),
+    negatives: int = typer.Option(1, help="hard negatives per query from pairs.jsonl (besides in-batch ones)"),
+    teacher: str = typer.Option("dense", help="distillation teacher: 'dense' (the encoder's mean-pooled cosine), "
+                                "'data' (teacher_scores in pairs.jsonl) or 'none'"),
+    distill: float = typer.Option(1.0, help="weight of the KL distillation term"),
+    teacher_temperature: Optional[float] = typer.Option(None, "--teacher-temperature",
+                                                        help="softmax temperature of the teacher's scores "
+                                                        "(default: 0.02 for dense cosines, 1 for data)"),
+    temperature: float = typer.Option(1.0, help="softmax temperature of the student's MaxSim scores"),
     limit: Optional[int] = typer.Option(None, help="at most this many training items per folder"),
+    split: str = typer.Option("train", help="qrels split read when a folder has no pairs.jsonl"),
     doc_maxlen: int = typer.Option(180, "--doc-maxlen"),
     heads_only: bool = typer.Option(False, help="save only the projection head(s)"),
     gettext_pairs: int = typer.Option(0, "--gettext-pairs", help="add N cross-lingual pairs (translation → "
                                       "English) from installed gettext catalogs (see --locale-dir)"),
     locale_dir: Path = typer.Option(Path("/usr/share/locale"), "--locale-dir", help="where the .mo catalogs are"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="save the model there after "
+                                                  "every epoch (epoch-N/) and every --checkpoint-every steps"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="optimizer steps between "
+                                                   "checkpoints (needs --checkpoint-dir)"),
+    seed: int = typer.Option(0, help="seeds negative sampling, batch order and initialisation"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Fine-tune a ColBERT model: InfoNCE with in-batch and hard negatives, distillation, Matryoshka."""
-    from polylate import load_model
     from polylate.eval.beir import DatasetError
     from polylate.train.data import load_triplets
     from polylate.train.trainer import Trainer, save_heads
 
+    if teacher not in ("dense", "data", "none"):
+        _fail(f"--teacher must be dense, data or none, got {teacher!r}")
+    if checkpoint_every is not None and (checkpoint_dir is None or checkpoint_every < 1):
+        _fail("--checkpoint-every needs --checkpoint-dir and a positive number of steps")
+    for name, value in (("--batch-size", batch_size), ("--grad-accum", grad_accum), ("--epochs", epochs)):
+        if value < 1:
+            _fail(f"{name} must be positive, got {value}")
+    if not 0 <= warmup < 1:
+        _fail(f"--warmup must be a fraction in [0, 1), got {warmup}")
+    if heads_only and output.suffix != ".safetensors":
+        _fail(f"--heads-only writes one .safetensors file; got --output {output}")
+    try:
+        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+        weights = None if dim_weights is None else [float(w) for w in dim_weights.split(",") if w.strip()]
+    except ValueError:
+        _fail(f"--dims and --dim-weights must be comma-separated numbers, got {dims!r} and {dim_weights!r}")
+    if weights is not None and len(weights) != len(dim_list):
+        _fail(f"--dim-weights has {len(weights)} value(s) for {len(dim_list)} dims")
+
     items = []
     for folder in data:
         try:
-            items += load_triplets(folder, limit=limit)
+            items += load_triplets(folder, split=split, max_negatives=negatives, limit=limit, seed=seed)
         except (DatasetError, FileNotFoundError, ValueError) as exc:
             _fail(f"{folder}: {exc}")
     if gettext_pairs:
@@ -340,13 +401,22 @@ def train(
             _fail(f"--gettext-pairs: {exc}")
     if not items:
         _fail("no training items found")
-    m = load_model(model)
+    unscored = sum(getattr(t, "teacher_scores", None) is None for t in items)
+    if teacher == "data" and distill > 0 and unscored:
+        _fail(f"--teacher data: {unscored} of {len(items)} training items have no teacher_scores (pairs.jsonl "
+              "rows without them, qrels-only folders, --gettext-pairs); use --teacher dense or none")
+    m = _load_model(model, device)
+    if teacher_temperature is None:
+        teacher_temperature = 0.02 if teacher == "dense" else 1.0
     try:
-        dim_list = [int(d) for d in dims.split(",") if d.strip()]
-        trainer = Trainer(m, items, lr=lr, epochs=epochs, batch_size=batch_size, dims=dim_list,
-                          train_encoder_layers=encoder_layers, encoder_lr=encoder_lr, distill_weight=distill,
-                          teacher="mean_pool", teacher_temperature=0.02, doc_maxlen=doc_maxlen,
-                          show_progress=True, log_every=50)
+        trainer = Trainer(m, items, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
+                          warmup_ratio=warmup, dims=dim_list, dim_weights=weights,
+                          train_encoder_layers=encoder_layers, encoder_lr=encoder_lr,
+                          distill_weight=0.0 if teacher == "none" else distill,
+                          teacher="mean_pool" if teacher == "dense" else "items",
+                          teacher_temperature=teacher_temperature, temperature=temperature,
+                          doc_maxlen=doc_maxlen, checkpoint_dir=checkpoint_dir,
+                          checkpoint_every=checkpoint_every, seed=seed, show_progress=True, log_every=50)
     except ValueError as exc:
         _fail(str(exc))
     history = trainer.train()
@@ -357,8 +427,8 @@ def train(
     else:
         m.save(output)
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
-    console.print(f"trained on {len(items)} items for {epochs} epoch(s); mean loss per epoch "
-                  f"{', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
+    console.print(f"trained on {len(items)} items for {epochs} epoch(s), {trainer.step} optimizer steps; "
+                  f"mean loss per epoch {', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
 
 
 @app.command()
@@ -408,15 +478,15 @@ def serve(
 def demo(
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     dim: int = typer.Option(128, "--dim", "-d"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Index a small multilingual sample and answer queries in several languages."""
     import tempfile
 
-    from polylate import load_model
     from polylate.index.plaid import PlaidIndex
     from polylate.sample import SAMPLE_DOCUMENTS, SAMPLE_QUERIES
 
-    m = load_model(model)
+    m = _load_model(model, device)
     console.print(f"model: {m.name}  encoder: {m.encoder.config.num_layers} layers × "
                   f"{m.encoder.config.hidden_size}  heads: {m.head_dims}")
     docs = [d["text"] for d in SAMPLE_DOCUMENTS]

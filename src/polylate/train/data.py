@@ -110,19 +110,32 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
     rng = random.Random(seed)
     corpus = read_corpus(folder)
     out: list[Triplet] = []
+    if max_negatives < 0:
+        raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
     if _exists(folder / "pairs.jsonl"):
-        for row in read_jsonl(folder / "pairs.jsonl"):
+        for line, row in enumerate(read_jsonl(folder / "pairs.jsonl"), 1):
+            where = f"{folder / 'pairs.jsonl'} row {line}"
+            if not isinstance(row, dict) or "pos_id" not in row or not isinstance(row.get("query"), str):
+                raise ValueError(f"{where}: needs a 'query' string and a 'pos_id'")
             pos = corpus.get(str(row["pos_id"]))
             if pos is None:
                 continue
-            negs = [str(n) for n in row.get("hard_negative_ids", []) if str(n) in corpus]
-            if require_negatives and not negs:
-                continue
-            idx = sorted(rng.sample(range(len(negs)), min(max_negatives, len(negs))))
+            neg_ids = [str(n) for n in row.get("hard_negative_ids", [])]
             teacher = row.get("teacher_scores")
+            if teacher is not None and (not isinstance(teacher, list) or len(teacher) != 1 + len(neg_ids)):
+                raise ValueError(f"{where}: teacher_scores must be a list of 1 + {len(neg_ids)} numbers "
+                                 "(the positive, then each hard negative)")
+            # drop negatives missing from the corpus together with their teacher scores
+            kept = [i for i, n in enumerate(neg_ids) if n in corpus]
+            if require_negatives and not kept:
+                continue
+            idx = sorted(rng.sample(kept, min(max_negatives, len(kept))))
             if teacher is not None:
-                teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
-            out.append(Triplet(row["query"], pos, [corpus[negs[i]] for i in idx], teacher))
+                try:
+                    teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: teacher_scores must be numbers") from None
+            out.append(Triplet(row["query"], pos, [corpus[neg_ids[i]] for i in idx], teacher))
     else:
         queries, qrels = read_queries(folder), read_qrels(folder, split)
         if require_negatives:

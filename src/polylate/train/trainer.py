@@ -231,6 +231,15 @@ class Trainer:
             raise ValueError(f"train_encoder_layers must be in [0, {n_layers}]")
         self.model = model
         self.items = [as_triplet(x) for x in train_items]
+        if teacher == "items" and distill_weight > 0:
+            unscored = sum(t.teacher_scores is None for t in self.items)
+            if unscored:
+                raise ValueError(f"teacher='items' distils from each item's teacher_scores; {unscored} of "
+                                 f"{len(self.items)} items have none")
+            uneven = next((t for t in self.items if len(t.teacher_scores) != 1 + len(t.negatives)), None)
+            if uneven is not None:
+                raise ValueError(f"teacher_scores must score the positive and each negative: "
+                                 f"{len(uneven.teacher_scores)} for 1 + {len(uneven.negatives)} documents")
         self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
         self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
         self.dims = tuple(int(d) for d in dims)
@@ -384,25 +393,21 @@ class Trainer:
         for epoch in range(self.epochs):
             epoch_losses = []
             self.optimizer.zero_grad(set_to_none=True)
-            pending = 0
-            for n, batch in enumerate(batches(self.items, self.batch_size, seed=self.seed + epoch)):
+            pending = []
+            for batch in batches(self.items, self.batch_size, seed=self.seed + epoch):
                 loss, parts = self.batch_loss(batch)
                 (loss / self.grad_accum).backward()
                 epoch_losses.append(float(loss.detach()))
-                pending += 1
-                if pending == self.grad_accum:
-                    self._optimizer_step()
-                    pending = 0
-                    rec = {"epoch": epoch, "step": self.step, "loss": float(loss.detach()),
-                           "lr": self.scheduler.get_last_lr()[0], **{f"loss_{d}": v for d, v in parts.items()}}
-                    self.history.append(rec)
-                    if self.log_every and self.step % self.log_every == 0:
-                        print(f"  step {self.step}/{self.total_steps} loss {float(loss.detach()):.4f} "
-                              f"lr {rec['lr']:.2e}", flush=True)
-                    if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                        self.checkpoint(f"step-{self.step}")
-            if pending:
-                self._optimizer_step()
+                pending.append((float(loss.detach()), parts))
+                if len(pending) == self.grad_accum:
+                    self._optimizer_step(epoch, pending)
+                    pending = []
+            if pending:  # a last, shorter accumulation: its gradient is the mean over what it has
+                for group in self.optimizer.param_groups:
+                    for param in group["params"]:
+                        if param.grad is not None:
+                            param.grad.mul_(self.grad_accum / len(pending))
+                self._optimizer_step(epoch, pending)
             mean = sum(epoch_losses) / max(1, len(epoch_losses))
             self.history.append({"epoch": epoch, "step": self.step, "epoch_loss": mean,
                                  "seconds": time.perf_counter() - start})
@@ -414,11 +419,21 @@ class Trainer:
         self.model.eval()
         return self.history
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, epoch: int, micro: list[tuple[float, dict[int, float]]]) -> None:
+        """One update from the accumulated ``micro``-batches (loss, per-dim losses); logs, checkpoints."""
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        loss = sum(x for x, _ in micro) / len(micro)
+        parts = {d: sum(p[d] for _, p in micro) / len(micro) for d in micro[0][1]}
+        rec = {"epoch": epoch, "step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+               **{f"loss_{d}": v for d, v in parts.items()}}
+        self.history.append(rec)
+        if self.log_every and self.step % self.log_every == 0:
+            print(f"  step {self.step}/{self.total_steps} loss {loss:.4f} lr {rec['lr']:.2e}", flush=True)
+        if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+            self.checkpoint(f"step-{self.step}")
 
     def checkpoint(self, name: str) -> Path | None:
         """``model.save(checkpoint_dir / name)`` (the full native layout)."""
