@@ -186,6 +186,46 @@ def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
     assert list(state) == ["heads.16.weight"] and state["heads.16.weight"].dtype == torch.float32
 
 
+@pytest.mark.parametrize("layers", [0, 1])
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, layers):
+    def run(ckpt, resume_from=None):
+        model = tiny_model(seed=4)
+        trainer = Trainer(model, ITEMS, lr=1e-2, epochs=2, batch_size=2, grad_accum=2, dims=(16,),
+                          train_encoder_layers=layers, encoder_lr=1e-3, checkpoint_dir=ckpt,
+                          checkpoint_every=1, distill_weight=0.5, teacher="mean_pool", seed=7)
+        if resume_from is not None:
+            trainer.resume(resume_from)
+        trainer.train()
+        return model, trainer
+
+    whole, whole_run = run(tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "epoch-1", "epoch-2", "step-1", "step-2", "step-3", "step-4"]  # no partial folders left
+    for point in ("step-1", "step-2", "epoch-1", "step-3"):  # mid-epoch, end of epoch, both
+        resumed, resumed_run = run(tmp_path / point, tmp_path / "a" / point)
+        for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6), (point, name)
+        assert [h.get("loss", h.get("epoch_loss")) for h in resumed_run.history] == pytest.approx(
+            [h.get("loss", h.get("epoch_loss")) for h in whole_run.history])
+        assert resumed_run.step == whole_run.step == 4
+
+
+def test_resume_refuses_another_runs_checkpoint(tmp_path):
+    trainer = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path)
+    trainer.train()
+    with pytest.raises(ValueError, match="batch_size differ"):
+        Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=2, dims=(16,)).resume(tmp_path / "epoch-1")
+    with pytest.raises(ValueError, match="frozen differ"):
+        Trainer(tiny_model(seed=5), ITEMS, epochs=1, batch_size=3, dims=(16,)).resume(tmp_path / "epoch-1")
+    with pytest.raises(ValueError, match="items differ"):
+        Trainer(tiny_model(seed=4), ITEMS[:-1], epochs=1, batch_size=3, dims=(16,)).resume(tmp_path / "epoch-1")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,)).resume(tmp_path)
+    (tmp_path / "epoch-1" / "trainer_state.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="cannot be read"):
+        Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,)).resume(tmp_path / "epoch-1")
+
+
 def test_teacher_scores_from_items_add_the_kl_over_each_querys_own_documents():
     from polylate.train.trainer import project
 
@@ -293,6 +333,15 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     before, after = load_model(start), load_model(out)
     assert not torch.equal(before.heads["16"].weight, after.heads["16"].weight)
     assert torch.equal(after.heads["16"].weight, load_model(ckpt / "step-4").heads["16"].weight)
+    resumed = tmp_path / "resumed"
+    res = run(app, ["train", str(data), "-o", str(resumed), "-m", str(start), "--dims", "16", "-b", "2",
+                    "--grad-accum", "2", "--epochs", "2", "--negatives", "2", "--teacher", "data", "--lr", "0.01",
+                    "--resume", str(ckpt / "step-2")])
+    assert res.exit_code == 0 and "at optimizer step 2 of 4" in " ".join(res.output.split()), res.output
+    assert torch.allclose(load_model(resumed).heads["16"].weight, after.heads["16"].weight, atol=1e-6)
+    res = run(app, ["train", str(data), "-o", str(resumed), "-m", str(start), "--dims", "16", "-b", "3",
+                    "--epochs", "2", "--negatives", "2", "--teacher", "data", "--resume", str(ckpt / "step-2")])
+    assert res.exit_code == 2 and "(batch_size, grad_accum differ)" in res.output, res.output
 
     qrels_only = tmp_path / "qrels_only"
     (qrels_only / "qrels").mkdir(parents=True)

@@ -359,7 +359,9 @@ def train(
                                                   "every epoch (epoch-N/) and every --checkpoint-every steps"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="optimizer steps between "
                                                    "checkpoints (needs --checkpoint-dir)"),
-    seed: int = typer.Option(0, help="seeds negative sampling, batch order and initialisation"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run that saved this checkpoint folder "
+                                          "(same data and options; its optimizer state and place are restored)"),
+    seed: int = typer.Option(0, help="seeds negative sampling and batch order"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
 ) -> None:
     """Fine-tune a ColBERT model: InfoNCE with in-batch and hard negatives, distillation, Matryoshka."""
@@ -417,6 +419,9 @@ def train(
                           teacher_temperature=teacher_temperature, temperature=temperature,
                           doc_maxlen=doc_maxlen, checkpoint_dir=checkpoint_dir,
                           checkpoint_every=checkpoint_every, seed=seed, show_progress=True, log_every=50)
+        if resume is not None:
+            trainer.resume(resume)
+            console.print(f"resuming {resume} at optimizer step {trainer.step} of {trainer.total_steps}")
     except ValueError as exc:
         _fail(str(exc))
     history = trainer.train()

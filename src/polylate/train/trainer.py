@@ -7,7 +7,10 @@ runs the per-token linear head, so many epochs are cheap even on a CPU.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -189,6 +192,9 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
     return path
 
 
+TRAINER_STATE = "trainer_state.pt"
+
+
 class Trainer:
     """Contrastive (+ optional distillation) training of a :class:`~polylate.model.colbert.ColBERT`.
 
@@ -259,6 +265,8 @@ class Trainer:
         self.log_every = log_every
         self.history: list[dict] = []
         self.step = 0
+        self._epoch, self._micro = 0, 0  # where the loop is: epoch, micro-batches done in it
+        self._epoch_losses: list[float] = []  # the current epoch's micro-batch losses so far
 
         # which parameters train
         for p in model.parameters():
@@ -387,19 +395,25 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
 
     def train(self) -> list[dict]:
-        torch.manual_seed(self.seed)
+        """Run the remaining epochs (all of them, or the rest after :meth:`resume`)."""
+        if self.step == 0:
+            torch.manual_seed(self.seed)
         self.model.train(self.train_encoder_layers > 0)
         start = time.perf_counter()
-        for epoch in range(self.epochs):
-            epoch_losses = []
+        while self._epoch < self.epochs:
+            epoch = self._epoch
+            epoch_losses = self._epoch_losses
             self.optimizer.zero_grad(set_to_none=True)
             pending = []
-            for batch in batches(self.items, self.batch_size, seed=self.seed + epoch):
+            for n, batch in enumerate(batches(self.items, self.batch_size, seed=self.seed + epoch)):
+                if n < self._micro:
+                    continue  # done before the checkpoint this run resumed from
                 loss, parts = self.batch_loss(batch)
                 (loss / self.grad_accum).backward()
                 epoch_losses.append(float(loss.detach()))
                 pending.append((float(loss.detach()), parts))
                 if len(pending) == self.grad_accum:
+                    self._micro = n + 1
                     self._optimizer_step(epoch, pending)
                     pending = []
             if pending:  # a last, shorter accumulation: its gradient is the mean over what it has
@@ -407,7 +421,9 @@ class Trainer:
                     for param in group["params"]:
                         if param.grad is not None:
                             param.grad.mul_(self.grad_accum / len(pending))
+                self._micro = n + 1
                 self._optimizer_step(epoch, pending)
+            self._epoch, self._micro, self._epoch_losses = epoch + 1, 0, []
             mean = sum(epoch_losses) / max(1, len(epoch_losses))
             self.history.append({"epoch": epoch, "step": self.step, "epoch_loss": mean,
                                  "seconds": time.perf_counter() - start})
@@ -435,11 +451,69 @@ class Trainer:
         if self.checkpoint_every and self.step % self.checkpoint_every == 0:
             self.checkpoint(f"step-{self.step}")
 
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _run_signature(self) -> dict:
+        """What a resumed run must share with the one that saved: data, batching, schedule, and
+        the frozen weights (a checkpoint over another base model would silently mix the two)."""
+        data = hashlib.sha256()
+        for t in self.items:
+            data.update(repr((t.query, t.positive, t.negatives, t.teacher_scores)).encode())
+        frozen = hashlib.sha256()
+        for name, param in sorted(self.model.named_parameters()):
+            if not param.requires_grad:
+                frozen.update(f"{name}:{tuple(param.shape)}:{float(param.detach().double().sum()):.6e}".encode())
+        return {"items": data.hexdigest(), "frozen": frozen.hexdigest(), "batch_size": self.batch_size,
+                "grad_accum": self.grad_accum, "epochs": self.epochs, "dims": list(self.dims),
+                "train_encoder_layers": self.train_encoder_layers, "seed": self.seed}
+
     def checkpoint(self, name: str) -> Path | None:
-        """``model.save(checkpoint_dir / name)`` (the full native layout)."""
+        """Save the model (the full native layout) plus ``trainer_state.pt`` (optimizer, schedule,
+        position, RNG) under ``checkpoint_dir / name``, atomically: a crash mid-write leaves the
+        previous checkpoints as they were and no half-written one."""
         if self.checkpoint_dir is None:
             return None
-        return self.model.save(self.checkpoint_dir / name)
+        final = self.checkpoint_dir / name
+        partial = self.checkpoint_dir / f".{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        self.model.save(partial)
+        torch.save({"format": 1, "signature": self._run_signature(), "step": self.step, "epoch": self._epoch,
+                    "micro": self._micro, "epoch_losses": self._epoch_losses, "history": self.history,
+                    "trained": {k: v.detach().cpu() for k, v in self.model.named_parameters() if v.requires_grad},
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "rng": torch.get_rng_state()}, partial / TRAINER_STATE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        return final
+
+    def resume(self, checkpoint: str | Path) -> None:
+        """Continue the run saved in ``checkpoint`` (a folder :meth:`checkpoint` wrote): trained
+        weights, optimizer and schedule state, step and place in the epoch. The data, batching,
+        dims and frozen weights must be the same as when it was saved."""
+        path = Path(checkpoint) / TRAINER_STATE
+        if not path.is_file():
+            raise ValueError(f"{checkpoint} is not a training checkpoint (no {TRAINER_STATE}); "
+                             "start a new run from it with --model instead")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign file
+            raise ValueError(f"{path} cannot be read: {exc}") from None
+        mine = self._run_signature()
+        differ = [k for k in mine if state["signature"].get(k) != mine[k]]
+        if differ:
+            raise ValueError(f"{checkpoint} was saved by a different run ({', '.join(differ)} differ); "
+                             "resume with the same data, model and batching options")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["trained"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self._epoch, self._micro = state["step"], state["epoch"], state["micro"]
+        self.history = list(state["history"])
+        self._epoch_losses = list(state["epoch_losses"])
+        torch.set_rng_state(state["rng"])
 
     def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
         """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
