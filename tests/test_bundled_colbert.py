@@ -102,6 +102,15 @@ def test_cli_encode(model, tmp_path):
     assert '"embeddings"' in line
     res = runner.invoke(app, ["encode", "-i", str(tmp_path / "missing.txt")])
     assert res.exit_code == 2 and "does not exist" in res.output
+    half = tmp_path / "bf16.npz"
+    res = runner.invoke(app, ["encode", "Hello World", "Bonjour le monde", "-o", str(half), "--dim", "64",
+                              "--dtype", "bf16"])
+    assert res.exit_code == 0, res.output
+    a, b = data["vectors"].astype(np.float32), np.load(half)["vectors"].astype(np.float32)
+    assert a.shape == b.shape and not np.array_equal(a, b)  # really computed in bf16
+    assert (a * b).sum(1).min() > 0.99
+    res = runner.invoke(app, ["encode", "hi", "--dtype", "int8"])
+    assert res.exit_code == 2 and "use float32, bfloat16 or float16" in res.output
 
 
 def test_cli_demo_indexes_and_answers(model):

@@ -176,6 +176,17 @@ def test_settings_from_env(monkeypatch):
     assert ServerSettings.from_env(api_keys=("gamma-key-3",)).api_keys == ("gamma-key-3",)
     with pytest.raises(ValueError, match="at least 8"):
         ServerSettings(api_keys=("short",))
+    with pytest.raises(ValueError, match="dtype must be"):
+        ServerSettings(dtype="fp8")
+
+
+def test_server_loads_its_model_in_the_requested_precision(tmp_path):
+    import torch
+
+    from polylate.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(index_root=tmp_path, dtype="bfloat16"))
+    assert app.state.runner.model.dtype == torch.bfloat16
 
 
 # -- limits ----------------------------------------------------------------------------------

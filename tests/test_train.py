@@ -171,6 +171,24 @@ def test_a_few_steps_decrease_the_loss(tmp_path):
     assert lrs[-1] < max(lrs)  # linear decay after warmup
 
 
+@pytest.mark.parametrize("layers", [0, 1])
+def test_bf16_autocast_trains_float32_weights_close_to_the_float32_run(layers):
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        model = tiny_model(seed=3)
+        trainer = Trainer(model, ITEMS, lr=2e-2, epochs=15, batch_size=6, dims=(16, 8), seed=0,
+                          train_encoder_layers=layers, encoder_lr=1e-3, precision=precision)
+        start = trainer.evaluate_loss(ITEMS, batch_size=6)
+        trainer.train()
+        runs[precision] = (start, trainer.evaluate_loss(ITEMS, batch_size=6))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    (s32, e32), (s16, e16) = runs["float32"], runs["bfloat16"]
+    assert s16 == pytest.approx(s32, rel=0.03) and e16 < 0.7 * s16
+    assert e16 == pytest.approx(e32, rel=0.15, abs=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        Trainer(tiny_model(), ITEMS, dims=(16,), precision="float16")
+
+
 def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
     model = tiny_model(seed=1)
     items = [Triplet(p.query, p.positive, [], None) if isinstance(p, Pair) else p for p in ITEMS]

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import anyio
 import numpy as np
+import torch
 from fastapi import Depends, FastAPI
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -88,7 +89,8 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     if model is None:
         from polylate.model.checkpoints import load_model
 
-        model = load_model(settings.model, device=settings.device)
+        model = load_model(settings.model, device=settings.device,
+                           dtype=getattr(torch, settings.dtype) if settings.dtype else None)
     model.eval()
     runner = ModelRunner(model, settings.model, settings.model_aliases)
     registry = IndexRegistry(settings.index_root, runner)

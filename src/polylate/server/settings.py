@@ -27,6 +27,7 @@ class ServerSettings:
     max_request_bytes: int = 4 << 20  # request body size
     model_aliases: tuple[str, ...] = field(default_factory=tuple)  # extra accepted `model` names
     device: str | None = None
+    dtype: str | None = None  # encoder precision: float32, bfloat16 or float16 (None: as loaded)
 
     def __post_init__(self) -> None:
         self.index_root = Path(self.index_root)
@@ -35,6 +36,8 @@ class ServerSettings:
         for name in ("max_batch", "max_text_chars", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if any(len(k) < 8 for k in self.api_keys):
             raise ValueError("API keys must be at least 8 characters long")
 

@@ -7,6 +7,7 @@ runs the per-token linear head, so many epochs are cheap even on a CPU.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -208,7 +209,9 @@ class Trainer:
     text and their output is cached (``cache_lower_layers``, default), so a step costs only
     the ``n`` trained layers; ``cache_lower_layers=False`` re-runs the whole encoder.
     ``encoder_lr`` (default ``lr``): the trained encoder layers' peak learning rate — pretrained
-    layers usually want one far below a fresh head's.
+    layers usually want one far below a fresh head's. ``precision="bfloat16"`` computes the
+    encoder and scores under bf16 autocast (the GPU path at full scale; also ~3× faster on CPUs
+    with bf16 support) while weights and optimizer state stay float32.
 
     Teachers: ``teacher="items"`` uses :attr:`Triplet.teacher_scores` (own documents only);
     ``teacher="mean_pool"`` uses the cosine of the frozen encoder's mean-pooled states for
@@ -225,11 +228,15 @@ class Trainer:
                  doc_maxlen: int | None = None, weight_decay: float = 0.01,
                  checkpoint_every: int | None = None, cache: HiddenCache | None = None,
                  encode_batch_size: int = 32, log_every: int = 0, show_progress: bool = False,
-                 cache_lower_layers: bool = True, encoder_lr: float | None = None):
+                 cache_lower_layers: bool = True, encoder_lr: float | None = None,
+                 precision: str = "float32"):
         if not train_items:
             raise ValueError("no training items")
         if grad_accum < 1 or batch_size < 1 or epochs < 1:
             raise ValueError("grad_accum, batch_size and epochs must be positive")
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        self.precision = precision
         if teacher not in ("items", "mean_pool"):
             raise ValueError(f"teacher must be 'items' or 'mean_pool', got {teacher!r}")
         n_layers = len(model.encoder.layers)
@@ -315,14 +322,21 @@ class Trainer:
                 self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=frozen,
                                          lower_layers=lower)
             self.model.eval()
-            self.cache.add([t.query for t in self.items], True, show_progress)
-            self.cache.add([d for t in self.items for d in (t.positive, *t.negatives)], False,
-                           show_progress)
+            with self._autocast():
+                self.cache.add([t.query for t in self.items], True, show_progress)
+                self.cache.add([d for t in self.items for d in (t.positive, *t.negatives)], False,
+                               show_progress)
 
         # one head serves every dim → Matryoshka truncation of a single projection
         top = max(self.dims)
         self._nested = all(d == top or str(d) not in model.heads for d in self.dims)
         self._loss = matryoshka(self._batch_loss, self.dims, self.dim_weights) if self._nested else None
+
+    def _autocast(self):
+        """bf16 compute where asked (weights, gradients and optimizer state stay float32)."""
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -408,7 +422,8 @@ class Trainer:
             for n, batch in enumerate(batches(self.items, self.batch_size, seed=self.seed + epoch)):
                 if n < self._micro:
                     continue  # done before the checkpoint this run resumed from
-                loss, parts = self.batch_loss(batch)
+                with self._autocast():
+                    loss, parts = self.batch_loss(batch)
                 (loss / self.grad_accum).backward()
                 epoch_losses.append(float(loss.detach()))
                 pending.append((float(loss.detach()), parts))
@@ -518,10 +533,11 @@ class Trainer:
     def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
         """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
         items = [as_triplet(x) for x in items]
-        if self._reads_cache:
-            self.cache.add([t.query for t in items], True)
-            self.cache.add([d for t in items for d in (t.positive, *t.negatives)], False)
-        with torch.no_grad():
+        with self._autocast():
+            if self._reads_cache:
+                self.cache.add([t.query for t in items], True)
+                self.cache.add([d for t in items for d in (t.positive, *t.negatives)], False)
+        with torch.no_grad(), self._autocast():
             losses = [float(self.batch_loss(b)[0])
                       for b in batches(items, batch_size or self.batch_size, shuffle=False)]
         return sum(losses) / max(1, len(losses))
