@@ -386,3 +386,40 @@ def test_main_eval(model, shared_data, tmp_path):
 def test_dataset_repr():
     ds = Dataset("x", {"d": "t"}, {"q": "t"}, {"q": {"d": 1}})
     assert "docs=1" in repr(ds) and "qrels=1" in repr(ds)
+
+
+def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
+    run: dict[str, dict[str, float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, {})[doc] = float(score)
+    return run
+
+
+def test_cli_eval_metrics_and_trec_runs(model, tmp_path):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("pytrec_eval")
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+    from polylate.eval.metrics import evaluate
+
+    data = make_dataset(tmp_path / "capitals")
+    runs, rows_json = tmp_path / "runs", tmp_path / "rows.json"
+    res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", "--metrics", "ndcg@10,success@1",
+                                   "--runs", str(runs), "--json", str(rows_json), "--depth", "2"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(rows_json.read_text())
+    assert [r["dim"] for r in rows] == ["bm25", 64]
+    assert all(set(r) >= {"ndcg@10", "success@1"} and "recall@100" not in r for r in rows)
+    files = {p.name: p for p in runs.iterdir()}
+    assert sorted(files) == ["capitals.bm25.trec", "capitals.exact.64.trec"]
+    qrels = load_beir(data).qrels
+    for row, name in zip(rows, sorted(files)):
+        run = read_trec_run(files[name])
+        assert all(len(docs) <= 2 for docs in run.values())  # --depth
+        assert evaluate(run, qrels, ["ndcg@10", "success@1"]) == pytest.approx(
+            {"ndcg@10": row["ndcg@10"], "success@1": row["success@1"]}, abs=1e-6)
+    for args, message in ((["--metrics", "ndcg@ten"], "unknown metric"), (["--depth", "0"], "must be positive")):
+        res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", *args])
+        assert res.exit_code == 2 and message in res.output, res.output

@@ -332,6 +332,15 @@ def eval_(
     split: str = typer.Option("test"),
     plot: Optional[Path] = typer.Option(None, help="write a quality-vs-storage PNG"),
     output_json: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
+    metrics: str = typer.Option("ndcg@10,recall@100,mrr@10", help="comma-separated: ndcg, recall, map, p, mrr, "
+                                "success, each with @k (the plot uses the first)"),
+    depth: int = typer.Option(100, "--depth", help="documents ranked per query"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (default: "
+                                             "the model's, whole documents in windows past the encoder's)"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="texts per encoder batch"),
+    seed: int = typer.Option(0, help="seeds --max-queries / --max-docs subsampling"),
+    runs: Optional[Path] = typer.Option(None, "--runs", help="folder for one TREC run file per dataset and "
+                                        "method/dim (for trec_eval, ranx significance tests)"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
@@ -347,7 +356,9 @@ def eval_(
     try:
         main_eval([str(p) for p in paths], dims=dim_list, max_queries=max_queries, max_docs=max_docs,
                   bm25=bm25, plot=plot, model=m, split=split,
-                  use_index=use_index, nbits=nbits, output_json=output_json)
+                  use_index=use_index, nbits=nbits, output_json=output_json,
+                  metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
+                  doc_maxlen=doc_maxlen, batch_size=batch_size, seed=seed, runs_dir=runs)
     except (DatasetError, ValueError) as exc:
         _fail(str(exc))
 

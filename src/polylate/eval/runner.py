@@ -31,7 +31,8 @@ import numpy as np
 from polylate.eval.beir import Dataset, DatasetError, discover, load_beir, subsample
 from polylate.eval.metrics import evaluate
 
-__all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_storage", "report_table"]
+__all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_storage", "report_table",
+           "write_trec_run"]
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -85,9 +86,11 @@ def evaluate_colbert(
     nbits: int = 2,
     doc_maxlen: int | None = None,
     metrics: Sequence[str] = METRICS,
+    runs_dir: str | Path | None = None,
 ) -> list[dict]:
     """Encode the corpus and queries once per needed head, rank every query with exact
-    MaxSim (or a PLAID index built in a temp folder, with ``use_index``), one row per dim."""
+    MaxSim (or a PLAID index built in a temp folder, with ``use_index``), one row per dim.
+    ``runs_dir``: also write each ranking there as a TREC run file (:func:`write_trec_run`)."""
     if not dataset.queries or not dataset.corpus:
         raise ValueError(f"{dataset.name}: nothing to evaluate ({len(dataset.queries)} queries, "
                          f"{len(dataset.corpus)} documents)")
@@ -114,6 +117,9 @@ def evaluate_colbert(
                 run, info = _rank_exact(d, doc_ids, dv, query_ids, qv, k)
                 method, bytes_per_doc = "exact", tokens_per_doc * d * 2
             scores = evaluate(run, dataset.qrels, metrics)
+            if runs_dir is not None:
+                write_trec_run(run, Path(runs_dir) / f"{_file_name(dataset.name)}.{method}.{d}.trec",
+                               f"polylate-{method}-{d}")
             rows[d] = {
                 "dataset": dataset.name, "method": method, "dim": d, **scores,
                 "bytes_per_doc": bytes_per_doc, "tokens_per_doc": tokens_per_doc,
@@ -126,7 +132,7 @@ def evaluate_colbert(
 
 
 def evaluate_bm25(dataset: Dataset, k: int = 100, tokenizer="xlmr",
-                  metrics: Sequence[str] = METRICS) -> list[dict]:
+                  metrics: Sequence[str] = METRICS, runs_dir: str | Path | None = None) -> list[dict]:
     """The BM25 row for a dataset (a one-element list, like ``evaluate_colbert``)."""
     from polylate.eval.bm25 import BM25Baseline
 
@@ -134,6 +140,8 @@ def evaluate_bm25(dataset: Dataset, k: int = 100, tokenizer="xlmr",
     bm25 = BM25Baseline(dataset.corpus, tokenizer=tokenizer)
     run = bm25.search(dataset.queries, k=k)
     scores = evaluate(run, dataset.qrels, metrics)
+    if runs_dir is not None:
+        write_trec_run(run, Path(runs_dir) / f"{_file_name(dataset.name)}.bm25.trec", "bm25")
     return [{
         "dataset": dataset.name, "method": "bm25", "dim": "bm25", **scores,
         "bytes_per_doc": bm25.index_bytes / len(bm25), "tokens_per_doc": bm25.num_tokens / len(bm25),
@@ -143,6 +151,25 @@ def evaluate_bm25(dataset: Dataset, k: int = 100, tokenizer="xlmr",
 
 
 # -- output -----------------------------------------------------------------------------------
+
+def _file_name(dataset: str) -> str:
+    """A dataset name ("xquad_r/de→en") as one file-name part ("xquad_r_de-en")."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" if c == "→" else "_" for c in dataset)
+
+
+def write_trec_run(run: dict[str, dict[str, float]], path: str | Path, tag: str) -> Path:
+    """``qid Q0 docid rank score tag`` per line, best first (trec_eval's tie order), so the
+    rankings can be re-scored or compared for significance (trec_eval, ranx) later."""
+    from polylate.eval.metrics import _ranked
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for qid in sorted(run):
+            for rank, doc in enumerate(_ranked(run[qid]), 1):
+                f.write(f"{qid} Q0 {doc} {rank} {float(run[qid][doc]):.6f} {tag}\n")
+    return path
+
 
 _FIXED = ("dataset", "method", "dim")
 _TAIL = ("bytes_per_doc", "tokens_per_doc", "queries", "docs", "seconds")
@@ -271,6 +298,8 @@ def main_eval(
     nbits: int = 2,
     doc_maxlen: int | None = None,
     output_json: str | Path | None = None,
+    metrics: Sequence[str] = METRICS,
+    runs_dir: str | Path | None = None,
     show_progress: bool | None = None,
     rich: bool = True,
     file=None,
@@ -282,7 +311,18 @@ def main_eval(
     (only loaded when ``colbert``). ``max_queries`` / ``max_docs`` subsample each dataset
     deterministically (``seed``), keeping the judged documents of the kept queries.
     ``output_json``: also write the rows there. ``rich=False`` prints the plain-text table.
+    ``metrics``: the measures reported (:func:`polylate.eval.metrics.parse_metric` names); the
+    plot uses the first. ``runs_dir``: write every ranking there as a TREC run file.
     """
+    from polylate.eval.metrics import parse_metric
+
+    metrics = list(dict.fromkeys(metrics))
+    if not metrics:
+        raise ValueError("no metrics given")
+    for name in metrics:
+        parse_metric(name)  # a typo fails before hours of encoding, not after
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"ranking depth and batch size must be positive, got {k} and {batch_size}")
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not bm25 and not colbert:
@@ -301,11 +341,11 @@ def main_eval(
         if max_queries is not None or max_docs is not None:
             dataset = subsample(dataset, max_queries=max_queries, max_docs=max_docs, seed=seed)
         if bm25:
-            rows.extend(evaluate_bm25(dataset, k=k))
+            rows.extend(evaluate_bm25(dataset, k=k, metrics=metrics, runs_dir=runs_dir))
         if colbert:
             rows.extend(evaluate_colbert(model, dataset, dims=dims, k=k, batch_size=batch_size,
                                          show_progress=show_progress, use_index=use_index, nbits=nbits,
-                                         doc_maxlen=doc_maxlen))
+                                         doc_maxlen=doc_maxlen, metrics=metrics, runs_dir=runs_dir))
     if rich:
         from rich.console import Console
 
@@ -318,5 +358,5 @@ def main_eval(
     if output_json is not None:
         Path(output_json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     if plot is not None:
-        plot_quality_vs_storage(rows, plot)
+        plot_quality_vs_storage(rows, plot, metric=metrics[0])
     return rows
