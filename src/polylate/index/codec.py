@@ -53,6 +53,7 @@ def train_centroids(sample: np.ndarray, k: int, niter: int = 10, seed: int = 123
     clus = faiss.Clustering(sample.shape[1], k)
     clus.niter, clus.seed, clus.spherical = niter, seed, True
     clus.max_points_per_centroid, clus.verbose = max_points_per_centroid, False
+    clus.min_points_per_centroid = 1  # small collections get few centroids on purpose; no warning
     if k >= GRAPH_ASSIGN_FROM:
         index = faiss.IndexHNSWFlat(sample.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction, index.hnsw.efSearch = 40, 32
