@@ -1,4 +1,4 @@
-"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate train`, `polylate serve`, `polylate demo`."""
+"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate mine`, `polylate train`, `polylate serve`, `polylate demo`."""
 
 from __future__ import annotations
 
@@ -474,6 +474,54 @@ def train(
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
     console.print(f"trained on {len(items)} items for {epochs} epoch(s), {trainer.step} optimizer steps; "
                   f"mean loss per epoch {', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
+
+
+@app.command()
+def mine(
+    data: Path = typer.Argument(..., help="BEIR folder with corpus, queries and qrels/<split>.tsv"),
+    output: Path = typer.Option(..., "--output", "-o", help="pairs.jsonl to write (inside DATA, polylate train "
+                                "reads it)"),
+    retriever: str = typer.Option("bm25", help="'bm25' or 'colbert' (exact MaxSim with --model)"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="ColBERT model whose MaxSim scores the "
+                                          "positive and negatives (teacher_scores; any --model form)"),
+    negatives: int = typer.Option(20, help="hard negatives kept per query"),
+    depth: int = typer.Option(100, help="documents retrieved per query"),
+    skip: int = typer.Option(0, help="drop this many top-ranked unjudged documents first (likely false negatives)"),
+    split: str = typer.Option("train", help="qrels split"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="ColBERT dim for retrieval and teacher scores"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    overwrite: bool = typer.Option(False, help="replace an existing output file"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+) -> None:
+    """Mine hard negatives (and a teacher's scores) for training: writes pairs.jsonl."""
+    from polylate.train.data import read_beir
+    from polylate.train.mining import add_teacher_scores, mine_hard_negatives, write_pairs
+
+    if output.exists() and not overwrite:
+        _fail(f"{output} exists; pass --overwrite to replace it")
+    try:
+        corpus, queries, qrels = read_beir(data, split)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(f"{data}: {exc}")
+    m = _load_model(model, device, dtype) if retriever == "colbert" else None
+    start = time.perf_counter()
+    try:
+        rows = mine_hard_negatives(corpus, queries, qrels, retriever=retriever, model=m, negatives=negatives,
+                                   depth=depth, skip=skip, dim=dim, batch_size=batch_size,
+                                   show_progress=sys.stderr.isatty())
+        if teacher is not None:
+            t = m if teacher == model and m is not None else _load_model(teacher, device, dtype)
+            rows = add_teacher_scores(rows, corpus, t, dim=dim, batch_size=batch_size,
+                                      show_progress=sys.stderr.isatty())
+    except ValueError as exc:
+        _fail(f"{data}: {exc}")
+    write_pairs(rows, output, overwrite=overwrite)
+    counts = [len(r["hard_negative_ids"]) for r in rows]
+    console.print(f"mined {len(rows)} (query, positive) pairs, {np.mean(counts):.1f} negatives each "
+                  f"({retriever}{', teacher scores' if teacher else ''}) in {time.perf_counter() - start:.1f}s "
+                  f"→ {output}", soft_wrap=True)
 
 
 @app.command()

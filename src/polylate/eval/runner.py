@@ -55,7 +55,8 @@ def _truncate(vectors: list[np.ndarray], dim: int) -> list[np.ndarray]:
     return out
 
 
-def _rank_exact(dim, doc_ids, doc_vecs, query_ids, query_vecs, k):
+def rank_exact(dim, doc_ids, doc_vecs, query_ids, query_vecs, k):
+    """Exact MaxSim top-k per query → (run ``{qid: {docid: score}}``, None)."""
     from polylate.index.exact import ExactIndex
 
     index = ExactIndex(dim)
@@ -114,7 +115,7 @@ def evaluate_colbert(
                 run, info = _rank_plaid(d, doc_ids, dv, query_ids, qv, k, nbits)
                 method, bytes_per_doc = f"plaid-{nbits}bit", tokens_per_doc * info["per_token"]
             else:
-                run, info = _rank_exact(d, doc_ids, dv, query_ids, qv, k)
+                run, info = rank_exact(d, doc_ids, dv, query_ids, qv, k)
                 method, bytes_per_doc = "exact", tokens_per_doc * d * 2
             scores = evaluate(run, dataset.qrels, metrics)
             if runs_dir is not None:
