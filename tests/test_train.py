@@ -149,6 +149,20 @@ def test_unfrozen_top_layer_gets_gradients(cache_lower):
     assert model.encoder.embeddings.word.weight.grad is None
 
 
+def test_a_frozen_encoder_without_the_cache_keeps_no_states_and_gives_the_cached_loss():
+    uncached = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), cache_lower_layers=False)
+    cached = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,))
+    assert uncached.cache is None and len(cached.cache) > 0
+    batch = uncached.items[:4]
+    a, b = uncached.batch_loss(batch)[0], cached.batch_loss(batch)[0]
+    assert abs(a.item() - b.item()) < 1e-2 * abs(b.item())  # the cache holds float16 states
+    a.backward()
+    assert all(p.grad is None for p in uncached.model.encoder.parameters())
+    assert uncached.model.heads["16"].weight.grad.abs().sum() > 0
+    uncached.train()  # and it trains
+    assert uncached.step == 2
+
+
 def test_cached_lower_layers_give_the_full_encoder_loss():
     full = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), train_encoder_layers=1, cache_lower_layers=False)
     cached = Trainer(tiny_model(), ITEMS, batch_size=4, dims=(16,), train_encoder_layers=1)

@@ -400,6 +400,9 @@ def train(
                                           "(same data and options; its optimizer state and place are restored)"),
     seed: int = typer.Option(0, help="seeds negative sampling and batch order"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    cache: bool = typer.Option(True, help="compute the frozen layers' states once and keep them in memory "
+                               "(fast epochs); --no-cache re-runs the encoder every step in flat memory, for "
+                               "large data"),
     bf16: bool = typer.Option(False, "--bf16", help="compute in bfloat16 (autocast); weights and optimizer "
                               "state stay float32"),
 ) -> None:
@@ -458,7 +461,7 @@ def train(
                           teacher_temperature=teacher_temperature, temperature=temperature,
                           doc_maxlen=doc_maxlen, checkpoint_dir=checkpoint_dir,
                           checkpoint_every=checkpoint_every, seed=seed, show_progress=True, log_every=50,
-                          precision="bfloat16" if bf16 else "float32")
+                          precision="bfloat16" if bf16 else "float32", cache_lower_layers=cache)
         if resume is not None:
             trainer.resume(resume)
             console.print(f"resuming {resume} at optimizer step {trainer.step} of {trainer.total_steps}")

@@ -207,7 +207,9 @@ class Trainer:
     ``train_encoder_layers=0`` freezes the whole encoder: hidden states are cached once.
     ``n > 0`` also trains the top ``n`` encoder layers: the frozen layers below run once per
     text and their output is cached (``cache_lower_layers``, default), so a step costs only
-    the ``n`` trained layers; ``cache_lower_layers=False`` re-runs the whole encoder.
+    the ``n`` trained layers. ``cache_lower_layers=False`` re-runs the whole encoder every step
+    (frozen or not) and keeps no token states: memory stays flat however large the data, the
+    choice for big collections on a GPU (the cache holds every text's states in memory).
     ``encoder_lr`` (default ``lr``): the trained encoder layers' peak learning rate — pretrained
     layers usually want one far below a fresh head's. ``precision="bfloat16"`` computes the
     encoder and scores under bf16 autocast (the GPU path at full scale; also ~3× faster on CPUs
@@ -315,11 +317,13 @@ class Trainer:
             raise ValueError(f"the given cache holds lower_layers={cache.lower_layers}, "
                              f"training {train_encoder_layers} layer(s) needs {lower}")
         self._lower = lower  # train from cached lower-layer states (None: frozen, or re-run all)
+        self._cached_tokens = frozen and cache_lower_layers  # frozen: the final states, cached once
         # texts must be in the cache before their batch is scored (hidden states or teacher)
-        self._reads_cache = frozen or lower is not None or teacher == "mean_pool" and distill_weight > 0
+        self._reads_cache = (self._cached_tokens or lower is not None
+                             or teacher == "mean_pool" and distill_weight > 0)
         if self._reads_cache:
             if self.cache is None:
-                self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=frozen,
+                self.cache = HiddenCache(model, doc_maxlen, encode_batch_size, keep_tokens=self._cached_tokens,
                                          lower_layers=lower)
             self.model.eval()
             with self._autocast():
@@ -349,7 +353,7 @@ class Trainer:
         return loss
 
     def _hidden(self, texts: list[str], is_query: bool):
-        if self.train_encoder_layers == 0:
+        if self._cached_tokens:
             return self.cache.padded(texts, is_query, self.model.device)
         if self._lower is not None:
             low, attn, keep = self.cache.padded_lower(texts, is_query, self.model.device)
@@ -358,7 +362,8 @@ class Trainer:
         batch = tok.batch(tok.sequences(texts, is_query, None if is_query else self.doc_maxlen), is_query)
         ids = torch.from_numpy(batch.input_ids).to(self.model.device)
         attn = torch.from_numpy(batch.attention_mask).to(self.model.device)
-        hidden = self.model.encoder(ids, attn)
+        with torch.set_grad_enabled(self.train_encoder_layers > 0 and torch.is_grad_enabled()):
+            hidden = self.model.encoder(ids, attn)
         return hidden, torch.from_numpy(batch.output_mask).to(self.model.device)
 
     def batch_loss(self, batch: list[Triplet]) -> tuple[torch.Tensor, dict[int, float]]:
