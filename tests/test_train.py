@@ -335,6 +335,9 @@ def test_pairs_keep_teacher_scores_aligned_when_negatives_are_missing(tmp_path):
         write_pairs(tmp_path, [{"query": "fine", "pos_id": "d1"}, row])
         with pytest.raises(ValueError, match=f"row 2: .*{problem}"):
             load_triplets(tmp_path)
+    (tmp_path / "pairs.jsonl").write_text('{"query": "fine", "pos_id": "d1"}\n{"query": "cut off\n')
+    with pytest.raises(ValueError, match="pairs.jsonl:2: not valid JSON"):
+        load_triplets(tmp_path)
 
 
 def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):

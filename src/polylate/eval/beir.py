@@ -63,7 +63,9 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
+def read_jsonl(path: Path, require_id: bool = True) -> Iterator[dict]:
+    """JSON objects, one per non-blank line; a bad line is a :class:`DatasetError` naming
+    ``file:line`` (every corpus and query row needs an ``_id``)."""
     with open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -72,8 +74,8 @@ def read_jsonl(path: Path) -> Iterator[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{n}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise DatasetError(f"{path}:{n}: expected an object with an '_id' field")
+            if not isinstance(row, dict) or (require_id and "_id" not in row):
+                raise DatasetError(f"{path}:{n}: expected an object" + (" with an '_id' field" if require_id else ""))
             yield row
 
 

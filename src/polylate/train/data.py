@@ -9,12 +9,12 @@ Layout (``shared/data/train/<name>/`` and ``shared/data/scifact/``): ``corpus.js
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from polylate.eval import beir
 
 
 @dataclass(frozen=True)
@@ -31,28 +31,22 @@ class Triplet:
     teacher_scores: list[float] | None = None  # for [positive, *negatives], if a teacher gave them
 
 
-def _open(path: Path):
-    """Open ``path`` or ``path.gz`` for text reading (whichever exists)."""
+def _find(path: Path) -> Path:
+    """``path`` or ``path.gz``, whichever exists."""
     path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.exists():
-        return open(path, encoding="utf-8")
-    gz = path.with_name(path.name + ".gz")
-    if gz.exists():
-        return gzip.open(gz, "rt", encoding="utf-8")
-    raise FileNotFoundError(f"neither {path} nor {gz} exists")
+    found = path if path.suffix == ".gz" and path.is_file() else beir.find_file(path.parent, path.name)
+    if found is None:
+        raise FileNotFoundError(f"neither {path} nor {path.name}.gz exists in {path.parent}")
+    return found
 
 
 def _exists(path: Path) -> bool:
-    return path.exists() or path.with_name(path.name + ".gz").exists()
+    return beir.find_file(path.parent, path.name) is not None
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
-    with _open(Path(path)) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    """Rows of a ``.jsonl(.gz)`` file; bad JSON is a ValueError naming ``file:line``."""
+    yield from beir.read_jsonl(_find(Path(path)), require_id=False)
 
 
 def doc_text(row: dict) -> str:
@@ -63,22 +57,15 @@ def doc_text(row: dict) -> str:
 
 
 def read_corpus(folder: str | Path) -> dict[str, str]:
-    return {str(r["_id"]): doc_text(r) for r in read_jsonl(Path(folder) / "corpus.jsonl")}
+    return {str(r["_id"]): doc_text(r) for r in beir.read_jsonl(_find(Path(folder) / "corpus.jsonl"))}
 
 
 def read_queries(folder: str | Path) -> dict[str, str]:
-    return {str(r["_id"]): r["text"] for r in read_jsonl(Path(folder) / "queries.jsonl")}
+    return {str(r["_id"]): r.get("text") or "" for r in beir.read_jsonl(_find(Path(folder) / "queries.jsonl"))}
 
 
 def read_qrels(folder: str | Path, split: str = "train") -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with _open(Path(folder) / "qrels" / f"{split}.tsv") as f:
-        for i, line in enumerate(f):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3 or (i == 0 and not parts[2].lstrip("-").isdigit()):
-                continue  # header or blank
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return qrels
+    return beir.read_qrels(_find(Path(folder) / "qrels" / f"{split}.tsv"))
 
 
 def read_beir(folder: str | Path, split: str = "train"):
