@@ -66,10 +66,17 @@ def test_colbert_negatives_follow_the_models_maxsim_and_teacher_scores_are_its_s
         expected = [doc_ids[i] for i in torch.argsort(scores, descending=True).tolist() if doc_ids[i] not in relevant]
         assert r["hard_negative_ids"] == expected[:4]
     scored = add_teacher_scores(rows, TEXTS, model)
+    at_once = mine_hard_negatives(TEXTS, QUERIES, QRELS, retriever="colbert", model=model, negatives=4,
+                                  teacher_scores=True)  # the retrieval vectors, not a second encoding
+    assert at_once == scored
     for r in scored:
         ids = [r["pos_id"], *r["hard_negative_ids"]]
         reference = model.score([r["query"]], [TEXTS[d] for d in ids])[0]
         assert r["teacher_scores"] == pytest.approx(reference.tolist(), abs=2e-3)  # fp16 storage of vectors
+    short = add_teacher_scores(rows, TEXTS, model, doc_maxlen=4)  # documents cut to 4 tokens
+    assert short != scored
+    with pytest.raises(ValueError, match="teacher_scores come from the retrieval model"):
+        mine_hard_negatives(TEXTS, QUERIES, QRELS, teacher_scores=True)
     with pytest.raises(ValueError, match="not in the corpus"):
         add_teacher_scores([{**rows[0], "hard_negative_ids": ["gone"]}], TEXTS, model)
     with pytest.raises(ValueError, match="needs a model"):

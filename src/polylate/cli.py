@@ -493,6 +493,8 @@ def mine(
     skip: int = typer.Option(0, help="drop this many top-ranked unjudged documents first (likely false negatives)"),
     split: str = typer.Option("train", help="qrels split"),
     dim: Optional[int] = typer.Option(None, "--dim", "-d", help="ColBERT dim for retrieval and teacher scores"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit for ColBERT "
+                                             "retrieval and teacher scores (e.g. the one you train with)"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     overwrite: bool = typer.Option(False, help="replace an existing output file"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
@@ -511,12 +513,13 @@ def mine(
     m = _load_model(model, device, dtype) if retriever == "colbert" else None
     start = time.perf_counter()
     try:
+        same = teacher is not None and teacher == model and retriever == "colbert"
         rows = mine_hard_negatives(corpus, queries, qrels, retriever=retriever, model=m, negatives=negatives,
-                                   depth=depth, skip=skip, dim=dim, batch_size=batch_size,
-                                   show_progress=sys.stderr.isatty())
-        if teacher is not None:
-            t = m if teacher == model and m is not None else _load_model(teacher, device, dtype)
-            rows = add_teacher_scores(rows, corpus, t, dim=dim, batch_size=batch_size,
+                                   depth=depth, skip=skip, dim=dim, doc_maxlen=doc_maxlen, batch_size=batch_size,
+                                   teacher_scores=same, show_progress=sys.stderr.isatty())
+        if teacher is not None and not same:
+            rows = add_teacher_scores(rows, corpus, _load_model(teacher, device, dtype), dim=dim,
+                                      doc_maxlen=doc_maxlen, batch_size=batch_size,
                                       show_progress=sys.stderr.isatty())
     except ValueError as exc:
         _fail(f"{data}: {exc}")

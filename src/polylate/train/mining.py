@@ -37,19 +37,25 @@ def _positives(qrels: Mapping[str, Mapping[str, int]], corpus: Mapping[str, str]
 def mine_hard_negatives(corpus: Mapping[str, str], queries: Mapping[str, str],
                         qrels: Mapping[str, Mapping[str, int]], *, retriever: str = "bm25",
                         model=None, negatives: int = 20, depth: int = 100, skip: int = 0,
-                        dim: int | None = None, batch_size: int = 32,
-                        show_progress: bool = False) -> list[dict]:
+                        dim: int | None = None, doc_maxlen: int | None = None, batch_size: int = 32,
+                        teacher_scores: bool = False, show_progress: bool = False) -> list[dict]:
     """One row per relevant (query, document) pair: the ``negatives`` best-ranked documents
     the query has not been judged relevant to, after skipping the first ``skip`` of them.
 
-    ``retriever``: ``"bm25"`` or ``"colbert"`` (exact MaxSim with ``model``, at ``dim``).
-    ``depth``: documents retrieved per query; a query may get fewer negatives than asked
-    when the ranking runs out (BM25 leaves out documents sharing no term with the query).
+    ``retriever``: ``"bm25"`` or ``"colbert"`` (exact MaxSim with ``model``, at ``dim``, documents
+    cut at ``doc_maxlen`` tokens). ``depth``: documents retrieved per query; a query may get
+    fewer negatives than asked when the ranking runs out (BM25 leaves out documents sharing no
+    term with the query). ``teacher_scores`` (colbert only): also give each row the model's
+    MaxSim of the positive and each negative, from the vectors already encoded for retrieval —
+    what :func:`add_teacher_scores` with the same model gives, without encoding twice.
     """
     if negatives < 1 or depth < 1 or skip < 0:
         raise ValueError(f"negatives and depth must be positive and skip >= 0, got {negatives}, {depth}, {skip}")
     if retriever not in ("bm25", "colbert"):
         raise ValueError(f"retriever must be 'bm25' or 'colbert', got {retriever!r}")
+    if teacher_scores and retriever != "colbert":
+        raise ValueError("teacher_scores come from the retrieval model: use retriever='colbert', "
+                         "or add_teacher_scores with a ColBERT teacher")
     positives = _positives(qrels, corpus, queries)
     if not positives:
         raise ValueError("no query has a relevant (score > 0) document in the corpus")
@@ -66,7 +72,7 @@ def mine_hard_negatives(corpus: Mapping[str, str], queries: Mapping[str, str],
         dim = dim or model.config.dim
         doc_ids = list(corpus)
         docs = model.encode([corpus[d] for d in doc_ids], dim=dim, batch_size=batch_size,
-                            show_progress=show_progress, dtype=np.float16)
+                            show_progress=show_progress, doc_maxlen=doc_maxlen, dtype=np.float16)
         query_vecs = model.encode(list(wanted.values()), is_query=True, dim=dim, batch_size=batch_size,
                                   show_progress=show_progress)
         run, _ = rank_exact(dim, doc_ids, docs, list(wanted), query_vecs, depth)
@@ -77,15 +83,26 @@ def mine_hard_negatives(corpus: Mapping[str, str], queries: Mapping[str, str],
         ranked = [d for d in sorted(scores, key=lambda d: (-scores[d], d)) if d not in judged]
         negs = ranked[skip : skip + negatives]
         rows.extend({"query_id": q, "query": queries[q], "pos_id": p, "hard_negative_ids": negs} for p in pos)
+    if teacher_scores:
+        q_vecs = dict(zip(wanted, query_vecs))
+        d_vecs = dict(zip(doc_ids, docs))
+        rows = [{**r, "teacher_scores": _maxsim_row(q_vecs[r["query_id"]], d_vecs, r)} for r in rows]
     return rows
 
 
-def add_teacher_scores(rows: Sequence[dict], corpus: Mapping[str, str], teacher, *,
-                       dim: int | None = None, batch_size: int = 32, show_progress: bool = False) -> list[dict]:
-    """Copies of ``rows`` with ``teacher_scores``: the teacher ColBERT's MaxSim of the query
-    against the positive, then each hard negative (each distinct text encoded once)."""
+def _maxsim_row(query_vec, doc_vecs: Mapping[str, np.ndarray], row: dict) -> list[float]:
+    """MaxSim of one query against the row's positive, then each of its hard negatives."""
     from polylate.scoring import maxsim_packed, pack
 
+    ids = [row["pos_id"], *row["hard_negative_ids"]]
+    return [round(float(s), 5) for s in maxsim_packed(query_vec, *pack([doc_vecs[d] for d in ids]))]
+
+
+def add_teacher_scores(rows: Sequence[dict], corpus: Mapping[str, str], teacher, *,
+                       dim: int | None = None, doc_maxlen: int | None = None, batch_size: int = 32,
+                       show_progress: bool = False) -> list[dict]:
+    """Copies of ``rows`` with ``teacher_scores``: the teacher ColBERT's MaxSim of the query
+    against the positive, then each hard negative (each distinct text encoded once)."""
     dim = dim or teacher.config.dim
     query_texts = sorted({r["query"] for r in rows})
     doc_ids = sorted({d for r in rows for d in (r["pos_id"], *r["hard_negative_ids"])})
@@ -95,13 +112,9 @@ def add_teacher_scores(rows: Sequence[dict], corpus: Mapping[str, str], teacher,
     q_vecs = dict(zip(query_texts, teacher.encode(query_texts, is_query=True, dim=dim, batch_size=batch_size,
                                                    show_progress=show_progress)))
     d_vecs = dict(zip(doc_ids, teacher.encode([corpus[d] for d in doc_ids], dim=dim, batch_size=batch_size,
-                                               show_progress=show_progress, dtype=np.float16)))
-    out = []
-    for r in rows:
-        ids = [r["pos_id"], *r["hard_negative_ids"]]
-        scores = maxsim_packed(q_vecs[r["query"]], *pack([d_vecs[d] for d in ids]))
-        out.append({**r, "teacher_scores": [round(float(s), 5) for s in scores]})
-    return out
+                                               show_progress=show_progress, doc_maxlen=doc_maxlen,
+                                               dtype=np.float16)))
+    return [{**r, "teacher_scores": _maxsim_row(q_vecs[r["query"]], d_vecs, r)} for r in rows]
 
 
 def write_pairs(rows: Sequence[dict], path: str | Path, overwrite: bool = False) -> Path:
