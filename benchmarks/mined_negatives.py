@@ -37,14 +37,14 @@ from pathlib import Path
 
 import torch
 
-from polylate.eval.beir import read_jsonl
+from polylate.eval.beir import find_file, read_jsonl
 from polylate.model.bundled import base_encoder, load_bundled, untrained_head
 from polylate.train.data import Triplet, read_beir
 from polylate.train.mining import mine_hard_negatives
 from polylate.train.trainer import HiddenCache, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_head import DIMS, eval_slices, evaluate, mean_over  # noqa: E402
+from train_default_head import DIMS, add_held_out_args, evaluate, held_out_slices, mean_over  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,12 +63,9 @@ def training_rows(data: Path, n_jsquad: int, seed: int) -> list[tuple[Path, dict
 
 def own_negatives(folder: Path) -> dict[tuple[str, str], list[str]]:
     """(query id, positive id) → the dataset's own hard negative ids (pairs.jsonl), if any."""
-    found = {}
-    for name in ("pairs.jsonl", "pairs.jsonl.gz"):
-        if (folder / name).exists():
-            for row in read_jsonl(folder / name, require_id=False):
-                found[(str(row["query_id"]), str(row["pos_id"]))] = [str(n) for n in row["hard_negative_ids"]]
-    return found
+    path = find_file(folder, "pairs.jsonl")
+    rows = read_jsonl(path, require_id=False) if path is not None else ()
+    return {(str(r["query_id"]), str(r["pos_id"])): [str(n) for n in r["hard_negative_ids"]] for r in rows}
 
 
 def to_triplets(rows: list[dict], corpus: dict, k: int, with_teacher: bool = False) -> list[Triplet]:
@@ -92,11 +89,7 @@ def main() -> int:
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--doc-maxlen", type=int, default=180)
     ap.add_argument("--eval-doc-maxlen", type=int, default=256)
-    ap.add_argument("--eval-scifact-queries", type=int, default=100)
-    ap.add_argument("--eval-scifact-docs", type=int, default=1000)
-    ap.add_argument("--eval-xquad-queries", type=int, default=200)
-    ap.add_argument("--eval-langs", default="en,de,ar,zh,hi")
-    ap.add_argument("--mono-langs", default="zh,th,hi,ru")
+    add_held_out_args(ap)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -143,8 +136,7 @@ def main() -> int:
     model.tuned_layers = []
     model.eval()
     hidden = model.encoder.config.hidden_size
-    slices = eval_slices(data, args.eval_scifact_queries, args.eval_scifact_docs, args.eval_xquad_queries,
-                         args.eval_langs.split(","), args.seed, [x for x in args.mono_langs.split(",") if x])
+    slices = held_out_slices(data, args)
     eval_cache = HiddenCache(model, args.eval_doc_maxlen)
     for _, qs, ds, _ in slices:
         eval_cache.add(qs.values(), True)

@@ -91,6 +91,21 @@ def eval_slices(data: Path, n_scifact_q: int, n_scifact_docs: int, n_xquad_q: in
     return slices
 
 
+def add_held_out_args(ap: argparse.ArgumentParser) -> None:
+    """The options that size the held-out slices (:func:`held_out_slices`)."""
+    ap.add_argument("--eval-scifact-queries", type=int, default=100)
+    ap.add_argument("--eval-scifact-docs", type=int, default=1000)
+    ap.add_argument("--eval-xquad-queries", type=int, default=200)
+    ap.add_argument("--eval-langs", default="en,de,ar,zh,hi")
+    ap.add_argument("--mono-langs", default="zh,th,hi,ru", help="X→X slices (en→en is in --eval-langs)")
+
+
+def held_out_slices(data: Path, args: argparse.Namespace):
+    """:func:`eval_slices` as sized by :func:`add_held_out_args`'s options (and ``--seed``)."""
+    return eval_slices(data, args.eval_scifact_queries, args.eval_scifact_docs, args.eval_xquad_queries,
+                       args.eval_langs.split(","), args.seed, [x for x in args.mono_langs.split(",") if x])
+
+
 def tatoeba_slices(data: Path, pairs, n_queries: int, seed: int):
     """Tatoeba X→en bitext retrieval slices (all English sentences of the pair as documents)."""
     rng = random.Random(seed)
@@ -197,11 +212,7 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--teacher-temperature", type=float, default=0.02)
-    ap.add_argument("--eval-scifact-queries", type=int, default=100)
-    ap.add_argument("--eval-scifact-docs", type=int, default=1000)
-    ap.add_argument("--eval-xquad-queries", type=int, default=200)
-    ap.add_argument("--eval-langs", default="en,de,ar,zh,hi")
-    ap.add_argument("--mono-langs", default="zh,th,hi,ru", help="X→X slices (en→en is in --eval-langs)")
+    add_held_out_args(ap)
     ap.add_argument("--eval-tatoeba", default="", help="Tatoeba pairs reported (not in the mean), e.g. deu-eng")
     ap.add_argument("--eval-tatoeba-queries", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
@@ -232,9 +243,7 @@ def main() -> int:
           f"{args.train_layers} encoder layer(s); query expansion {model.config.query_expansion}; "
           f"dim weights {dim_weights}")
 
-    mono = [x for x in args.mono_langs.split(",") if x]
-    slices = eval_slices(data, args.eval_scifact_queries, args.eval_scifact_docs,
-                         args.eval_xquad_queries, args.eval_langs.split(","), args.seed, mono)
+    slices = held_out_slices(data, args)
     reported = tatoeba_slices(data, [p for p in args.eval_tatoeba.split(",") if p],
                               args.eval_tatoeba_queries, args.seed)
     every_slice = slices + reported

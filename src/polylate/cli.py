@@ -56,14 +56,20 @@ def _check_device(device: str | None):
     return dev
 
 
-def _check_dtype(dtype: str | None):
-    import torch
-
+def _dtype_name(dtype: str | None) -> str | None:
+    """``--dtype`` as torch's name for it (bf16 → bfloat16), or a one-line error."""
     if dtype is None:
         return None
     if dtype.lower() not in DTYPES:
         _fail(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
-    return getattr(torch, DTYPES[dtype.lower()])
+    return DTYPES[dtype.lower()]
+
+
+def _check_dtype(dtype: str | None):
+    import torch
+
+    name = _dtype_name(dtype)
+    return None if name is None else getattr(torch, name)
 
 
 def _load_model(name: str, device: str | None = None, dtype: str | None = None):
@@ -559,7 +565,7 @@ def serve(
             model=model, index_root=index_root, api_keys=tuple(api_key or ()), protect_reads=protect_reads,
             max_batch=max_batch, max_text_chars=max_text_chars, max_request_bytes=max_request_bytes,
             model_aliases=tuple(model_alias or ()), device=device,
-            dtype=None if dtype is None else str(_check_dtype(dtype)).removeprefix("torch."))
+            dtype=_dtype_name(dtype))
         _check_device(device)
     except ValueError as exc:
         _fail(str(exc))

@@ -8,6 +8,7 @@ runs the per-token linear head, so many epochs are cheap even on a CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -473,9 +474,11 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
 
+    @functools.cached_property
     def _run_signature(self) -> dict:
         """What a resumed run must share with the one that saved: data, batching, schedule, and
-        the frozen weights (a checkpoint over another base model would silently mix the two)."""
+        the frozen weights (a checkpoint over another base model would silently mix the two).
+        Computed once: none of it changes during a run, and it reads every frozen weight."""
         data = hashlib.sha256()
         for t in self.items:
             data.update(repr((t.query, t.positive, t.negatives, t.teacher_scores)).encode())
@@ -497,7 +500,7 @@ class Trainer:
         partial = self.checkpoint_dir / f".{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         self.model.save(partial)
-        torch.save({"format": 1, "signature": self._run_signature(), "step": self.step, "epoch": self._epoch,
+        torch.save({"format": 1, "signature": self._run_signature, "step": self.step, "epoch": self._epoch,
                     "micro": self._micro, "epoch_losses": self._epoch_losses, "history": self.history,
                     "trained": {k: v.detach().cpu() for k, v in self.model.named_parameters() if v.requires_grad},
                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -519,7 +522,7 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated or foreign file
             raise ValueError(f"{path} cannot be read: {exc}") from None
-        mine = self._run_signature()
+        mine = self._run_signature
         differ = [k for k in mine if state["signature"].get(k) != mine[k]]
         if differ:
             raise ValueError(f"{checkpoint} was saved by a different run ({', '.join(differ)} differ); "
