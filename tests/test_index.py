@@ -310,3 +310,45 @@ def test_many_small_adds_are_merged(tmp_path, corpus, monkeypatch):
         idx.add(corpus.ids[start : start + 10], corpus.docs[start : start + 10])
         assert len(idx.segments) <= 3
     assert set(PlaidIndex.open(idx.root).ids) == set(corpus.ids[:110])
+
+
+def test_rebuild_in_place_is_seen_by_open_handles(tmp_path, corpus):
+    """A handle opened before a rebuild must not keep writing against the old index."""
+    root = tmp_path / "rb"
+    first = PlaidIndex.build(root, corpus.ids[:60], corpus.docs[:60], num_centroids=32)
+    stale = PlaidIndex.open(root)
+    PlaidIndex.build(root, corpus.ids[100:160], corpus.docs[100:160], num_centroids=32, overwrite=True)
+    assert PlaidIndex.open(root).manifest["generation"] > first.manifest["generation"]
+    stale.add(["extra"], [corpus.docs[300]])  # must apply to the rebuilt index
+    after = PlaidIndex.open(root)
+    assert set(after.ids) == set(corpus.ids[100:160]) | {"extra"}
+    stale.refresh()
+    assert set(stale.ids) == set(after.ids)
+
+
+def test_narrow_filters_and_small_ndocs_still_answer_exactly(kept, corpus, exact):
+    q = corpus.query_for(5)
+    ranked = [h.id for h in exact.search(q, k=600)]
+    allowed = ranked[-30:]  # the 30 documents the query likes least: no probed cell reaches them
+    hits = kept.search(q, k=10, filter_ids=allowed)
+    assert [h.id for h in hits] == ranked[-30:-20]
+    # ndocs below k still returns k hits
+    few = kept.search(q, k=20, settings=SearchSettings(ncells=2, centroid_score_threshold=0.4, ndocs=4))
+    assert len(few) == 20
+
+
+def test_codec_of_a_tiny_collection_has_distinct_buckets(corpus):
+    flat = corpus.docs[0].astype(np.float32)  # one document: a few dozen tokens
+    codec = ResidualCodec.train(flat, nbits=2, num_centroids=2)
+    assert (np.diff(codec.cutoffs, axis=1) > 0).all()
+    assert (np.diff(codec.weights, axis=1) > 0).all()
+
+
+def test_a_damaged_index_is_reported_as_such(tmp_path, corpus):
+    idx = PlaidIndex.build(tmp_path / "dmg", corpus.ids[:40], corpus.docs[:40], num_centroids=16)
+    (idx.root / "segments" / idx.segments[0].name / "ids.json").unlink()
+    with pytest.raises(IndexStoreError, match="damaged"):
+        PlaidIndex.open(idx.root)
+    (idx.root / idx.manifest["codec"] / "centroids.npy").write_bytes(b"not an array")
+    with pytest.raises(IndexStoreError, match="damaged"):
+        PlaidIndex.open(idx.root)

@@ -16,8 +16,11 @@ import numpy as np
 import torch
 
 from polylate.index.kernels import centroid_scores, decompress_docs
+from polylate.index.storage import save_array
 
 NBITS = (1, 2, 4)
+#: fewer held-out residuals than this and bucket statistics come from the whole sample
+MIN_HELDOUT = 1024
 
 
 def default_num_centroids(num_embeddings: int) -> int:
@@ -115,7 +118,10 @@ class ResidualCodec:
         centroids = train_centroids(train, k, niter=niter, seed=seed)
         codec = cls(centroids, np.zeros((sample.shape[1], 2**nbits - 1), np.float32),
                     np.zeros((sample.shape[1], 2**nbits), np.float32), nbits)
-        residual = held - centroids[codec.assign(held)]
+        # bucket edges are quantiles: from a few hundred held-out residuals they are noise,
+        # so a tiny collection takes them from every residual (slightly optimistic, not degenerate)
+        stats = held if n_held >= MIN_HELDOUT else sample
+        residual = stats - centroids[codec.assign(stats)]
         q_cut = np.arange(1, 2**nbits) / 2**nbits
         q_mid = (np.arange(2**nbits) + 0.5) / 2**nbits
         cutoffs = np.quantile(residual, q_cut, axis=0).T.astype(np.float32)
@@ -183,7 +189,7 @@ class ResidualCodec:
     def save(self, folder: Path) -> list[str]:
         names = {"centroids.npy": self.centroids, "cutoffs.npy": self.cutoffs, "weights.npy": self.weights}
         for name, arr in names.items():
-            np.save(folder / name, arr)
+            save_array(folder / name, arr)  # fsynced: the manifest that names them is
         return list(names)
 
     @classmethod

@@ -140,14 +140,16 @@ class PlaidIndex:
     def _load(self, manifest: dict) -> None:
         for attempt in range(3):  # a writer may sweep files between our manifest read and open
             try:
-                self.manifest = manifest
-                self.codec = ResidualCodec.load(self.root / manifest["codec"], manifest["nbits"])
-                self.segments = [read_segment(self.root, s) for s in manifest["segments"]]
+                codec = ResidualCodec.load(self.root / manifest["codec"], manifest["nbits"])
+                segments = [read_segment(self.root, s) for s in manifest["segments"]]
                 break
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if attempt == 2:
-                    raise
+                    raise IndexStoreError(f"index {self.root} is damaged: {exc.filename or exc} is missing") from exc
                 manifest = read_manifest(self.root)
+            except (KeyError, ValueError, TypeError, EOFError, OSError) as exc:
+                raise IndexStoreError(f"index {self.root} is damaged: {type(exc).__name__}: {exc}") from exc
+        self.manifest, self.codec, self.segments = manifest, codec, segments
         self._locator = {doc_id: (si, li) for si, seg in enumerate(self.segments)
                          for li, doc_id in enumerate(seg.ids) if not seg.deleted[li]}
 
@@ -158,8 +160,12 @@ class PlaidIndex:
     def refresh(self) -> None:
         """Pick up commits made by another process since this one opened."""
         manifest = read_manifest(self.root)
-        if manifest["generation"] != self.manifest["generation"]:
+        if self._changed(manifest):
             self._load(manifest)
+
+    def _changed(self, manifest: dict) -> bool:
+        # the codec name too: a rebuild in place is a new index, whatever its generation
+        return (manifest["generation"], manifest["codec"]) != (self.manifest["generation"], self.manifest["codec"])
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -221,11 +227,18 @@ class PlaidIndex:
         vectors = [np.asarray(v) for v in vectors]
         _validate_docs(ids, vectors, dim)
         if (root / "MANIFEST.json").exists() and not overwrite:
-            raise IndexStoreError(f"an index already exists at {root}; pass overwrite=True to replace it")
+            raise IndexStoreError(f"an index already exists at {root}; overwrite it explicitly to replace it")
         if root.exists() and not root.is_dir():
             raise IndexStoreError(f"{root} is a file")
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
+            # a rebuild in place continues the generation count, so open handles see a change
+            generation = 0
+            if (root / "MANIFEST.json").exists():
+                try:
+                    generation = int(read_manifest(root)["generation"]) + 1
+                except (IndexStoreError, KeyError, ValueError, TypeError):
+                    generation = 0
             rng = np.random.default_rng(seed)
             total = sum(v.shape[0] for v in vectors)
             if total > sample_tokens:  # sample whole documents, like ColBERTv2
@@ -241,7 +254,7 @@ class PlaidIndex:
             (root / codec_name).mkdir()
             codec.save(root / codec_name)
             manifest = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0,
+                "format": FORMAT, "format_version": FORMAT_VERSION, "generation": generation,
                 "dim": dim, "nbits": nbits, "codec": codec_name, "segments": [],
                 "keep_vectors": keep_vectors, "model": model or {}, "created": time.time(),
             }
@@ -270,7 +283,7 @@ class PlaidIndex:
         lock.acquire()
         try:
             manifest = read_manifest(self.root)
-            if manifest["generation"] != self.manifest["generation"]:
+            if self._changed(manifest):
                 self._load(manifest)
             return lock, _writable(manifest)
         except BaseException:
@@ -303,7 +316,7 @@ class PlaidIndex:
             present = [i for i in ids if i in self._locator]
             if present and not replace:
                 raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; "
-                                 "delete them first or pass replace=True")
+                                 "delete them first or replace them")
             for start in range(0, len(ids), commit_every):
                 chunk_ids = ids[start : start + commit_every]
                 self._tombstone([i for i in chunk_ids if i in self._locator], manifest)
@@ -384,6 +397,14 @@ class PlaidIndex:
 
     def documents(self, ids: Iterable[str]) -> list[str | None]:
         """Stored texts of documents (None where no text was stored or the id is unknown)."""
+        ids = list(ids)
+        try:
+            return self._documents(ids)
+        except FileNotFoundError:  # another writer compacted the segments away: read its state
+            self.refresh()
+            return self._documents(ids)
+
+    def _documents(self, ids: list[str]) -> list[str | None]:
         out = []
         for doc_id in ids:
             loc = self._locator.get(doc_id)
@@ -430,6 +451,13 @@ class PlaidIndex:
 
     def _search_segment(self, seg, q, centroid_scores, cells, cell_scores, allowed, k, settings):
         use_allowed = allowed is not None
+        keep = max(k, settings.ndocs // 4)
+        if use_allowed:
+            narrow = np.flatnonzero(allowed & ~seg.deleted)
+            if len(narrow) <= keep:
+                # a filter this narrow leaves no more documents than stage 4 would score
+                # anyway: score all of them rather than hope the probed cells reach them
+                return self._score(seg, q, narrow, k)
         docs, approx = kernels.ivf_interaction(seg.ivf_docs, seg.ivf_offsets, cells, cell_scores, seg.deleted,
                                                allowed if use_allowed else _NO_FILTER, use_allowed)
         if len(docs) < k:
@@ -439,13 +467,15 @@ class PlaidIndex:
             cand = np.flatnonzero(live & allowed if use_allowed else live)
         else:
             # stage 2: interaction through the probed inverted lists only (no token reads)
-            cand = docs[kernels.top_indices(approx, settings.ndocs)]
-        if len(cand) == 0:
-            return []
-        keep = max(k, settings.ndocs // 4)
+            cand = docs[kernels.top_indices(approx, max(settings.ndocs, k))]
         if len(cand) > keep:  # stage 3: centroid interaction over every token of the survivors
             approx = kernels.centroid_interaction(seg.codes, seg.offsets, cand, centroid_scores)
             cand = cand[kernels.top_indices(approx, keep)]
+        return self._score(seg, q, cand, k)
+
+    def _score(self, seg, q, cand, k):
+        if len(cand) == 0:
+            return []
         if seg.vectors is not None:  # stage 4: exact MaxSim on the kept originals
             scores = kernels.half_maxsim(seg.vectors.view(np.uint16), seg.offsets, cand,
                                          kernels.HALF_TO_FLOAT, q)
