@@ -212,3 +212,54 @@ def test_concurrent_searches_and_writes(model, tmp_path):
                 t.join()
         assert errors == []
         assert c.get("/v1/indexes/busy").json()["documents"] == len(DOCS) - 1
+
+
+def test_retrain_never_drops_another_writers_commit(model, tmp_path):
+    """A retrain re-encodes every stored text; a document another process commits meanwhile
+    must survive (the rebuild is skipped and retried on a later add)."""
+    from polylate.index.plaid import PlaidIndex
+
+    with TestClient(app_for(model, tmp_path)) as client:
+        assert client.post("/v1/indexes", json={"name": "r", "documents": DOCS[:1]}).status_code == 201
+        runner = client.app.state.registry.runner
+        encode = runner.encode
+
+        def encode_while_another_process_writes(texts, **kw):
+            out = encode(texts, **kw)
+            if DOCS[0]["text"] in texts:  # the retrain's re-encoding of the whole index
+                other = PlaidIndex.open(tmp_path / "r")
+                other.add(["outsider"], encode(["Written by someone else."], is_query=False, dim=128),
+                          texts=["Written by someone else."])
+            return out
+
+        runner.encode = encode_while_another_process_writes
+        try:
+            res = client.post("/v1/indexes/r/documents", json={"documents": DOCS[1:6]})
+        finally:
+            runner.encode = encode
+        assert res.status_code == 200 and res.json()["retrained"] is False
+        assert set(PlaidIndex.open(tmp_path / "r").ids) == {d["id"] for d in DOCS[:6]} | {"outsider"}
+        assert client.get("/v1/indexes/r").json()["documents"] == 7
+        # the next add retrains, with the outsider's stored text
+        res = client.post("/v1/indexes/r/documents", json={"documents": DOCS[6:7]})
+        assert res.json()["retrained"] is True and res.json()["documents"] == 8
+
+
+def test_drop_waits_for_writers_and_damage_does_not_break_the_listing(client, tmp_path):
+    from polylate.index.storage import WriterLock
+
+    for name in ("a", "b"):
+        assert client.post("/v1/indexes", json={"name": name, "documents": DOCS[:3]}).status_code == 201
+    folder = tmp_path / "indexes" / "a"
+    with WriterLock(folder):  # another process is writing "a"
+        res = client.delete("/v1/indexes/a")
+        assert res.status_code == 409 and "another process" in res.json()["detail"]
+    assert (folder / "MANIFEST.json").exists()
+    seg = next((folder / "segments").iterdir())
+    (seg / "ids.json").unlink()
+    client.app.state.registry._entries.clear()  # a fresh server process
+    res = client.get("/v1/indexes")
+    assert res.status_code == 200 and [i["name"] for i in res.json()["indexes"]] == ["b"]
+    res = client.get("/v1/indexes/a")
+    assert res.status_code == 409 and "damaged" in res.json()["detail"]
+    assert client.delete("/v1/indexes/a").status_code == 204

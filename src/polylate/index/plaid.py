@@ -215,11 +215,15 @@ class PlaidIndex:
         texts: Sequence[str] | None = None,
         model: dict | None = None,
         overwrite: bool = False,
+        replaces: tuple[int, str] | None = None,
         kmeans_niter: int = 10,
         sample_tokens: int = 1 << 18,
         seed: int = 1234,
     ) -> PlaidIndex:
-        """Train the codec on a sample of the vectors and write the first segment."""
+        """Train the codec on a sample of the vectors and write the first segment.
+
+        ``replaces=(generation, codec)``: overwrite only the index in exactly that state
+        (IndexStoreError otherwise), so a rebuild cannot drop another process's commits."""
         root = Path(root)
         if not vectors:
             raise ValueError("cannot build an index from zero documents")
@@ -233,12 +237,15 @@ class PlaidIndex:
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
             # a rebuild in place continues the generation count, so open handles see a change
-            generation = 0
+            generation, old = 0, None
             if (root / "MANIFEST.json").exists():
                 try:
-                    generation = int(read_manifest(root)["generation"]) + 1
+                    old = read_manifest(root)
+                    generation = int(old["generation"]) + 1
                 except (IndexStoreError, KeyError, ValueError, TypeError):
-                    generation = 0
+                    old = None
+            if replaces is not None and (old is None or (old["generation"], old["codec"]) != tuple(replaces)):
+                raise IndexStoreError(f"index {root} changed since it was read; not rebuilt")
             rng = np.random.default_rng(seed)
             total = sum(v.shape[0] for v in vectors)
             if total > sample_tokens:  # sample whole documents, like ColBERTv2

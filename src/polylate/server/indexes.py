@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polylate.index.plaid import PlaidIndex, SearchSettings
-from polylate.index.storage import MANIFEST, IndexStoreError, read_manifest
+from polylate.index.storage import MANIFEST, IndexStoreError, WriterLock, read_manifest
 from polylate.server.runner import ModelRunner
 from polylate.server.schemas import INDEX_NAME_PATTERN
 
@@ -160,7 +160,12 @@ class IndexRegistry:
     @staticmethod
     def _meta(folder: Path) -> dict | None:
         path = folder / SERVER_META
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RegistryError(409, f"index folder {folder.name!r} is damaged: {path.name}: {exc}") from exc
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()
@@ -234,10 +239,11 @@ class IndexRegistry:
                 raise
         return self.stats(name)
 
-    def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts) -> PlaidIndex:
+    def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts,
+               replaces: tuple[int, str] | None = None) -> PlaidIndex:
         try:
             idx = PlaidIndex.build(folder, ids, vectors, nbits=meta["nbits"], keep_vectors=meta["keep_vectors"],
-                                   texts=texts, model=meta["model"], overwrite=True)
+                                   texts=texts, model=meta["model"], overwrite=True, replaces=replaces)
         except IndexStoreError as exc:
             raise RegistryError(409, str(exc)) from exc
         except ValueError as exc:
@@ -289,13 +295,18 @@ class IndexRegistry:
             return False
         if idx.stats()["tokens"] <= 2 * meta.get("trained_tokens", 0):
             return False
+        state = (idx.manifest["generation"], idx.manifest["codec"])
         ids = idx.ids
         texts = idx.documents(ids)
         if not ids or any(t is None for t in texts):
             return False  # cannot re-encode what was not stored
         vectors = self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
         meta = {**meta, "model": rec["model"] or meta.get("model")}
-        self._build(entry, folder, meta, ids, vectors, texts)
+        try:
+            # only if no other process wrote meanwhile: the rebuild would drop its changes
+            self._build(entry, folder, meta, ids, vectors, texts, replaces=state)
+        except RegistryError:
+            return False  # changed or locked: the add itself is committed; retrain on a later add
         return True
 
     def delete(self, name: str, ids: list[str], missing_ok: bool = False) -> dict:
@@ -331,7 +342,11 @@ class IndexRegistry:
         with entry.lock.write():
             if not self._exists(folder):
                 raise RegistryError(404, f"no index named {name!r}")
-            shutil.rmtree(folder)
+            try:
+                with WriterLock(folder):  # not while another process writes it
+                    shutil.rmtree(folder)
+            except IndexStoreError as exc:
+                raise RegistryError(409, str(exc)) from exc
             entry.index = None
 
     # -- reading -----------------------------------------------------------------------------
