@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -375,7 +376,7 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     assert res.exit_code == 0 and "at optimizer step 2 of 4" in " ".join(res.output.split()), res.output
     assert torch.allclose(load_model(resumed).heads["16"].weight, after.heads["16"].weight, atol=1e-6)
     res = run(app, ["train", str(data), "-o", str(resumed), "-m", str(start), "--dims", "16", "-b", "3",
-                    "--epochs", "2", "--negatives", "2", "--teacher", "data", "--resume", str(ckpt / "step-2")])
+                    "--overwrite", "--epochs", "2", "--negatives", "2", "--teacher", "data", "--resume", str(ckpt / "step-2")])
     assert res.exit_code == 2 and "(batch_size, grad_accum differ)" in res.output, res.output
 
     qrels_only = tmp_path / "qrels_only"
@@ -383,15 +384,23 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     (qrels_only / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": "x"}) + "\n")
     (qrels_only / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "y"}) + "\n")
     (qrels_only / "qrels" / "train.tsv").write_text("q0\td0\t1\n")
-    base = ["train", "-o", str(tmp_path / "x"), "--dims", "16"]
+    base = ["train", "--dims", "16"]
     for args, message in (([str(qrels_only), "--teacher", "data"], "1 of 1 training items have no teacher_scores"),
                           ([str(data), "--teacher", "oracle"], "--teacher must be dense, data or none"),
                           ([str(data), "--dim-weights", "1,2"], "2 value(s) for 1 dims"),
                           ([str(data), "--checkpoint-every", "5"], "needs --checkpoint-dir"),
                           ([str(data), "--grad-accum", "0"], "--grad-accum must be positive"),
                           ([str(data), "--device", "warp-drive"], "is not a torch device"),
+                          ([str(data), "--temperature", "0"], "--temperature must be a positive number"),
+                          ([str(data), "--teacher-temperature", "-1"], "--teacher-temperature must be a positive"),
+                          ([str(data), "--lr", "-1"], "--lr must be a positive number"),
+                          ([str(data), "--distill", "-0.5"], "--distill must be >= 0"),
+                          ([str(data), "-o", str(out)], "holds a model; pass --overwrite"),
+                          ([str(data), "-o", str(data)], "holds no polylate model"),
+                          ([str(data), "-o", str(data / "corpus.jsonl")], "is a file"),
                           ([str(data), "-m", str(tmp_path / "missing")], "--model")):
-        res = run(app, base + args + ([] if "-m" in args else ["-m", str(start)]))
+        res = run(app, base + args + ([] if "-m" in args else ["-m", str(start)])
+                  + ([] if "-o" in args else ["-o", str(tmp_path / "x")]))
         assert res.exit_code == 2 and message in res.output, (args, res.output)
         assert "Traceback" not in res.output
 
@@ -423,6 +432,9 @@ def test_cli_train_heads_only(tmp_path, shared_data):
     assert res.exit_code == 0, res.output
     heads = load_file(str(out))
     assert heads["heads.128.weight"].shape == (128, 384)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' private 0600
     trained = load_model(out)  # usable as a model: the bundled encoder with these heads
     assert torch.equal(trained.heads["128"].weight, heads["heads.128.weight"])
     res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "-o", str(out)])
@@ -503,3 +515,24 @@ def test_interpolation_refuses_states_of_different_models():
         interpolate_states(a, a, 1.5)
     with pytest.raises(ValueError, match="non-float weights differ"):
         interpolate_states({"n": torch.tensor([1])}, {"n": torch.tensor([2])}, 0.5)
+
+
+def test_a_diverging_run_stops_before_saving_and_dims_train_the_head_they_use(tmp_path):
+    model = tiny_model(seed=4)
+    trainer = Trainer(model, ITEMS, lr=1e-2, epochs=1, batch_size=3, dims=(16,))
+    with torch.no_grad():
+        model.heads["16"].weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="nothing was saved"):
+        trainer.train()
+    for bad in (dict(temperature=0.0), dict(teacher_temperature=0.0), dict(lr=-1.0), dict(distill_weight=-1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Trainer(tiny_model(), ITEMS, dims=(16,), **bad)
+    # heads 16 and 8: dim 4 is served by head 8 (source_head), so it must train head 8, not 16
+    torch.manual_seed(0)
+    two = build_colbert(model.encoder.config, model.tokenizer, model.config, head_dims=(16, 8))
+    two.encoder.load_state_dict(tiny_model(seed=5).encoder.state_dict())
+    before = two.heads["8"].weight.detach().clone()
+    trainer = Trainer(two, ITEMS, lr=1e-2, epochs=2, batch_size=3, dims=(16, 4))
+    assert not trainer._nested
+    trainer.train()
+    assert not torch.equal(before, two.heads["8"].weight)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -409,6 +411,7 @@ def train(
     cache: bool = typer.Option(True, help="compute the frozen layers' states once and keep them in memory "
                                "(fast epochs); --no-cache re-runs the encoder every step in flat memory, for "
                                "large data"),
+    overwrite: bool = typer.Option(False, help="replace an existing --output (a model folder or heads file)"),
     bf16: bool = typer.Option(False, "--bf16", help="compute in bfloat16 (autocast); weights and optimizer "
                               "state stay float32"),
 ) -> None:
@@ -426,8 +429,15 @@ def train(
             _fail(f"{name} must be positive, got {value}")
     if not 0 <= warmup < 1:
         _fail(f"--warmup must be a fraction in [0, 1), got {warmup}")
+    for name, value in (("--lr", lr), ("--encoder-lr", encoder_lr), ("--temperature", temperature),
+                        ("--teacher-temperature", teacher_temperature)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            _fail(f"{name} must be a positive number, got {value}")
+    if not (math.isfinite(distill) and distill >= 0):
+        _fail(f"--distill must be >= 0, got {distill}")
     if heads_only and output.suffix != ".safetensors":
         _fail(f"--heads-only writes one .safetensors file; got --output {output}")
+    _check_train_output(output, heads_only, overwrite)
     try:
         dim_list = [int(d) for d in dims.split(",") if d.strip()]
         weights = None if dim_weights is None else [float(w) for w in dim_weights.split(",") if w.strip()]
@@ -473,7 +483,10 @@ def train(
             console.print(f"resuming {resume} at optimizer step {trainer.step} of {trainer.total_steps}")
     except ValueError as exc:
         _fail(str(exc))
-    history = trainer.train()
+    try:
+        history = trainer.train()
+    except FloatingPointError as exc:
+        _fail(str(exc))
     if heads_only:  # plus the encoder layers trained now or carried over the base already
         n = len(m.encoder.layers)
         carried = set(getattr(m, "tuned_layers", ()))
@@ -483,6 +496,30 @@ def train(
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
     console.print(f"trained on {len(items)} items for {epochs} epoch(s), {trainer.step} optimizer steps; "
                   f"mean loss per epoch {', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
+
+
+def _check_train_output(output: Path, heads_only: bool, overwrite: bool) -> None:
+    """Refuse, before any training, an --output that saving would fail on or silently clobber."""
+    from polylate.model.colbert import NATIVE_CONFIG
+
+    if heads_only:
+        if output.is_dir():
+            _fail(f"--output {output} is a folder; --heads-only writes one .safetensors file")
+        if output.exists() and not overwrite:
+            _fail(f"--output {output} exists; pass --overwrite to replace it")
+    elif output.exists():
+        if not output.is_dir():
+            _fail(f"--output {output} is a file; a model is saved as a folder")
+        if any(output.iterdir()):
+            if not (output / NATIVE_CONFIG).exists():
+                _fail(f"--output {output} is a non-empty folder that holds no polylate model; choose another")
+            if not overwrite:
+                _fail(f"--output {output} holds a model; pass --overwrite to replace it")
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        _fail(f"--output {output}: {parent} is not writable")
 
 
 @app.command()

@@ -8,6 +8,9 @@ smallest larger head, re-normalised — identical to truncating the vectors.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -194,9 +197,28 @@ class ColBERT(nn.Module):
     def save(self, folder: str | Path) -> Path:
         """Write the native layout: polylate.json + model.safetensors + tokenizer.json."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise FileExistsError(f"{folder} is a file, not a folder")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # written whole beside the target, then swapped in: a crash leaves the old model or the new
+        tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(mode=0o777)
+        try:
+            self._write(tmp)
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    def _write(self, folder: Path) -> None:
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        write_safetensors(state, folder / "model.safetensors")
         self.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
         meta = {
             "format": "polylate",
@@ -208,7 +230,21 @@ class ColBERT(nn.Module):
             "head_bias": self.heads[str(self.max_dim)].bias is not None,
         }
         (folder / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-        return folder
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """safetensors file written to a temporary name and renamed into place, readable per umask
+    (safetensors itself creates files 0600, which a shared model folder cannot use)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_colbert(

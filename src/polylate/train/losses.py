@@ -57,7 +57,7 @@ def kl_distillation(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
     Both are turned into distributions with a softmax at their temperature
     (``teacher_temperature`` defaults to ``temperature``); masked columns are left out.
     """
-    t_logits = teacher_scores.detach() / (teacher_temperature or temperature)
+    t_logits = teacher_scores.detach() / (temperature if teacher_temperature is None else teacher_temperature)
     s_logits = student_scores / temperature
     if mask is not None:
         t_logits = t_logits.masked_fill(mask, float("-inf"))

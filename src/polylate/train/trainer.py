@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
+from polylate.model.colbert import write_safetensors
 from polylate.train.data import Pair, Triplet, as_triplet, batches
 from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
 
@@ -190,7 +190,7 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
     for i in sorted(set(encoder_layers)):
         for name, value in model.encoder.layers[i].state_dict().items():
             state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
-    save_file(state, str(path), metadata={"format": "pt", "base": getattr(model, "name", "") or ""})
+    write_safetensors(state, path, metadata={"base": getattr(model, "name", "") or ""})
     return path
 
 
@@ -237,6 +237,12 @@ class Trainer:
             raise ValueError("no training items")
         if grad_accum < 1 or batch_size < 1 or epochs < 1:
             raise ValueError("grad_accum, batch_size and epochs must be positive")
+        for name, value in (("lr", lr), ("temperature", temperature), ("encoder_lr", encoder_lr),
+                            ("teacher_temperature", teacher_temperature)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        if not (math.isfinite(distill_weight) and distill_weight >= 0):
+            raise ValueError(f"distill_weight must be >= 0, got {distill_weight}")
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
         self.precision = precision
@@ -333,8 +339,8 @@ class Trainer:
                                show_progress)
 
         # one head serves every dim → Matryoshka truncation of a single projection
-        top = max(self.dims)
-        self._nested = all(d == top or str(d) not in model.heads for d in self.dims)
+        top = model.source_head(max(self.dims))
+        self._nested = all(model.source_head(d) == top for d in self.dims)
         self._loss = matryoshka(self._batch_loss, self.dims, self.dim_weights) if self._nested else None
 
     def _autocast(self):
@@ -430,6 +436,10 @@ class Trainer:
                     continue  # done before the checkpoint this run resumed from
                 with self._autocast():
                     loss, parts = self.batch_loss(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss is {float(loss.detach())} at epoch {epoch + 1}, micro-batch {n + 1}: training "
+                        "diverged (lower the learning rate, raise the temperature); nothing was saved")
                 (loss / self.grad_accum).backward()
                 epoch_losses.append(float(loss.detach()))
                 pending.append((float(loss.detach()), parts))
