@@ -406,20 +406,73 @@ def test_cli_eval_metrics_and_trec_runs(model, tmp_path):
 
     data = make_dataset(tmp_path / "capitals")
     runs, rows_json = tmp_path / "runs", tmp_path / "rows.json"
-    res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", "--metrics", "ndcg@10,success@1",
+    rows_json = tmp_path / "new" / "folder" / "rows.json"  # made as needed
+    res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", "--metrics", "ndcg@2,success@1",
                                    "--runs", str(runs), "--json", str(rows_json), "--depth", "2"])
     assert res.exit_code == 0, res.output
     rows = json.loads(rows_json.read_text())
     assert [r["dim"] for r in rows] == ["bm25", 64]
-    assert all(set(r) >= {"ndcg@10", "success@1"} and "recall@100" not in r for r in rows)
+    assert all(set(r) >= {"ndcg@2", "success@1"} and "recall@100" not in r for r in rows)
     files = {p.name: p for p in runs.iterdir()}
     assert sorted(files) == ["capitals.bm25.trec", "capitals.exact.64.trec"]
     qrels = load_beir(data).qrels
     for row, name in zip(rows, sorted(files)):
         run = read_trec_run(files[name])
         assert all(len(docs) <= 2 for docs in run.values())  # --depth
-        assert evaluate(run, qrels, ["ndcg@10", "success@1"]) == pytest.approx(
-            {"ndcg@10": row["ndcg@10"], "success@1": row["success@1"]}, abs=1e-6)
-    for args, message in ((["--metrics", "ndcg@ten"], "unknown metric"), (["--depth", "0"], "must be positive")):
+        assert evaluate(run, qrels, ["ndcg@2", "success@1"]) == pytest.approx(
+            {"ndcg@2": row["ndcg@2"], "success@1": row["success@1"]}, abs=1e-6)
+    # a metric deeper than --depth ranks deeper rather than report a truncated number
+    res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", "--metrics", "recall@3", "--depth", "1",
+                                   "--runs", str(tmp_path / "deep"), "--no-bm25"])
+    assert res.exit_code == 0 and "ranking 3 documents" in res.output, res.output
+    assert all(len(d) == 3 for d in read_trec_run(tmp_path / "deep" / "capitals.exact.64.trec").values())
+    for args, message in ((["--metrics", "ndcg@ten"], "unknown metric"), (["--depth", "0"], "must be positive"),
+                          (["--max-queries", "0"], "--max-queries must be positive"),
+                          (["--max-docs", "-5"], "--max-docs must be positive"),
+                          (["--index", "--nbits", "3"], "--nbits must be one of"),
+                          (["--dims", "200"], "--dims: dim must be in [1, 128]"),
+                          (["--json", str(tmp_path)], "is a folder")):
         res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", *args])
-        assert res.exit_code == 2 and message in res.output, res.output
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "nowhere"), "-m", str(tmp_path / "no-model")])
+    assert res.exit_code == 2 and "nowhere is not a folder" in res.output  # before the model is looked at
+
+
+def test_two_datasets_with_one_name_stay_apart(tmp_path):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval.runner import main_eval
+
+    a, b = make_dataset(tmp_path / "x" / "capitals"), make_dataset(tmp_path / "y" / "capitals")
+    rows = main_eval([a, b], colbert=False, runs_dir=tmp_path / "runs", rich=False, file=io.StringIO())
+    assert [r["dataset"] for r in rows] == ["x/capitals", "y/capitals"]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_reader_errors_name_file_and_line(tmp_path):
+    folder = make_dataset(tmp_path / "toy")
+    # TREC's four columns: query, iteration, document, relevance
+    _write(folder / "qrels" / "test.tsv", "q1 0 d1 1\nq2\t0\td2\t2\n")
+    assert load_beir(folder).qrels == {"q1": {"d1": 1}, "q2": {"d2": 2}}
+    cases = [
+        ("qrels/test.tsv", b"q1\td1\t1\nq1\td1\t0\n", r"test\.tsv:2: query 'q1', document 'd1' judged 1"),
+        ("corpus.jsonl", b'{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n', r"corpus\.jsonl:2: id 'd1' again"),
+        ("corpus.jsonl", b'{"_id": "d1", "text": 5}\n', r"corpus\.jsonl:1: 'text' must be a string"),
+        ("corpus.jsonl", b'{"_id": null, "text": "a"}\n', r"corpus\.jsonl:1: '_id' must be"),
+        ("queries.jsonl", b'{"_id": "q1", "text": "ok"}\n{"_id": "q2", "text": "\xff\xfe"}\n', r"queries\.jsonl:2: not UTF-8"),
+    ]
+    for name, data, message in cases:
+        bad = make_dataset(tmp_path / f"bad{len(name)}{len(data)}")
+        (bad / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=message):
+            load_beir(bad)
+    bad = make_dataset(tmp_path / "badgz")
+    (bad / "corpus.jsonl").unlink()
+    (bad / "corpus.jsonl.gz").write_bytes(b"this is not gzip")
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl\.gz: not a readable gzip"):
+        load_beir(bad)
+    # an exact repeat of a row is harmless
+    dup = make_dataset(tmp_path / "dup")
+    rows = (dup / "corpus.jsonl").read_text()
+    (dup / "corpus.jsonl").write_text(rows + rows.splitlines()[0] + "\n")
+    assert len(load_beir(dup).corpus) == 3

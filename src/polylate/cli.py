@@ -354,21 +354,33 @@ def eval_(
 ) -> None:
     """nDCG@10 / Recall@100 per dataset and dimension, with bytes per document, vs BM25."""
     from polylate.eval.beir import DatasetError
-    from polylate.eval.runner import main_eval
+    from polylate.eval.runner import check_eval_args, main_eval
 
     try:
         dim_list = [int(d) for d in dims.split(",") if d.strip()]
     except ValueError:
         _fail(f"--dims must be comma-separated integers, got {dims!r}")
+    args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
+                batch_size=batch_size, max_queries=max_queries, max_docs=max_docs, use_index=use_index,
+                nbits=nbits, bm25=bm25, output_json=output_json, plot=plot)
+    try:  # bad paths and options fail before the model loads
+        check_eval_args([str(p) for p in paths], **args)
+    except (DatasetError, ValueError) as exc:
+        _fail(_option_names(str(exc)))
     m = _load_model(model, device, dtype)
     try:
-        main_eval([str(p) for p in paths], dims=dim_list, max_queries=max_queries, max_docs=max_docs,
-                  bm25=bm25, plot=plot, model=m, split=split,
-                  use_index=use_index, nbits=nbits, output_json=output_json,
-                  metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
-                  doc_maxlen=doc_maxlen, batch_size=batch_size, seed=seed, runs_dir=runs)
+        main_eval([str(p) for p in paths], dims=dim_list, model=m, doc_maxlen=doc_maxlen, seed=seed,
+                  runs_dir=runs, **args)
     except (DatasetError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(_option_names(str(exc)))
+
+
+def _option_names(message: str) -> str:
+    """Library messages name parameters (max_queries); the CLI user typed options (--max-queries)."""
+    for param, option in (("max_queries", "--max-queries"), ("max_docs", "--max-docs"), ("nbits", "--nbits"),
+                          ("dim must be", "--dims: dim must be")):
+        message = message.replace(param, option)
+    return message
 
 
 @app.command()

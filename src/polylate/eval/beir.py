@@ -12,11 +12,12 @@ import gzip
 import io
 import json
 import random
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Dataset", "DatasetError", "discover", "find_file", "load_beir", "subsample"]
+__all__ = ["Dataset", "DatasetError", "dataset_name", "discover", "doc_text", "find_file", "load_beir", "subsample"]
 
 
 class DatasetError(ValueError):
@@ -63,58 +64,114 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line), decoded line by line so that bytes that are not UTF-8 are a
+    :class:`DatasetError` naming the exact line; a broken gzip stream names the file."""
+    n = 0
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DatasetError(f"{path}:{n}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: not a readable gzip file ({exc}), after line {n}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path} is a folder, not a file") from None
+
+
 def read_jsonl(path: Path, require_id: bool = True) -> Iterator[dict]:
     """JSON objects, one per non-blank line; a bad line is a :class:`DatasetError` naming
     ``file:line`` (every corpus and query row needs an ``_id``)."""
-    with open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict) or (require_id and "_id" not in row):
-                raise DatasetError(f"{path}:{n}: expected an object" + (" with an '_id' field" if require_id else ""))
-            yield row
+    for n, row in _numbered_rows(path, require_id):
+        yield row
+
+
+def _numbered_rows(path: Path, require_id: bool = True) -> Iterator[tuple[int, dict]]:
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{n}: not valid JSON ({exc})") from None
+        if not isinstance(row, dict) or (require_id and "_id" not in row):
+            raise DatasetError(f"{path}:{n}: expected an object" + (" with an '_id' field" if require_id else ""))
+        if require_id and (row["_id"] is None or isinstance(row["_id"], (dict, list, bool))
+                           or not str(row["_id"]).strip()):
+            raise DatasetError(f"{path}:{n}: '_id' must be a non-empty string or number, got {row['_id']!r}")
+        yield n, row
+
+
+def _field(path: Path, n: int, row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DatasetError(f"{path}:{n}: '{key}' must be a string, got {type(value).__name__}")
+    return value.strip()
+
+
+def doc_text(path: Path, n: int, row: dict) -> str:
+    """A corpus row as one string: ``title text`` (BEIR convention), or just the text."""
+    title, text = _field(path, n, row, "title"), _field(path, n, row, "text")
+    return f"{title} {text}" if title else text
+
+
+def _by_id(path: Path, text_of) -> dict[str, str]:
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for n, row in _numbered_rows(path):
+        key, text = str(row["_id"]), text_of(path, n, row)
+        if key in out:
+            if out[key] != text:
+                raise DatasetError(f"{path}:{n}: id {key!r} again (first at line {first[key]}) with another text")
+            continue  # an exact repeat changes nothing
+        out[key], first[key] = text, n
+    return out
 
 
 def read_corpus(path: Path) -> dict[str, str]:
-    corpus: dict[str, str] = {}
-    for row in read_jsonl(path):
-        title = (row.get("title") or "").strip()
-        text = row.get("text") or ""
-        corpus[str(row["_id"])] = f"{title} {text}" if title else text
-    return corpus
+    return _by_id(path, doc_text)
 
 
 def read_queries(path: Path) -> dict[str, str]:
-    return {str(row["_id"]): row.get("text") or "" for row in read_jsonl(path)}
+    return _by_id(path, lambda path, n, row: _field(path, n, row, "text"))
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Three columns (``query-id corpus-id score``, BEIR) or four (``query-id iteration
+    corpus-id score``, TREC); one (query, document) judged twice with different scores is an error."""
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as f:
-        for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if not row or not "".join(row).strip():
+    for n, line in _lines(path):
+        row = next(csv.reader([line.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE), [])
+        if len(row) == 1 and " " in row[0].strip():  # TREC files are often space-separated
+            row = row[0].split()
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) not in (3, 4):
+            raise DatasetError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score' (or TREC's four "
+                               f"columns), got {row!r}")
+        qid, did, score = row[0], row[2] if len(row) == 4 else row[1], row[-1]
+        try:
+            rel = int(float(score))
+        except ValueError:
+            if n == 1:  # header line
                 continue
-            if len(row) < 3:
-                raise DatasetError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {row!r}")
-            qid, did, score = row[0], row[1], row[-1]  # TREC-style 4 columns: qid 0 docid score
-            try:
-                rel = int(float(score))
-            except ValueError:
-                if n == 1:  # header line
-                    continue
-                raise DatasetError(f"{path}:{n}: score {score!r} is not a number") from None
-            qrels.setdefault(qid, {})[did] = rel
+            raise DatasetError(f"{path}:{n}: score {score!r} is not a number") from None
+        judged = qrels.setdefault(qid, {})
+        if judged.get(did, rel) != rel:
+            raise DatasetError(f"{path}:{n}: query {qid!r}, document {did!r} judged {judged[did]} earlier "
+                               f"and {rel} here")
+        judged[did] = rel
     return qrels
 
 
 # -- datasets -----------------------------------------------------------------------------
 
 
-def _name(folder: Path) -> str:
+def dataset_name(folder: Path) -> str:
     """The folder's name, prefixed with its parent's (``xquad_r/de``, ``tatoeba/jpn-eng``) when
     the parent groups several datasets (sibling folders that are datasets too)."""
     siblings = [p for p in folder.parent.iterdir() if p != folder and p.is_dir()] if folder.parent != folder else []
@@ -141,7 +198,7 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None,
             raise DatasetError(f"queries folder {queries_from} does not exist")
         queries_path = _require(queries_from, "queries.jsonl", "queries")
         if name is None:
-            name = f"{_name(queries_from.resolve())}\u2192{folder.resolve().name}"
+            name = f"{dataset_name(queries_from.resolve())}\u2192{folder.resolve().name}"
     else:
         queries_path = _require(folder, "queries.jsonl", "queries")
     qrels_path = find_file(folder / "qrels", f"{split}.tsv")
@@ -161,7 +218,7 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None,
         raise DatasetError(f"{qrels_path}: {len(missing_d)} judged document id(s) not in {corpus_path.name}, "
                            f"e.g. {missing_d[:3]}")
     queries = {q: t for q, t in all_queries.items() if q in qrels}
-    return Dataset(name=name or _name(folder.resolve()), corpus=corpus, queries=queries, qrels=qrels,
+    return Dataset(name=name or dataset_name(folder.resolve()), corpus=corpus, queries=queries, qrels=qrels,
                    split=split, path=folder)
 
 

@@ -82,10 +82,12 @@ def evaluate(
     if isinstance(metrics, str):
         metrics = (metrics,)
     parsed = {name: parse_metric(name) for name in metrics}
-    judged = {q: {d: int(r) for d, r in rels.items()} for q, rels in qrels.items()
+    # ids compared as strings (pytrec_eval takes nothing else): int ids from a caller still match
+    judged = {str(q): {str(d): int(r) for d, r in rels.items()} for q, rels in qrels.items()
               if any(int(r) > 0 for r in rels.values())}
     if not judged:
         raise ValueError("the qrels hold no relevant (score > 0) judgment")
+    run = {str(q): docs for q, docs in run.items()}
     full_run = {q: {str(d): float(s) for d, s in run.get(q, {}).items()} for q in judged}
 
     # one pytrec_eval pass per run variant: the full ranking, and one truncation per mrr@k

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polylate.eval.beir import Dataset, DatasetError, discover, load_beir, subsample
+from polylate.eval.beir import Dataset, DatasetError, dataset_name, discover, load_beir, subsample
 from polylate.eval.metrics import evaluate
 
 __all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_storage", "report_table",
@@ -278,8 +278,52 @@ def _resolve_datasets(paths: Iterable[str | Path], split: str) -> list[Path]:
         found = discover(p, split=split)
         if not found:
             raise DatasetError(f"no dataset with qrels/{split}.tsv (or .tsv.gz) under {p}")
-        out.extend(f for f in found if f not in out)
+        out.extend(f for f in found if f.resolve() not in {g.resolve() for g in out})
     return out
+
+
+def _unique_names(folders: Sequence[Path]) -> dict[Path, str]:
+    """Each dataset's display name (``xquad_r/de``), lengthened with more of its path where
+    two would read the same — rows and run files must not be confused or overwrite each other."""
+    names = {f: dataset_name(f.resolve()) for f in folders}
+    for f in folders:
+        clash = [g for g in folders if names[g] == names[f]]
+        if len(clash) > 1:
+            parts = {g: g.resolve().parts for g in clash}
+            depth = 1
+            while len({parts[g][-depth:] for g in clash}) < len(clash):
+                depth += 1
+            for g in clash:
+                names[g] = "/".join(parts[g][-depth:])
+    return names
+
+
+def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS, k: int = 100,
+                    batch_size: int = 32, max_queries: int | None = None, max_docs: int | None = None,
+                    use_index: bool = False, nbits: int = 2, bm25: bool = True, colbert: bool = True,
+                    output_json: str | Path | None = None, plot: str | Path | None = None) -> list[Path]:
+    """Everything about an eval that can be wrong before any model is loaded or any text
+    encoded; returns the dataset folders. Raises ValueError / DatasetError naming the option."""
+    from polylate.eval.metrics import parse_metric
+    from polylate.index.codec import NBITS
+
+    if not metrics:
+        raise ValueError("no metrics given")
+    for name in metrics:
+        parse_metric(name)  # a typo fails before hours of encoding, not after
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"ranking depth and batch size must be positive, got {k} and {batch_size}")
+    for option, value in (("max_queries", max_queries), ("max_docs", max_docs)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be positive, got {value}")
+    if use_index and nbits not in NBITS:
+        raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
+    if not bm25 and not colbert:
+        raise ValueError("nothing to run: enable bm25 and/or colbert")
+    for what, target in (("JSON output", output_json), ("plot", plot)):
+        if target is not None and Path(target).is_dir():
+            raise ValueError(f"{what} {target} is a folder; give a file name")
+    return _resolve_datasets([paths] if isinstance(paths, (str, Path)) else paths, split)
 
 
 def main_eval(
@@ -318,17 +362,13 @@ def main_eval(
     from polylate.eval.metrics import parse_metric
 
     metrics = list(dict.fromkeys(metrics))
-    if not metrics:
-        raise ValueError("no metrics given")
-    for name in metrics:
-        parse_metric(name)  # a typo fails before hours of encoding, not after
-    if k < 1 or batch_size < 1:
-        raise ValueError(f"ranking depth and batch size must be positive, got {k} and {batch_size}")
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    if not bm25 and not colbert:
-        raise ValueError("nothing to run: enable bm25 and/or colbert")
-    found = _resolve_datasets(paths, split)
+    found = check_eval_args(paths, split, metrics, k, batch_size, max_queries, max_docs, use_index, nbits,
+                            bm25, colbert, output_json, plot)
+    deepest = max((parse_metric(m)[1] or 0 for m in metrics), default=0)
+    if deepest > k:  # recall@1000 over a 100-deep ranking would be silently wrong
+        print(f"ranking {deepest} documents per query (not {k}): a metric cuts off at {deepest}", file=sys.stderr)
+        k = deepest
+    names = _unique_names(found)
     file = file or sys.stdout
     if show_progress is None:
         show_progress = sys.stderr.isatty()
@@ -336,9 +376,12 @@ def main_eval(
         from polylate import load_model
 
         model = load_model(None if model is None else str(model))
+    if colbert:
+        for d in dims:
+            model.source_head(int(d))  # a dim the model cannot make fails before any dataset runs
     rows: list[dict] = []
     for folder in found:
-        dataset = load_beir(folder, split=split)
+        dataset = load_beir(folder, split=split, name=names[folder])
         if max_queries is not None or max_docs is not None:
             dataset = subsample(dataset, max_queries=max_queries, max_docs=max_docs, seed=seed)
         if bm25:
@@ -357,6 +400,7 @@ def main_eval(
     else:
         print(report_table(rows), file=file)
     if output_json is not None:
+        Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(output_json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     if plot is not None:
         plot_quality_vs_storage(rows, plot, metric=metrics[0])

@@ -10,6 +10,7 @@ Layout (``shared/data/train/<name>/`` and ``shared/data/scifact/``): ``corpus.js
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,19 +50,12 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
     yield from beir.read_jsonl(_find(Path(path)), require_id=False)
 
 
-def doc_text(row: dict) -> str:
-    """A corpus row as one string: ``title text`` (BEIR convention), or just the text."""
-    title = (row.get("title") or "").strip()
-    text = (row.get("text") or "").strip()
-    return f"{title} {text}" if title else text
-
-
 def read_corpus(folder: str | Path) -> dict[str, str]:
-    return {str(r["_id"]): doc_text(r) for r in beir.read_jsonl(_find(Path(folder) / "corpus.jsonl"))}
+    return beir.read_corpus(_find(Path(folder) / "corpus.jsonl"))
 
 
 def read_queries(folder: str | Path) -> dict[str, str]:
-    return {str(r["_id"]): r.get("text") or "" for r in beir.read_jsonl(_find(Path(folder) / "queries.jsonl"))}
+    return beir.read_queries(_find(Path(folder) / "queries.jsonl"))
 
 
 def read_qrels(folder: str | Path, split: str = "train") -> dict[str, dict[str, int]]:
@@ -99,6 +93,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
     out: list[Triplet] = []
     if max_negatives < 0:
         raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
+    dangling = 0
     if _exists(folder / "pairs.jsonl"):
         for line, row in enumerate(read_jsonl(folder / "pairs.jsonl"), 1):
             where = f"{folder / 'pairs.jsonl'} row {line}"
@@ -106,6 +101,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
                 raise ValueError(f"{where}: needs a 'query' string and a 'pos_id'")
             pos = corpus.get(str(row["pos_id"]))
             if pos is None:
+                dangling += 1
                 continue
             neg_ids = [str(n) for n in row.get("hard_negative_ids", [])]
             teacher = row.get("teacher_scores")
@@ -123,6 +119,9 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
                 except (TypeError, ValueError):
                     raise ValueError(f"{where}: teacher_scores must be numbers") from None
             out.append(Triplet(row["query"], pos, [corpus[neg_ids[i]] for i in idx], teacher))
+        if dangling:
+            warnings.warn(f"{folder / 'pairs.jsonl'}: skipped {dangling} row(s) whose pos_id is not in the corpus",
+                          stacklevel=2)
     else:
         queries, qrels = read_queries(folder), read_qrels(folder, split)
         if require_negatives:
