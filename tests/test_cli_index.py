@@ -82,3 +82,51 @@ def test_search_settings_from_the_command_line(corpus, tmp_path):
     assert fast[0]["id"] == thorough[0]["id"] == "de-berlin"
     res = runner.invoke(app, ["index", "search", str(index), "x", "--ndocs", "0"])
     assert res.exit_code == 2 and "ndocs must be positive" in res.output
+
+
+def test_text_files_bad_input_and_locked_indexes(corpus, tmp_path):
+    from polylate.index.storage import WriterLock
+
+    path, _ = corpus
+    runner = CliRunner()
+    index = tmp_path / "txt"
+    lines = tmp_path / "lines.txt"
+    lines.write_text("Berlin is the capital of Germany.\n\nParis is the capital of France.\n", encoding="utf-8")
+    res = runner.invoke(app, ["index", "build", str(index), "-i", str(lines)])
+    assert res.exit_code == 0, res.output
+    stats = json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)
+    assert stats["documents"] == 2  # the blank line is no document
+    more = tmp_path / "more.txt"
+    more.write_text("Tokyo is the capital of Japan.\n", encoding="utf-8")
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(more)])
+    assert res.exit_code == 0, res.output  # numbered after the indexed lines, not colliding with "0"
+    hits = _search(runner, index, "capital of Japan")["hits"]
+    assert hits[0]["id"] == "2" and "Tokyo" in hits[0]["text"]
+    assert {h["id"] for h in _search(runner, index, "capital")["hits"]} == {"0", "1", "2"}
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "--replace"])
+    assert res.exit_code == 2 and "--replace needs the documents' ids" in res.output
+
+    bad = tmp_path / "bad.jsonl"
+    for rows, message in (([{"_id": "a", "text": 5}], "'text' must be a string"),
+                          ([{"_id": None, "text": "x"}], "'_id' must be"),
+                          ([{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}], "bad.jsonl:2: id 'a' again")):
+        bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        res = runner.invoke(app, ["index", "add", str(index), "-i", str(bad)])
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+    failing = [
+        (["index", "build", str(tmp_path / "n"), "-i", str(path), "--nbits", "3"], "--nbits must be one of"),
+        (["index", "build", str(tmp_path / "n"), "-i", str(path), "--dim", "100"], "--dim must be one of"),
+        (["index", "delete", str(index), "--input", str(tmp_path / "nofile")], "does not exist"),
+        (["encode", "x", "-o", str(tmp_path / "nowhere" / "x.npz")], "does not exist"),
+        (["index", "search", str(index), " "], "a query is empty"),
+        (["index", "search", str(index), "x", "--threshold", "nan"], "--threshold must be a number"),
+    ]
+    for args, message in failing:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (args, res.output)
+    with WriterLock(index):  # another process is writing
+        for args in (["index", "delete", str(index), "0"], ["index", "compact", str(index)],
+                     ["index", "add", str(index), "-i", str(path)]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 2 and "another process" in res.output, (args, res.output)
+    assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 3

@@ -85,27 +85,51 @@ def _load_model(name: str, device: str | None = None, dtype: str | None = None):
         _fail(f"--model {name}: {exc}")
 
 
-def read_texts(path: Path | None, texts: list[str]) -> tuple[list[str], list[str]]:
-    """(ids, texts) from arguments, a .txt[.gz] (one per line) or BEIR .jsonl[.gz] file, or stdin."""
-    if texts:
-        return [str(i) for i in range(len(texts))], texts
-    if path is None or str(path) == "-":
-        lines = [ln.rstrip("\n") for ln in sys.stdin]
-        return [str(i) for i in range(len(lines))], lines
-    from polylate.eval.beir import DatasetError, open_text, read_jsonl
+def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[list[str], list[str]]:
+    """(ids, texts) from arguments, a .txt[.gz] (one per non-blank line) or BEIR .jsonl[.gz]
+    file, or stdin. Texts without ids of their own are numbered from ``first_id``."""
+    from polylate.eval.beir import DatasetError, _lines, _numbered_rows, doc_text
 
-    if not path.exists():
-        _fail(f"input file {path} does not exist")
-    if ".jsonl" in path.suffixes:
+    if texts:
+        lines = texts
+    elif path is None or str(path) == "-":
+        lines = [ln.rstrip("\r\n") for ln in sys.stdin]
+    elif not path.is_file():
+        _fail(f"input file {path} " + ("is a folder" if path.is_dir() else "does not exist"))
+    elif ".jsonl" in path.suffixes:
+        ids, out, where = [], [], {}
         try:
-            rows = list(read_jsonl(path))
+            for n, row in _numbered_rows(path):
+                doc_id = str(row["_id"])
+                if doc_id in where:
+                    _fail(f"{path}:{n}: id {doc_id!r} again (first at line {where[doc_id]})")
+                where[doc_id] = n
+                ids.append(doc_id)
+                out.append(doc_text(path, n, row))
         except DatasetError as exc:
             _fail(str(exc))
-        texts = [" ".join(x for x in (row.get("title"), row.get("text")) if x) for row in rows]
-        return [str(row["_id"]) for row in rows], texts
-    with open_text(path) as f:
-        lines = [ln.rstrip("\n") for ln in f]
-    return [str(i) for i in range(len(lines))], lines
+        return ids, out
+    else:
+        try:
+            lines = [ln.rstrip("\r\n") for _, ln in _lines(path)]
+        except DatasetError as exc:
+            _fail(str(exc))
+    kept = [t for t in lines if t.strip()]  # a blank line is no document
+    return [str(first_id + i) for i in range(len(kept))], kept
+
+
+def _check_dim(m, dim: int) -> None:
+    if dim not in m.output_dims:
+        _fail(f"--dim must be one of {m.output_dims} for this model, got {dim}")
+
+
+def _check_output_file(output: Path | None) -> None:
+    if output is None:
+        return
+    if output.is_dir():
+        _fail(f"--output {output} is a folder; give a file name")
+    if not output.parent.is_dir():
+        _fail(f"--output {output}: folder {output.parent} does not exist")
 
 
 @app.command()
@@ -127,7 +151,9 @@ def encode(
         _fail("no input texts")
     if output is not None and output.suffix not in (".npz", ".jsonl"):
         _fail(f"output must end in .npz or .jsonl, got {output.name}")
+    _check_output_file(output)
     m = _load_model(model, device, dtype)
+    _check_dim(m, dim)
     try:
         start = time.perf_counter()
         vectors = m.encode(items, is_query=query, dim=dim, batch_size=batch_size,
@@ -190,13 +216,21 @@ def index_build(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
     """Encode a collection and build a compressed index."""
+    from polylate.index.codec import NBITS
     from polylate.index.plaid import PlaidIndex
-    from polylate.index.storage import IndexStoreError
+    from polylate.index.storage import MANIFEST, IndexStoreError
 
+    if nbits not in NBITS:
+        _fail(f"--nbits must be one of {NBITS}, got {nbits}")
+    if (path / MANIFEST).exists() and not overwrite:
+        _fail(f"an index already exists at {path}; pass --overwrite to replace it")
+    if path.exists() and not path.is_dir():
+        _fail(f"{path} is a file, not an index folder")
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")
     m = _load_model(model, device, dtype)
+    _check_dim(m, dim)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     start = time.perf_counter()
     try:
@@ -224,17 +258,28 @@ def index_add(
     """Add documents without rebuilding (each 10k documents commit atomically)."""
     from rich.progress import Progress
 
+    from polylate.index.storage import IndexStoreError
+
     idx = _open_index(path)
-    ids, texts = read_texts(input, [])
+    positional = ".jsonl" not in input.suffixes
+    if positional and replace:
+        _fail("--replace needs the documents' ids: give a .jsonl with an _id per document "
+              "(lines of a .txt are numbered after the index's documents)")
+    # lines of a .txt carry no ids: number them after the largest numeric id already indexed
+    first = 1 + max((int(i) for i in idx.ids if i.isdigit()), default=-1) if positional else 0
+    ids, texts = read_texts(input, [], first_id=first)
     if not texts:
         _fail(f"{input} holds no documents")
+    present = [i for i in ids if i in idx]
+    if present and not replace:
+        _fail(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; delete them first or pass --replace")
     m, dim, doc_maxlen = _index_model(idx, model, device, dtype)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("committing", total=len(ids))
             idx.add(ids, vectors, replace=replace, texts=texts, progress=lambda n: bar.advance(task, n))
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, IndexStoreError) as exc:
         _fail(str(exc))
     console.print(f"added {len(ids)} documents; {len(idx)} in the index")
 
@@ -247,23 +292,33 @@ def index_delete(
     missing_ok: bool = typer.Option(False, help="ignore ids that are not in the index"),
 ) -> None:
     """Delete documents by id (one atomic commit)."""
+    from polylate.index.storage import IndexStoreError
+
     idx = _open_index(path)
     if not ids:
         if input is None:
             _fail("give ids as arguments or --input")
-        ids = [ln.strip() for ln in input.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        listed, lines = read_texts(input, [])  # a .jsonl corpus gives its _ids; a .txt one id per line
+        ids = listed if ".jsonl" in input.suffixes else [t.strip() for t in lines]
     try:
         n = idx.delete(ids, missing_ok=missing_ok)
     except KeyError as exc:
         _fail(exc.args[0])
+    except IndexStoreError as exc:
+        _fail(str(exc))
     console.print(f"deleted {n} documents; {len(idx)} remain")
 
 
 @index_app.command("compact")
 def index_compact(path: Path = typer.Argument(...)) -> None:
     """Merge segments and drop deleted documents."""
+    from polylate.index.storage import IndexStoreError
+
     idx = _open_index(path)
-    idx.compact()
+    try:
+        idx.compact()
+    except IndexStoreError as exc:
+        _fail(str(exc))
     console.print(f"compacted: {idx.stats()['segments']} segment, {len(idx)} documents")
 
 
@@ -298,6 +353,13 @@ def index_search(
             ("ncells", ncells), ("ndocs", ndocs), ("centroid_score_threshold", threshold)) if value is not None})
     except ValueError as exc:
         _fail(str(exc))
+    if threshold is not None and not math.isfinite(threshold):
+        _fail(f"--threshold must be a number, got {threshold}")
+    if k < 1:
+        _fail(f"-k must be positive, got {k}")
+    blank = [q for q in queries if not q.strip()]
+    if blank:
+        _fail("a query is empty")
     idx = _open_index(path)
     m, dim, _ = _index_model(idx, model, device, dtype)
     allowed = None

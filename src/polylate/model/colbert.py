@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from polylate.config import ColBERTConfig
+from polylate.config import MATRYOSHKA_DIMS, ColBERTConfig
 from polylate.model.encoder import Encoder, EncoderConfig
 from polylate.scoring import maxsim, rerank as rerank_vectors
 from polylate.text.tokenizer import ColBERTTokenizer, TokenBatch
@@ -69,6 +69,12 @@ class ColBERT(nn.Module):
         return max(self.head_dims)
 
     @property
+    def output_dims(self) -> list[int]:
+        """The dims this model is served and indexed at: the Matryoshka ones it can make, and
+        its own (any dim up to ``max_dim`` can be computed, but only these were trained for)."""
+        return sorted({d for d in MATRYOSHKA_DIMS if d <= self.max_dim} | {self.config.dim}, reverse=True)
+
+    @property
     def device(self) -> torch.device:
         return self.encoder.embeddings.word.weight.device
 
@@ -95,7 +101,7 @@ class ColBERT(nn.Module):
 
     def project(self, hidden: torch.Tensor, dim: int | None = None) -> torch.Tensor:
         """Encoder states [.., H] → unit token vectors [.., dim]."""
-        weight, bias = self._projection(dim or self.config.dim)
+        weight, bias = self._projection(self.config.dim if dim is None else dim)
         return F.normalize(F.linear(hidden.to(weight.dtype), weight, bias).float(), p=2, dim=-1)
 
     # -- forward ---------------------------------------------------------------------------
@@ -133,7 +139,7 @@ class ColBERT(nn.Module):
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        dim = dim or self.config.dim
+        dim = self.config.dim if dim is None else dim
         self._projection(dim)  # validate early
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")

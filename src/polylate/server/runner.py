@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import numpy as np
 from fastapi import HTTPException
 
-from polylate.config import MATRYOSHKA_DIMS
 from polylate.model.colbert import ColBERT
 from polylate.server.explain import explain_match, token_info
 
@@ -20,7 +19,7 @@ class ModelRunner:
         self.name = model.name or name_or_path
         self.name_or_path = name_or_path
         self.accepted_names = {self.name, "default", name_or_path, *aliases}
-        self.dims = sorted({d for d in MATRYOSHKA_DIMS if d <= model.max_dim} | {model.config.dim}, reverse=True)
+        self.dims = model.output_dims
         self._lock = threading.Lock()
 
     @property
