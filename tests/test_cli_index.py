@@ -130,3 +130,8 @@ def test_text_files_bad_input_and_locked_indexes(corpus, tmp_path):
             res = runner.invoke(app, args)
             assert res.exit_code == 2 and "another process" in res.output, (args, res.output)
     assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 3
+    bad.write_text(json.dumps({"_id": "e", "title": "", "text": " "}) + "\n"
+                   + json.dumps({"_id": "f", "text": "Rome is the capital of Italy."}) + "\n")
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(bad)])
+    assert res.exit_code == 0 and "skipped 1 row" in res.output, res.output
+    assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 4

@@ -51,7 +51,8 @@ def test_lifecycle(client, tmp_path):
     assert "pt-coffee" in _ids(client.post("/v1/indexes/sample/search",
                                            json={"query": "Which country produces the most coffee?", "k": 3}))
     res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["de-berlin"]})
-    assert res.json() == {"index": "sample", "documents": 15, "added": 0, "deleted": 1, "retrained": False}
+    assert res.json() == {"index": "sample", "documents": 15, "added": 0, "deleted": 1, "replaced": 0,
+                          "retrained": False}
     assert "de-berlin" not in _ids(client.post("/v1/indexes/sample/search",
                                                json={"query": "What is the capital of Germany?", "k": 3}))
     res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["de-berlin"]})
@@ -133,6 +134,7 @@ def test_bad_requests_do_not_lose_data(client, tmp_path):
         ({"documents": [{"id": "n", "text": 12}]}, 422, "string"),
         ({"documents": [{"id": "", "text": "t"}]}, 422, "id"),
         ({"documents": [{"id": "  ", "text": "t"}]}, 422, "blank"),
+        ({"documents": [{"id": "empty", "text": " "}]}, 422, "text is blank"),
         ({"documents": []}, 422, "documents"),
     ]
     for body, status, words in bad_adds:
@@ -145,7 +147,7 @@ def test_bad_requests_do_not_lose_data(client, tmp_path):
     # replace is the way to overwrite
     res = client.post("/v1/indexes/keep/documents",
                       json={"documents": [{"id": DOCS[0]["id"], "text": "Replaced text."}], "replace": True})
-    assert res.status_code == 200 and res.json()["documents"] == 6
+    assert res.status_code == 200 and res.json()["documents"] == 6 and res.json()["replaced"] == 1
 
 
 def test_small_index_grows_and_retrains(model, tmp_path):

@@ -97,17 +97,24 @@ def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[
     elif not path.is_file():
         _fail(f"input file {path} " + ("is a folder" if path.is_dir() else "does not exist"))
     elif ".jsonl" in path.suffixes:
-        ids, out, where = [], [], {}
+        ids, out, where, empty = [], [], {}, []
         try:
             for n, row in _numbered_rows(path):
                 doc_id = str(row["_id"])
                 if doc_id in where:
                     _fail(f"{path}:{n}: id {doc_id!r} again (first at line {where[doc_id]})")
                 where[doc_id] = n
+                text = doc_text(path, n, row)
+                if not text:  # markers only: it would match every query a little
+                    empty.append(doc_id)
+                    continue
                 ids.append(doc_id)
-                out.append(doc_text(path, n, row))
+                out.append(text)
         except DatasetError as exc:
             _fail(str(exc))
+        if empty:
+            console.print(f"[yellow]skipped {len(empty)} row(s) of {escape(str(path))} with no title or text, "
+                          f"e.g. {escape(str(empty[:5]))}[/yellow]")
         return ids, out
     else:
         try:

@@ -147,7 +147,8 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
         return Response(await in_thread(work), media_type="application/json")
 
-    @app.post("/v1/rerank", response_model=RerankResponse, dependencies=read, tags=["encode"],
+    @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, dependencies=read,
+              tags=["encode"],
               responses=errors(401, 404, 413),
               summary="Order documents by MaxSim against a query (Jina-compatible)")
     async def rerank(req: RerankRequest) -> RerankResponse:

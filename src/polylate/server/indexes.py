@@ -113,9 +113,11 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
     dup = [i for i in ids if i in seen or seen.add(i)]
     if dup:
         raise RegistryError(422, f"duplicate document ids in one request: {sorted(set(dup))[:5]}")
-    for i, doc_id in enumerate(ids):
+    for i, (doc_id, text) in enumerate(zip(ids, texts)):
         if not doc_id.strip():
             raise RegistryError(422, f"documents[{i}].id is blank")
+        if not text.strip():  # encoded as markers only, it would match every query a little
+            raise RegistryError(422, f"documents[{i}].text is blank")
         try:
             doc_id.encode("utf-8")
         except UnicodeEncodeError:
@@ -268,10 +270,12 @@ class IndexRegistry:
             if vectors and vectors[0].shape[1] != rec["dim"]:
                 raise RegistryError(409, f"index {name!r} changed while the documents were encoded; retry")
             folder = self.folder(name)
+            replaced = 0
             if idx is None:
                 self._build(entry, folder, rec["meta"], ids, vectors, texts)
             else:
                 self._refuse_present(idx, ids, replace)
+                replaced = sum(i in idx for i in ids)
                 try:
                     idx.add(ids, vectors, replace=replace, texts=texts)
                 except IndexStoreError as exc:
@@ -280,7 +284,8 @@ class IndexRegistry:
                     raise RegistryError(422, str(exc)) from exc
                 retrained = self._maybe_retrain(entry, folder, idx, rec)
             documents = len(entry.index)
-        return {"index": name, "documents": documents, "added": len(ids), "retrained": retrained}
+        return {"index": name, "documents": documents, "added": len(ids), "replaced": replaced,
+                "retrained": retrained}
 
     @staticmethod
     def _refuse_present(idx: PlaidIndex | None, ids: list[str], replace: bool) -> None:

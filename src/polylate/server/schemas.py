@@ -193,6 +193,7 @@ class WriteResult(BaseModel):
     documents: int = Field(..., description="documents in the index after the change")
     added: int = 0
     deleted: int = 0
+    replaced: int = Field(0, description="added documents that replaced one with the same id")
     retrained: bool = Field(False, description="the codec was retrained on the grown collection")
 
 
