@@ -116,3 +116,5 @@ def test_cli_mine(tmp_path):
         res = run(app, ["mine", str(folder), *args])
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (args, res.output)
     assert out.read_text() == before
+    res = run(app, ["mine", str(folder), "-o", str(tmp_path / "skip.jsonl"), "--skip", "100"])
+    assert res.exit_code == 0 and "4 of 4 pairs got no negative" in res.output, res.output

@@ -536,3 +536,11 @@ def test_a_diverging_run_stops_before_saving_and_dims_train_the_head_they_use(tm
     assert not trainer._nested
     trainer.train()
     assert not torch.equal(before, two.heads["8"].weight)
+
+
+def test_pairs_whose_positive_is_not_in_the_corpus_are_counted(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": "doc"}) + "\n")
+    write_pairs(tmp_path, [{"query": "a", "pos_id": "d0"}, {"query": "b", "pos_id": "gone"},
+                           {"query": "c", "pos_id": "gone-too"}])
+    with pytest.warns(UserWarning, match="skipped 2 row"):
+        assert len(load_triplets(tmp_path)) == 1

@@ -649,7 +649,11 @@ def mine(
         _fail(f"{data}: {exc}")
     write_pairs(rows, output, overwrite=overwrite)
     counts = [len(r["hard_negative_ids"]) for r in rows]
-    console.print(f"mined {len(rows)} (query, positive) pairs, {np.mean(counts):.1f} negatives each "
+    bare = sum(c == 0 for c in counts)
+    if bare:
+        console.print(f"[yellow]{bare} of {len(rows)} pairs got no negative (fewer than --skip + 1 unjudged "
+                      f"documents in the top --depth {depth}); raise --depth or lower --skip[/yellow]")
+    console.print(f"mined {len(rows)} (query, positive) pairs, {np.mean(counts) if counts else 0:.1f} negatives each "
                   f"({retriever}{', teacher scores' if teacher else ''}) in {time.perf_counter() - start:.1f}s "
                   f"→ {output}", soft_wrap=True)
 
