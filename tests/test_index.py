@@ -352,3 +352,14 @@ def test_a_damaged_index_is_reported_as_such(tmp_path, corpus):
     (idx.root / idx.manifest["codec"] / "centroids.npy").write_bytes(b"not an array")
     with pytest.raises(IndexStoreError, match="damaged"):
         PlaidIndex.open(idx.root)
+
+
+def test_an_open_handle_reads_texts_after_another_writer_compacts(tmp_path, corpus):
+    root = tmp_path / "tx"
+    texts = [f"text of {i}" for i in corpus.ids[:30]]
+    PlaidIndex.build(root, corpus.ids[:30], corpus.docs[:30], num_centroids=16, texts=texts)
+    reader, writer = PlaidIndex.open(root), PlaidIndex.open(root)
+    writer.delete(corpus.ids[:5])
+    writer.compact()  # sweeps the segment the reader has open
+    assert reader.documents(corpus.ids[10:12]) == texts[10:12]
+    assert reader.documents([corpus.ids[0]]) == [None]  # deleted meanwhile

@@ -129,5 +129,5 @@ def test_cli_train_adds_gettext_pairs(tmp_path, shared_data, locale_dir):
     assert res.exit_code == 0, res.output
     assert "trained on 12 items" in res.output
     assert load_file(str(out))["heads.128.weight"].shape == (128, 384)
-    res = CliRunner().invoke(app, [*args, "--gettext-pairs", "4", "--locale-dir", str(tmp_path / "none")])
+    res = CliRunner().invoke(app, [*args, "--overwrite", "--gettext-pairs", "4", "--locale-dir", str(tmp_path / "none")])
     assert res.exit_code == 2 and "--gettext-pairs" in res.output and "does not exist" in res.output

@@ -160,8 +160,12 @@ class SegmentArrays:
 
     def texts(self) -> list | None:
         """Stored document texts (read on first use; None when none were stored)."""
-        if self._texts is None and (self.folder / "texts.json").exists():
-            self._texts = json.loads((self.folder / "texts.json").read_text(encoding="utf-8"))
+        if self._texts is None:
+            path = self.folder / "texts.json"
+            if path.exists():
+                self._texts = json.loads(path.read_text(encoding="utf-8"))
+            elif not self.folder.exists():  # merged away by another writer: the caller re-reads
+                raise FileNotFoundError(2, "segment swept by a later commit", str(self.folder))
         return self._texts
 
     @property
