@@ -120,6 +120,8 @@ def test_text_files_bad_input_and_locked_indexes(corpus, tmp_path):
         (["encode", "x", "-o", str(tmp_path / "nowhere" / "x.npz")], "does not exist"),
         (["index", "search", str(index), " "], "a query is empty"),
         (["index", "search", str(index), "x", "--threshold", "nan"], "--threshold must be a number"),
+        (["index", "search", str(index), "x", "--filter", str(tmp_path)], "is a folder"),
+        (["index", "build", str(tmp_path), "-i", str(path)], "is not empty and holds no index"),
     ]
     for args, message in failing:
         res = runner.invoke(app, args)

@@ -344,14 +344,56 @@ def test_codec_of_a_tiny_collection_has_distinct_buckets(corpus):
     assert (np.diff(codec.weights, axis=1) > 0).all()
 
 
-def test_a_damaged_index_is_reported_as_such(tmp_path, corpus):
-    idx = PlaidIndex.build(tmp_path / "dmg", corpus.ids[:40], corpus.docs[:40], num_centroids=16)
-    (idx.root / "segments" / idx.segments[0].name / "ids.json").unlink()
+@pytest.mark.parametrize("damage", ["missing ids", "short ids", "junk centroids", "wrong-shape centroids",
+                                    "short ivf_offsets", "corrupt texts"])
+def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
+    texts = [f"t{i}" for i in range(40)]
+    idx = PlaidIndex.build(tmp_path / "dmg", corpus.ids[:40], corpus.docs[:40], num_centroids=16, texts=texts)
+    seg, codec = idx.root / "segments" / idx.segments[0].name, idx.root / idx.manifest["codec"]
+    if damage == "missing ids":
+        (seg / "ids.json").unlink()
+    elif damage == "short ids":
+        (seg / "ids.json").write_text(json.dumps(corpus.ids[:6]))
+    elif damage == "junk centroids":
+        (codec / "centroids.npy").write_bytes(b"not an array")
+    elif damage == "wrong-shape centroids":
+        np.save(codec / "centroids.npy", np.zeros((16, 32), np.float32))
+    elif damage == "short ivf_offsets":
+        np.save(seg / "ivf_offsets.npy", np.load(seg / "ivf_offsets.npy")[:5])
+    else:
+        (seg / "texts.json").write_text("[not json")
+        with pytest.raises(IndexStoreError, match="damaged: texts.json"):
+            PlaidIndex.open(idx.root).documents(corpus.ids[:2])
+        return
     with pytest.raises(IndexStoreError, match="damaged"):
         PlaidIndex.open(idx.root)
-    (idx.root / idx.manifest["codec"] / "centroids.npy").write_bytes(b"not an array")
-    with pytest.raises(IndexStoreError, match="damaged"):
-        PlaidIndex.open(idx.root)
+
+
+def test_building_into_a_foreign_folder_touches_nothing(tmp_path, corpus):
+    folder = tmp_path / "mine"
+    (folder / "segments" / "work").mkdir(parents=True)
+    (folder / "segments" / "work" / "notes.txt").write_text("keep me")
+    with pytest.raises(IndexStoreError, match="not an index but holds segments"):
+        PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20], num_centroids=8)
+    assert (folder / "segments" / "work" / "notes.txt").read_text() == "keep me"
+
+
+def test_small_indexes_search_exactly_and_bad_queries_are_refused(tmp_path, corpus, exact):
+    idx = PlaidIndex.build(tmp_path / "sm", corpus.ids[:200], corpus.docs[:200], num_centroids=512,
+                           keep_vectors=True)
+    small = ExactIndex(64)
+    small.add(corpus.ids[:200], corpus.docs[:200])
+    for i in range(0, 200, 25):
+        q = corpus.query_for(i)
+        assert [h.id for h in idx.search(q, k=10)] == [h.id for h in small.search(q, k=10)]
+    with pytest.raises(ValueError, match="NaN"):
+        idx.search(np.full((4, 64), np.nan, np.float32))
+    with pytest.raises(ValueError, match="tokens >= 1"):
+        idx.search(np.zeros((0, 64), np.float32))
+    with pytest.raises(TypeError, match="not one string"):
+        idx.search(corpus.query_for(0), filter_ids="doc-1")
+    with pytest.raises(ValueError, match="text must be a string"):
+        idx.add(["x"], [corpus.docs[0]], texts=[5])
 
 
 def test_an_open_handle_reads_texts_after_another_writer_compacts(tmp_path, corpus):

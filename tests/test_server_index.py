@@ -118,7 +118,7 @@ def test_index_errors(client):
         res = client.request(method, path, json=body)
         assert res.status_code == 404 and "no index named 'nope'" in res.json()["detail"], (path, res.text)
     assert "nope" not in client.app.state.registry._entries  # unknown names leave no trace
-    for bad in ({"query": ""}, {"query": "x", "k": 0}, {"query": "x", "k": 1001}, {"query": ["x"]}):
+    for bad in ({"query": ""}, {"query": "  "}, {"query": "x", "k": 0}, {"query": "x", "k": 1001}, {"query": ["x"]}):
         assert client.post("/v1/indexes/x1/search", json=bad).status_code == 422, bad
 
 
@@ -264,4 +264,8 @@ def test_drop_waits_for_writers_and_damage_does_not_break_the_listing(client, tm
     assert res.status_code == 200 and [i["name"] for i in res.json()["indexes"]] == ["b"]
     res = client.get("/v1/indexes/a")
     assert res.status_code == 409 and "damaged" in res.json()["detail"]
+    texts = next((tmp_path / "indexes" / "b" / "segments").iterdir()) / "texts.json"
+    texts.write_text("[broken")
+    res = client.post("/v1/indexes/b/search", json={"query": "capital"})
+    assert res.status_code == 409 and "damaged: texts.json" in res.json()["detail"]
     assert client.delete("/v1/indexes/a").status_code == 204

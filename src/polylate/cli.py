@@ -233,6 +233,8 @@ def index_build(
         _fail(f"an index already exists at {path}; pass --overwrite to replace it")
     if path.exists() and not path.is_dir():
         _fail(f"{path} is a file, not an index folder")
+    if path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir()):
+        _fail(f"{path} is not empty and holds no index; build into a new or empty folder")
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")
@@ -273,7 +275,7 @@ def index_add(
         _fail("--replace needs the documents' ids: give a .jsonl with an _id per document "
               "(lines of a .txt are numbered after the index's documents)")
     # lines of a .txt carry no ids: number them after the largest numeric id already indexed
-    first = 1 + max((int(i) for i in idx.ids if i.isdigit()), default=-1) if positional else 0
+    first = 1 + max((int(i) for i in idx.ids if i.isascii() and i.isdigit()), default=-1) if positional else 0
     ids, texts = read_texts(input, [], first_id=first)
     if not texts:
         _fail(f"{input} holds no documents")
@@ -367,22 +369,23 @@ def index_search(
     blank = [q for q in queries if not q.strip()]
     if blank:
         _fail("a query is empty")
-    idx = _open_index(path)
-    m, dim, _ = _index_model(idx, model, device, dtype)
+    from polylate.index.storage import IndexStoreError
+
     allowed = None
     if filter_ids is not None:
-        if not filter_ids.exists():
-            _fail(f"filter file {filter_ids} does not exist")
-        allowed = [ln.strip() for ln in filter_ids.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        listed, lines = read_texts(filter_ids, [])  # a .jsonl gives its _ids; else one id per line
+        allowed = listed if ".jsonl" in filter_ids.suffixes else [t.strip() for t in lines]
+    idx = _open_index(path)
+    m, dim, _ = _index_model(idx, model, device, dtype)
     out = Console()
     for query in queries:
         start = time.perf_counter()
         try:
             hits = idx.search(m.encode(query, is_query=True, dim=dim), k=k, filter_ids=allowed, settings=settings)
-        except ValueError as exc:
+            ms = 1000 * (time.perf_counter() - start)
+            texts = idx.documents(h.id for h in hits)
+        except (ValueError, IndexStoreError) as exc:
             _fail(str(exc))
-        ms = 1000 * (time.perf_counter() - start)
-        texts = idx.documents(h.id for h in hits)
         if as_json:
             print(json.dumps({"query": query, "ms": round(ms, 2), "hits": [
                 {"id": h.id, "score": round(h.score, 4), "text": t} for h, t in zip(hits, texts)]},

@@ -103,6 +103,22 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
+def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments) -> None:
+    """The codec against the manifest and the segments (each segment checks itself)."""
+    problem = None
+    if codec.dim != manifest["dim"] or codec.cutoffs.shape[0] != codec.dim or codec.weights.shape[0] != codec.dim:
+        problem = f"the codec is {codec.dim}-d, the manifest says {manifest['dim']}"
+    for seg in segments:
+        if len(seg.ivf_offsets) != codec.num_centroids + 1:
+            problem = f"segment {seg.name} has inverted lists for {len(seg.ivf_offsets) - 1} centroids, " \
+                      f"the codec {codec.num_centroids}"
+        elif seg.residuals.shape[1] != codec.bytes_per_token:
+            problem = f"segment {seg.name} stores {seg.residuals.shape[1]} residual bytes per token, " \
+                      f"the codec {codec.bytes_per_token}"
+    if problem:
+        raise IndexStoreError(f"index {root} is damaged: {problem}")
+
+
 def _writable(manifest: dict) -> dict:
     """A copy of a committed manifest that a writer may edit without touching the original."""
     return {**manifest, "segments": [dict(s) for s in manifest["segments"]]}
@@ -114,6 +130,9 @@ def _check_texts(texts, ids):
     texts = list(texts)
     if len(texts) != len(ids):
         raise ValueError(f"{len(texts)} texts for {len(ids)} documents")
+    bad = next((i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)), None)
+    if bad is not None:
+        raise ValueError(f"document {ids[bad]!r}: text must be a string, got {type(texts[bad]).__name__}")
     return texts
 
 
@@ -142,12 +161,13 @@ class PlaidIndex:
             try:
                 codec = ResidualCodec.load(self.root / manifest["codec"], manifest["nbits"])
                 segments = [read_segment(self.root, s) for s in manifest["segments"]]
+                _check_consistent(self.root, manifest, codec, segments)
                 break
             except FileNotFoundError as exc:
                 if attempt == 2:
                     raise IndexStoreError(f"index {self.root} is damaged: {exc.filename or exc} is missing") from exc
                 manifest = read_manifest(self.root)
-            except (KeyError, ValueError, TypeError, EOFError, OSError) as exc:
+            except (KeyError, ValueError, TypeError, IndexError, EOFError, OSError) as exc:
                 raise IndexStoreError(f"index {self.root} is damaged: {type(exc).__name__}: {exc}") from exc
         self.manifest, self.codec, self.segments = manifest, codec, segments
         self._locator = {doc_id: (si, li) for si, seg in enumerate(self.segments)
@@ -234,6 +254,11 @@ class PlaidIndex:
             raise IndexStoreError(f"an index already exists at {root}; overwrite it explicitly to replace it")
         if root.exists() and not root.is_dir():
             raise IndexStoreError(f"{root} is a file")
+        if root.is_dir() and not (root / "MANIFEST.json").exists():
+            clash = sorted(p.name for p in root.iterdir() if p.name == "segments" or p.name.startswith("codec-"))
+            if clash:  # a build sweeps these names: never someone else's files
+                raise IndexStoreError(f"{root} is not an index but holds {', '.join(clash)}, which a build "
+                                      "would replace; choose an empty or new folder")
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
             # a rebuild in place continues the generation count, so open handles see a change
@@ -301,7 +326,11 @@ class PlaidIndex:
         manifest["generation"] += 1
         commit_manifest(self.root, manifest)
         sweep(self.root, manifest)
-        self._load(manifest)
+        try:
+            self._load(manifest)
+        except IndexStoreError as exc:
+            raise IndexStoreError(f"the change was committed (generation {manifest['generation']}), but "
+                                  f"the index cannot be re-read: {exc}") from exc
 
     #: more segments than this after an add → merge them (search cost grows per segment)
     MAX_SEGMENTS = 32
@@ -333,10 +362,10 @@ class PlaidIndex:
                 manifest = _writable(self.manifest)
                 if progress is not None:
                     progress(len(chunk_ids))
+            if len(self.segments) > self.MAX_SEGMENTS:  # under the same lock: no writer in between
+                self._compact(manifest)
         finally:
             lock.release()
-        if len(self.segments) > self.MAX_SEGMENTS:
-            self.compact()
 
     def _tombstone(self, ids: list[str], manifest: dict) -> None:
         by_segment: dict[int, list[int]] = {}
@@ -373,43 +402,48 @@ class PlaidIndex:
         """Rewrite all segments into one, dropping deleted documents (codes are reused)."""
         lock, manifest = self._begin()
         try:
-            parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors", "texts")}
-            for seg in self.segments:
-                live = np.flatnonzero(~seg.deleted)
-                tok = _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
-                parts["codes"].append(np.asarray(seg.codes[tok]))
-                parts["residuals"].append(np.asarray(seg.residuals[tok]))
-                parts["doclens"].append(seg.doclens[live])
-                parts["ids"].extend(seg.ids[i] for i in live)
-                seg_texts = seg.texts()
-                parts["texts"].extend(seg_texts[i] if seg_texts else None for i in live)
-                if seg.vectors is not None:
-                    parts["vectors"].append(np.asarray(seg.vectors[tok]))
-            if not parts["ids"]:
-                manifest["segments"] = []
-            else:
-                codes = np.concatenate(parts["codes"])
-                doclens = np.concatenate(parts["doclens"])
-                ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
-                name = new_name("seg")
-                write_segment(self.root / "segments" / name, codes, np.concatenate(parts["residuals"]),
-                              doclens, ivf_docs, ivf_offsets, parts["ids"],
-                              np.concatenate(parts["vectors"]) if parts["vectors"] else None,
-                              parts["texts"] if any(t is not None for t in parts["texts"]) else None)
-                manifest["segments"] = [{"name": name, "docs": len(parts["ids"]),
-                                         "tokens": int(doclens.sum()), "deleted": None}]
-            self._commit(manifest)
+            self._compact(manifest)
         finally:
             lock.release()
+
+    def _compact(self, manifest: dict) -> None:
+        """Merge every segment into one; the caller holds the writer lock."""
+        parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors", "texts")}
+        for seg in self.segments:
+            live = np.flatnonzero(~seg.deleted)
+            tok = _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
+            parts["codes"].append(np.asarray(seg.codes[tok]))
+            parts["residuals"].append(np.asarray(seg.residuals[tok]))
+            parts["doclens"].append(seg.doclens[live])
+            parts["ids"].extend(seg.ids[i] for i in live)
+            seg_texts = seg.texts()
+            parts["texts"].extend(seg_texts[i] if seg_texts else None for i in live)
+            if seg.vectors is not None:
+                parts["vectors"].append(np.asarray(seg.vectors[tok]))
+        if not parts["ids"]:
+            manifest["segments"] = []
+        else:
+            codes = np.concatenate(parts["codes"])
+            doclens = np.concatenate(parts["doclens"])
+            ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
+            name = new_name("seg")
+            write_segment(self.root / "segments" / name, codes, np.concatenate(parts["residuals"]),
+                          doclens, ivf_docs, ivf_offsets, parts["ids"],
+                          np.concatenate(parts["vectors"]) if parts["vectors"] else None,
+                          parts["texts"] if any(t is not None for t in parts["texts"]) else None)
+            manifest["segments"] = [{"name": name, "docs": len(parts["ids"]),
+                                     "tokens": int(doclens.sum()), "deleted": None}]
+        self._commit(manifest)
 
     def documents(self, ids: Iterable[str]) -> list[str | None]:
         """Stored texts of documents (None where no text was stored or the id is unknown)."""
         ids = list(ids)
         try:
             return self._documents(ids)
-        except FileNotFoundError:  # another writer compacted the segments away: read its state
-            self.refresh()
-            return self._documents(ids)
+        except FileNotFoundError:
+            # another writer compacted the segments away: read its state through a fresh object
+            # (not a refresh in place: other threads may be searching this one)
+            return PlaidIndex.open(self.root)._documents(ids)
 
     def _documents(self, ids: list[str]) -> list[str | None]:
         out = []
@@ -439,8 +473,12 @@ class PlaidIndex:
         # numpy + compiled loops (no torch) on the per-query path: torch's OpenMP workers spin
         # between its small ops and starve the loops that follow (8x slower on 2 cores)
         q = np.ascontiguousarray(query, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query must have shape [tokens, {self.dim}], got {list(q.shape)}")
+        if q.ndim != 2 or q.shape[1] != self.dim or q.shape[0] == 0:
+            raise ValueError(f"query must have shape [tokens, {self.dim}] with tokens >= 1, got {list(q.shape)}")
+        if not np.isfinite(q).all():
+            raise ValueError("query has NaN or infinite values")
+        if isinstance(filter_ids, (str, bytes)):
+            raise TypeError("filter_ids must be a collection of ids, not one string")
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         settings = settings or SearchSettings.for_k(k)
@@ -459,12 +497,12 @@ class PlaidIndex:
     def _search_segment(self, seg, q, centroid_scores, cells, cell_scores, allowed, k, settings):
         use_allowed = allowed is not None
         keep = max(k, settings.ndocs // 4)
-        if use_allowed:
-            narrow = np.flatnonzero(allowed & ~seg.deleted)
-            if len(narrow) <= keep:
-                # a filter this narrow leaves no more documents than stage 4 would score
-                # anyway: score all of them rather than hope the probed cells reach them
-                return self._score(seg, q, narrow, k)
+        if seg.num_live <= keep or use_allowed:
+            live = ~seg.deleted & allowed if use_allowed else ~seg.deleted
+            if seg.num_live <= keep or int(live.sum()) <= keep:
+                # no more documents (in the segment, or let through by the filter) than stage 4
+                # would score anyway: score all of them rather than hope the probed cells reach them
+                return self._score(seg, q, np.flatnonzero(live), k)
         docs, approx = kernels.ivf_interaction(seg.ivf_docs, seg.ivf_offsets, cells, cell_scores, seg.deleted,
                                                allowed if use_allowed else _NO_FILTER, use_allowed)
         if len(docs) < k:

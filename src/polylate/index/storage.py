@@ -163,7 +163,14 @@ class SegmentArrays:
         if self._texts is None:
             path = self.folder / "texts.json"
             if path.exists():
-                self._texts = json.loads(path.read_text(encoding="utf-8"))
+                try:
+                    texts = json.loads(path.read_text(encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise IndexStoreError(f"index segment {self.folder} is damaged: texts.json: {exc}") from None
+                if not isinstance(texts, list) or len(texts) != len(self.ids):
+                    raise IndexStoreError(f"index segment {self.folder} is damaged: texts.json does not hold "
+                                          f"{len(self.ids)} texts")
+                self._texts = texts
             elif not self.folder.exists():  # merged away by another writer: the caller re-reads
                 raise FileNotFoundError(2, "segment swept by a later commit", str(self.folder))
         return self._texts
@@ -208,6 +215,22 @@ def read_segment(root: Path, meta: dict) -> SegmentArrays:
     ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
     deleted = load(meta["deleted"], mmap=False) if meta.get("deleted") else np.zeros(len(ids), bool)
     vectors = load("vectors.npy") if (folder / "vectors.npy").exists() else None
-    return SegmentArrays(meta["name"], load("codes.npy"), load("residuals.npy"), doclens, offsets,
-                         load("ivf_docs.npy"), load("ivf_offsets.npy", mmap=False), ids, deleted, vectors,
-                         folder)
+    codes, residuals, ivf_docs = load("codes.npy"), load("residuals.npy"), load("ivf_docs.npy")
+    ivf_offsets = load("ivf_offsets.npy", mmap=False)
+    tokens = int(offsets[-1])
+    checks = [  # cheap: shapes only, so a damaged segment is named at open, not mid-search
+        (isinstance(ids, list) and len(ids) == len(doclens), f"ids.json holds {len(ids)} ids for {len(doclens)} documents"),
+        (meta.get("docs") in (None, len(doclens)), f"{len(doclens)} documents, the manifest says {meta.get('docs')}"),
+        (codes.ndim == 1 and len(codes) == tokens, f"codes.npy holds {codes.shape} for {tokens} tokens"),
+        (residuals.ndim == 2 and len(residuals) == tokens, f"residuals.npy holds {residuals.shape} for {tokens} tokens"),
+        (deleted.shape == (len(doclens),), f"tombstones hold {deleted.shape} for {len(doclens)} documents"),
+        (ivf_offsets.ndim == 1 and len(ivf_offsets) >= 2 and int(ivf_offsets[-1]) == len(ivf_docs),
+         "ivf_offsets.npy does not index ivf_docs.npy"),
+        (vectors is None or (vectors.ndim == 2 and len(vectors) == tokens),
+         f"vectors.npy holds {None if vectors is None else vectors.shape} for {tokens} tokens"),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise IndexStoreError(f"index segment {folder} is damaged: {problem}")
+    return SegmentArrays(meta["name"], codes, residuals, doclens, offsets, ivf_docs, ivf_offsets, ids, deleted,
+                         vectors, folder)

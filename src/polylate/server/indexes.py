@@ -386,6 +386,9 @@ class IndexRegistry:
             try:
                 hits = idx.search(query_vectors, k=k, filter_ids=filter_ids,
                                   settings=SearchSettings.for_k(k, thorough=thorough))
+                texts = idx.documents(h.id for h in hits)
             except ValueError as exc:
                 raise RegistryError(422, str(exc)) from exc
-            return SearchResult(hits, idx.documents(h.id for h in hits), rec["dim"], rec["doc_maxlen"])
+            except IndexStoreError as exc:
+                raise RegistryError(409, str(exc)) from exc
+            return SearchResult(hits, texts, rec["dim"], rec["doc_maxlen"])

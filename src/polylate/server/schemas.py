@@ -130,7 +130,7 @@ class DeleteDocumentsRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(..., min_length=1)
+    query: str = Field(..., min_length=1, pattern=r"\S", description="the query text (not blank)")
     k: int = Field(10, ge=1, le=1000)
     filter_ids: list[str] | None = Field(None, description="only these documents may be returned")
     explain: bool = Field(False, description="per hit: the document token each query token matched best")
