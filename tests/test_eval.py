@@ -431,7 +431,10 @@ def test_cli_eval_metrics_and_trec_runs(model, tmp_path):
                           (["--max-docs", "-5"], "--max-docs must be positive"),
                           (["--index", "--nbits", "3"], "--nbits must be one of"),
                           (["--dims", "200"], "--dims: dim must be in [1, 128]"),
-                          (["--json", str(tmp_path)], "is a folder")):
+                          (["--json", str(tmp_path)], "is a folder"),
+                          (["--json", str(data / "corpus.jsonl" / "x.json")], "is a file, not a folder"),
+                          (["--runs", str(data / "corpus.jsonl")], "is a file, not a folder"),
+                          (["--doc-maxlen", "0"], "--doc-maxlen must be at least 4")):
         res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", *args])
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
     res = CliRunner().invoke(app, ["eval", str(tmp_path / "nowhere"), "-m", str(tmp_path / "no-model")])
@@ -447,6 +450,32 @@ def test_two_datasets_with_one_name_stay_apart(tmp_path):
     rows = main_eval([a, b], colbert=False, runs_dir=tmp_path / "runs", rich=False, file=io.StringIO())
     assert [r["dataset"] for r in rows] == ["x/capitals", "y/capitals"]
     assert len(list((tmp_path / "runs").iterdir())) == 2
+    # "g/a/x" and "g/a_x" would both be written as a_x.*.trec
+    c, d = make_dataset(tmp_path / "g" / "a" / "x"), make_dataset(tmp_path / "g" / "a_x")
+    make_dataset(tmp_path / "g" / "a" / "y")
+    rows = main_eval([tmp_path / "g"], colbert=False, runs_dir=tmp_path / "runs2", rich=False, file=io.StringIO())
+    assert len({r["dataset"] for r in rows}) == 3 and len(list((tmp_path / "runs2").iterdir())) == 3
+
+
+def test_a_broken_dataset_fails_before_the_model_loads(tmp_path):
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+
+    good, bad = make_dataset(tmp_path / "two" / "a"), make_dataset(tmp_path / "two" / "b")
+    _write(bad / "qrels" / "test.tsv", "q1\td1\t1\nq1\td1\t2\n")
+    res = CliRunner().invoke(app, ["eval", str(good), str(bad), "-m", str(tmp_path / "no-model")])
+    assert res.exit_code == 2 and "judged 1 earlier and 2 here" in res.output, res.output
+    for qrels, message in (("q1\td1\tinf\n", "not a whole number"), ("q1\td1\t0.5\n", "not a whole number"),
+                           ("q1\td1\tone\n", "score 'one' is not a number"),
+                           ("q1\td1\t0\n", "no relevant")):
+        _write(bad / "qrels" / "test.tsv", qrels)
+        res = CliRunner().invoke(app, ["eval", str(bad), "-m", str(tmp_path / "no-model")])
+        assert res.exit_code == 2 and message in res.output, (qrels, res.output)
+    _write(bad / "qrels" / "test.tsv", "q1\td1\t1\n")
+    _write(bad / "queries.jsonl", _jsonl([{"_id": "q1", "text": ""}]))
+    res = CliRunner().invoke(app, ["eval", str(bad), "-m", str(tmp_path / "no-model")])
+    assert res.exit_code == 2 and "with no text" in res.output, res.output
 
 
 def test_reader_errors_name_file_and_line(tmp_path):

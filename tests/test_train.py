@@ -332,7 +332,11 @@ def test_pairs_keep_teacher_scores_aligned_when_negatives_are_missing(tmp_path):
                          ({"query": "q?", "pos_id": "d0", "hard_negative_ids": ["d1"], "teacher_scores": [1]},
                           "1 \\+ 1 numbers"),
                          ({"query": "q?", "pos_id": "d0", "hard_negative_ids": ["d1"],
-                           "teacher_scores": [1, "high"]}, "must be numbers")):
+                           "teacher_scores": [1, "high"]}, "must be finite numbers"),
+                         ({"query": "q?", "pos_id": "d0", "hard_negative_ids": ["d1"],
+                           "teacher_scores": [1, float("nan")]}, "must be finite numbers"),
+                         ({"query": "q?", "pos_id": "d0", "hard_negative_ids": "d1"}, "must be a list of ids"),
+                         ({"query": "q?", "pos_id": "d0", "hard_negative_ids": None}, "must be a list of ids")):
         write_pairs(tmp_path, [{"query": "fine", "pos_id": "d1"}, row])
         with pytest.raises(ValueError, match=f"row 2: .*{problem}"):
             load_triplets(tmp_path)
@@ -376,8 +380,13 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     assert res.exit_code == 0 and "at optimizer step 2 of 4" in " ".join(res.output.split()), res.output
     assert torch.allclose(load_model(resumed).heads["16"].weight, after.heads["16"].weight, atol=1e-6)
     res = run(app, ["train", str(data), "-o", str(resumed), "-m", str(start), "--dims", "16", "-b", "3",
-                    "--overwrite", "--epochs", "2", "--negatives", "2", "--teacher", "data", "--resume", str(ckpt / "step-2")])
+                    "--overwrite", "--epochs", "2", "--negatives", "2", "--teacher", "data", "--lr", "0.01",
+                    "--resume", str(ckpt / "step-2")])
     assert res.exit_code == 2 and "(batch_size, grad_accum differ)" in res.output, res.output
+    res = run(app, ["train", str(data), "-o", str(resumed), "-m", str(start), "--dims", "16", "-b", "2",
+                    "--grad-accum", "2", "--overwrite", "--epochs", "2", "--negatives", "2", "--teacher", "data",
+                    "--lr", "0.5", "--resume", str(ckpt / "step-2")])
+    assert res.exit_code == 2 and "(lr differ)" in res.output, res.output
 
     qrels_only = tmp_path / "qrels_only"
     (qrels_only / "qrels").mkdir(parents=True)
@@ -398,6 +407,15 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "-o", str(out)], "holds a model; pass --overwrite"),
                           ([str(data), "-o", str(data)], "holds no polylate model"),
                           ([str(data), "-o", str(data / "corpus.jsonl")], "is a file"),
+                          ([str(data), "-o", str(data / "corpus.jsonl" / "sub")], "is a file, not a folder"),
+                          ([str(data), "-o", str(tmp_path / "m2"), "--checkpoint-dir", str(tmp_path / "m2" / "ck")],
+                           "is inside --output"),
+                          ([str(data), "--checkpoint-dir", str(data / "corpus.jsonl")], "--checkpoint-dir"),
+                          ([str(data), "--doc-maxlen", "-5"], "--doc-maxlen must be at least 4"),
+                          ([str(data), "--limit", "-1"], "--limit must be positive"),
+                          ([str(data), "--gettext-pairs", "-5"], "must be >= 0"),
+                          ([str(data), "--dims", "16,16"], "--dims must list distinct dims"),
+                          ([str(data), "--dim-weights", "-1"], "--dim-weights must be numbers >= 0"),
                           ([str(data), "-m", str(tmp_path / "missing")], "--model")):
         res = run(app, base + args + ([] if "-m" in args else ["-m", str(start)])
                   + ([] if "-o" in args else ["-o", str(tmp_path / "x")]))
@@ -524,6 +542,10 @@ def test_a_diverging_run_stops_before_saving_and_dims_train_the_head_they_use(tm
         model.heads["16"].weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="nothing was saved"):
         trainer.train()
+    # a huge step leaves the loss finite (unit vectors) but the weights not
+    model = tiny_model(seed=4)
+    with pytest.raises(FloatingPointError, match="weights are not finite"):
+        Trainer(model, ITEMS, lr=1e30, epochs=3, batch_size=3, dims=(16,), warmup_ratio=0.0).train()
     for bad in (dict(temperature=0.0), dict(teacher_temperature=0.0), dict(lr=-1.0), dict(distill_weight=-1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             Trainer(tiny_model(), ITEMS, dims=(16,), **bad)

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,14 @@ console = Console(stderr=True)
 
 MODEL_HELP = ("checkpoint folder, hub id, 'default' for the bundled offline model, or a .safetensors "
               "heads file over it (polylate train --heads-only)")
+
+
+@app.callback()
+def _cli() -> None:
+    """Multilingual late-interaction (ColBERT) retrieval."""
+    # library warnings (skipped rows, ...) read as one line, not with the source line that raised them
+    warnings.showwarning = lambda message, category, *_, **__: console.print(
+        f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
 
 
 def _fail(message: str) -> None:
@@ -74,7 +83,7 @@ def _check_dtype(dtype: str | None):
     return None if name is None else getattr(torch, name)
 
 
-def _load_model(name: str, device: str | None = None, dtype: str | None = None):
+def _load_model(name: str, device: str | None = None, dtype: str | None = None, option: str = "--model"):
     """``load_model`` with a clear one-line error for a bad checkpoint, device or dtype."""
     from polylate import load_model
 
@@ -82,7 +91,7 @@ def _load_model(name: str, device: str | None = None, dtype: str | None = None):
     try:
         return load_model(name, device=dev, dtype=dt)
     except (ValueError, OSError) as exc:
-        _fail(f"--model {name}: {exc}")
+        _fail(f"{option} {name}: {exc}")
 
 
 def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[list[str], list[str]]:
@@ -434,15 +443,14 @@ def eval_(
         _fail(f"--dims must be comma-separated integers, got {dims!r}")
     args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
                 batch_size=batch_size, max_queries=max_queries, max_docs=max_docs, use_index=use_index,
-                nbits=nbits, bm25=bm25, output_json=output_json, plot=plot)
-    try:  # bad paths and options fail before the model loads
-        check_eval_args([str(p) for p in paths], **args)
+                nbits=nbits, bm25=bm25, output_json=output_json, plot=plot, runs_dir=runs, doc_maxlen=doc_maxlen)
+    try:  # bad paths, options and data fail before the model loads
+        check_eval_args([str(p) for p in paths], read_data=True, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
     m = _load_model(model, device, dtype)
     try:
-        main_eval([str(p) for p in paths], dims=dim_list, model=m, doc_maxlen=doc_maxlen, seed=seed,
-                  runs_dir=runs, **args)
+        main_eval([str(p) for p in paths], dims=dim_list, model=m, seed=seed, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
 
@@ -450,7 +458,7 @@ def eval_(
 def _option_names(message: str) -> str:
     """Library messages name parameters (max_queries); the CLI user typed options (--max-queries)."""
     for param, option in (("max_queries", "--max-queries"), ("max_docs", "--max-docs"), ("nbits", "--nbits"),
-                          ("dim must be", "--dims: dim must be")):
+                          ("doc_maxlen", "--doc-maxlen"), ("dim must be", "--dims: dim must be")):
         message = message.replace(param, option)
     return message
 
@@ -522,13 +530,29 @@ def train(
     if heads_only and output.suffix != ".safetensors":
         _fail(f"--heads-only writes one .safetensors file; got --output {output}")
     _check_train_output(output, heads_only, overwrite)
+    if checkpoint_dir is not None:
+        if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            _fail(f"--checkpoint-dir {checkpoint_dir} is a file")
+        inside = checkpoint_dir.resolve()
+        if not heads_only and (inside == output.resolve() or output.resolve() in inside.parents):
+            _fail(f"--checkpoint-dir {checkpoint_dir} is inside --output {output}, which saving the model "
+                  "replaces whole; keep checkpoints elsewhere")
+    for name, value in (("--limit", limit), ("--doc-maxlen", doc_maxlen)):
+        if value is not None and value < (4 if name == "--doc-maxlen" else 1):
+            _fail(f"{name} must be {'at least 4' if name == '--doc-maxlen' else 'positive'}, got {value}")
+    if gettext_pairs < 0 or negatives < 0:
+        _fail(f"--gettext-pairs and --negatives must be >= 0, got {gettext_pairs} and {negatives}")
     try:
         dim_list = [int(d) for d in dims.split(",") if d.strip()]
         weights = None if dim_weights is None else [float(w) for w in dim_weights.split(",") if w.strip()]
     except ValueError:
         _fail(f"--dims and --dim-weights must be comma-separated numbers, got {dims!r} and {dim_weights!r}")
+    if not dim_list or len(set(dim_list)) != len(dim_list):
+        _fail(f"--dims must list distinct dims, got {dims!r}")
     if weights is not None and len(weights) != len(dim_list):
         _fail(f"--dim-weights has {len(weights)} value(s) for {len(dim_list)} dims")
+    if weights is not None and not (all(math.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0):
+        _fail(f"--dim-weights must be numbers >= 0, not all 0, got {dim_weights!r}")
 
     items = []
     for folder in data:
@@ -602,6 +626,8 @@ def _check_train_output(output: Path, heads_only: bool, overwrite: bool) -> None
     parent = output.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        _fail(f"--output {output}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         _fail(f"--output {output}: {parent} is not writable")
 
@@ -631,21 +657,27 @@ def mine(
     from polylate.train.data import read_beir
     from polylate.train.mining import add_teacher_scores, mine_hard_negatives, write_pairs
 
+    if output.is_dir():
+        _fail(f"--output {output} is a folder; give the pairs.jsonl file to write")
     if output.exists() and not overwrite:
         _fail(f"{output} exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        _fail(f"--output {output}: folder {output.parent} does not exist")
     try:
         corpus, queries, qrels = read_beir(data, split)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(f"{data}: {exc}")
     m = _load_model(model, device, dtype) if retriever == "colbert" else None
+    same = teacher is not None and teacher == model and retriever == "colbert"
+    # the teacher loads before mining: a bad --teacher fails before the work, not after
+    scorer = _load_model(teacher, device, dtype, option="--teacher") if teacher is not None and not same else None
     start = time.perf_counter()
     try:
-        same = teacher is not None and teacher == model and retriever == "colbert"
         rows = mine_hard_negatives(corpus, queries, qrels, retriever=retriever, model=m, negatives=negatives,
                                    depth=depth, skip=skip, dim=dim, doc_maxlen=doc_maxlen, batch_size=batch_size,
                                    teacher_scores=same, show_progress=sys.stderr.isatty())
-        if teacher is not None and not same:
-            rows = add_teacher_scores(rows, corpus, _load_model(teacher, device, dtype), dim=dim,
+        if scorer is not None:
+            rows = add_teacher_scores(rows, corpus, scorer, dim=dim,
                                       doc_maxlen=doc_maxlen, batch_size=batch_size,
                                       show_progress=sys.stderr.isatty())
     except ValueError as exc:

@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import random
 import zlib
 from collections.abc import Iterator
@@ -140,6 +141,10 @@ def read_queries(path: Path) -> dict[str, str]:
     return _by_id(path, lambda path, n, row: _field(path, n, row, "text"))
 
 
+_QID_HEADERS = {"query-id", "query_id", "qid", "query", "topic", "query-id:"}
+_SCORE_HEADERS = {"score", "relevance", "rel", "label", "judgment"}
+
+
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """Three columns (``query-id corpus-id score``, BEIR) or four (``query-id iteration
     corpus-id score``, TREC); one (query, document) judged twice with different scores is an error."""
@@ -155,11 +160,14 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
                                f"columns), got {row!r}")
         qid, did, score = row[0], row[2] if len(row) == 4 else row[1], row[-1]
         try:
-            rel = int(float(score))
+            value = float(score)
         except ValueError:
-            if n == 1:  # header line
-                continue
+            if n == 1 and (qid.strip().lower() in _QID_HEADERS or score.strip().lower() in _SCORE_HEADERS):
+                continue  # the header line
             raise DatasetError(f"{path}:{n}: score {score!r} is not a number") from None
+        if not math.isfinite(value) or value != int(value):
+            raise DatasetError(f"{path}:{n}: score {score!r} is not a whole number (relevance grades are integers)")
+        rel = int(value)
         judged = qrels.setdefault(qid, {})
         if judged.get(did, rel) != rel:
             raise DatasetError(f"{path}:{n}: query {qid!r}, document {did!r} judged {judged[did]} earlier "
@@ -218,6 +226,9 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None,
         raise DatasetError(f"{qrels_path}: {len(missing_d)} judged document id(s) not in {corpus_path.name}, "
                            f"e.g. {missing_d[:3]}")
     queries = {q: t for q, t in all_queries.items() if q in qrels}
+    blank = [q for q, t in queries.items() if not t]
+    if blank:
+        raise DatasetError(f"{queries_path}: {len(blank)} judged quer(y/ies) with no text, e.g. {blank[:3]}")
     return Dataset(name=name or dataset_name(folder.resolve()), corpus=corpus, queries=queries, qrels=qrels,
                    split=split, path=folder)
 

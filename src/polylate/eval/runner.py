@@ -153,6 +153,14 @@ def evaluate_bm25(dataset: Dataset, k: int = 100, tokenizer="xlmr",
 
 # -- output -----------------------------------------------------------------------------------
 
+def _write_rows(rows: Sequence[dict], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def _file_name(dataset: str) -> str:
     """A dataset name ("xquad_r/de→en") as one file-name part ("xquad_r_de-en")."""
     return "".join(c if c.isalnum() or c in "._-" else "-" if c == "→" else "_" for c in dataset)
@@ -287,23 +295,36 @@ def _unique_names(folders: Sequence[Path]) -> dict[Path, str]:
     two would read the same — rows and run files must not be confused or overwrite each other."""
     names = {f: dataset_name(f.resolve()) for f in folders}
     for f in folders:
-        clash = [g for g in folders if names[g] == names[f]]
+        clash = [g for g in folders if _file_name(names[g]) == _file_name(names[f])]
         if len(clash) > 1:
             parts = {g: g.resolve().parts for g in clash}
             depth = 1
-            while len({parts[g][-depth:] for g in clash}) < len(clash):
+            while depth < max(len(p) for p in parts.values()) and \
+                    len({_file_name("/".join(parts[g][-depth:])) for g in clash}) < len(clash):
                 depth += 1
             for g in clash:
                 names[g] = "/".join(parts[g][-depth:])
     return names
 
 
+def _check_datasets(folders: Sequence[Path], split: str) -> None:
+    """Read every dataset once before any model loads: a broken one late in the list must not
+    cost the encoding of the ones before it."""
+    for folder in folders:
+        dataset = load_beir(folder, split=split)
+        if not any(r > 0 for rels in dataset.qrels.values() for r in rels.values()):
+            raise DatasetError(f"{folder}: the {split} qrels hold no relevant (score > 0) judgment")
+
+
 def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS, k: int = 100,
                     batch_size: int = 32, max_queries: int | None = None, max_docs: int | None = None,
                     use_index: bool = False, nbits: int = 2, bm25: bool = True, colbert: bool = True,
-                    output_json: str | Path | None = None, plot: str | Path | None = None) -> list[Path]:
+                    output_json: str | Path | None = None, plot: str | Path | None = None,
+                    runs_dir: str | Path | None = None, doc_maxlen: int | None = None,
+                    read_data: bool = False) -> list[Path]:
     """Everything about an eval that can be wrong before any model is loaded or any text
-    encoded; returns the dataset folders. Raises ValueError / DatasetError naming the option."""
+    encoded; returns the dataset folders. Raises ValueError / DatasetError naming the option.
+    ``read_data``: also read every dataset (see :func:`_check_datasets`)."""
     from polylate.eval.metrics import parse_metric
     from polylate.index.codec import NBITS
 
@@ -320,10 +341,27 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
         raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
     if not bm25 and not colbert:
         raise ValueError("nothing to run: enable bm25 and/or colbert")
+    if doc_maxlen is not None and doc_maxlen < 4:
+        raise ValueError(f"doc_maxlen must be at least 4 tokens, got {doc_maxlen}")
     for what, target in (("JSON output", output_json), ("plot", plot)):
         if target is not None and Path(target).is_dir():
             raise ValueError(f"{what} {target} is a folder; give a file name")
-    return _resolve_datasets([paths] if isinstance(paths, (str, Path)) else paths, split)
+        if target is not None and _file_in_the_way(Path(target).parent):
+            raise ValueError(f"{what} {target}: {_file_in_the_way(Path(target).parent)} is a file, not a folder")
+    if runs_dir is not None and _file_in_the_way(Path(runs_dir)):
+        raise ValueError(f"runs folder {runs_dir}: {_file_in_the_way(Path(runs_dir))} is a file, not a folder")
+    found = _resolve_datasets([paths] if isinstance(paths, (str, Path)) else paths, split)
+    if read_data:
+        _check_datasets(found, split)
+    return found
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first existing non-folder on the way to ``folder`` (which mkdir would trip on)."""
+    for p in [folder, *folder.parents][::-1]:
+        if p.exists() and not p.is_dir():
+            return p
+    return None
 
 
 def main_eval(
@@ -362,8 +400,9 @@ def main_eval(
     from polylate.eval.metrics import parse_metric
 
     metrics = list(dict.fromkeys(metrics))
+    loads_model = colbert and (model is None or isinstance(model, (str, Path)))
     found = check_eval_args(paths, split, metrics, k, batch_size, max_queries, max_docs, use_index, nbits,
-                            bm25, colbert, output_json, plot)
+                            bm25, colbert, output_json, plot, runs_dir, doc_maxlen, read_data=loads_model)
     deepest = max((parse_metric(m)[1] or 0 for m in metrics), default=0)
     if deepest > k:  # recall@1000 over a 100-deep ranking would be silently wrong
         print(f"ranking {deepest} documents per query (not {k}): a metric cuts off at {deepest}", file=sys.stderr)
@@ -390,6 +429,8 @@ def main_eval(
             rows.extend(evaluate_colbert(model, dataset, dims=dims, k=k, batch_size=batch_size,
                                          show_progress=show_progress, use_index=use_index, nbits=nbits,
                                          doc_maxlen=doc_maxlen, metrics=metrics, runs_dir=runs_dir))
+        if output_json is not None:  # after every dataset: a later failure keeps these rows
+            _write_rows(rows, output_json)
     if rich:
         from rich.console import Console
 
@@ -400,8 +441,7 @@ def main_eval(
     else:
         print(report_table(rows), file=file)
     if output_json is not None:
-        Path(output_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(output_json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        _write_rows(rows, output_json)
     if plot is not None:
         plot_quality_vs_storage(rows, plot, metric=metrics[0])
     return rows

@@ -9,6 +9,7 @@ Layout (``shared/data/train/<name>/`` and ``shared/data/scifact/``): ``corpus.js
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from collections.abc import Iterator, Sequence
@@ -103,7 +104,11 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             if pos is None:
                 dangling += 1
                 continue
-            neg_ids = [str(n) for n in row.get("hard_negative_ids", [])]
+            raw_negs = row.get("hard_negative_ids", [])
+            if not isinstance(raw_negs, list) or not all(isinstance(n, (str, int)) and not isinstance(n, bool)
+                                                         for n in raw_negs):
+                raise ValueError(f"{where}: hard_negative_ids must be a list of ids")
+            neg_ids = [str(n) for n in raw_negs]
             teacher = row.get("teacher_scores")
             if teacher is not None and (not isinstance(teacher, list) or len(teacher) != 1 + len(neg_ids)):
                 raise ValueError(f"{where}: teacher_scores must be a list of 1 + {len(neg_ids)} numbers "
@@ -114,10 +119,10 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
                 continue
             idx = sorted(rng.sample(kept, min(max_negatives, len(kept))))
             if teacher is not None:
-                try:
-                    teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
-                except (TypeError, ValueError):
-                    raise ValueError(f"{where}: teacher_scores must be numbers") from None
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                           for x in teacher):
+                    raise ValueError(f"{where}: teacher_scores must be finite numbers")
+                teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
             out.append(Triplet(row["query"], pos, [corpus[neg_ids[i]] for i in idx], teacher))
         if dangling:
             warnings.warn(f"{folder / 'pairs.jsonl'}: skipped {dangling} row(s) whose pos_id is not in the corpus",

@@ -262,12 +262,19 @@ class Trainer:
             if uneven is not None:
                 raise ValueError(f"teacher_scores must score the positive and each negative: "
                                  f"{len(uneven.teacher_scores)} for 1 + {len(uneven.negatives)} documents")
-        self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
+        self.lr, self.encoder_lr, self.epochs, self.batch_size = lr, encoder_lr, epochs, batch_size
         self.warmup_ratio, self.grad_accum = warmup_ratio, grad_accum
         self.dims = tuple(int(d) for d in dims)
+        if not self.dims or len(set(self.dims)) != len(self.dims):
+            raise ValueError(f"dims must be distinct and at least one, got {list(self.dims)}")
         for d in self.dims:
             model._projection(d)  # validate
         self.dim_weights = tuple(dim_weights) if dim_weights is not None else (1.0,) * len(self.dims)
+        if len(self.dim_weights) != len(self.dims) or not all(math.isfinite(w) and w >= 0 for w in self.dim_weights) \
+                or not sum(self.dim_weights) > 0:
+            raise ValueError(f"dim_weights must be one weight >= 0 per dim, not all 0, got {list(self.dim_weights)}")
+        if doc_maxlen is not None and doc_maxlen < 4:
+            raise ValueError(f"doc_maxlen must be at least 4 tokens, got {doc_maxlen}")
         self.train_encoder_layers = train_encoder_layers
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpoint_every = checkpoint_every
@@ -472,6 +479,10 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        # unit-normalised outputs keep the loss finite even when the weights are not: check them
+        if not all(bool(torch.isfinite(p).all()) for g in self.optimizer.param_groups for p in g["params"]):
+            raise FloatingPointError(f"the trained weights are not finite after optimizer step {self.step}: "
+                                     "training diverged (lower the learning rate); nothing was saved")
         loss = sum(x for x, _ in micro) / len(micro)
         parts = {d: sum(p[d] for _, p in micro) / len(micro) for d in micro[0][1]}
         rec = {"epoch": epoch, "step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
@@ -498,7 +509,12 @@ class Trainer:
                 frozen.update(f"{name}:{tuple(param.shape)}:{float(param.detach().double().sum()):.6e}".encode())
         return {"items": data.hexdigest(), "frozen": frozen.hexdigest(), "batch_size": self.batch_size,
                 "grad_accum": self.grad_accum, "epochs": self.epochs, "dims": list(self.dims),
-                "train_encoder_layers": self.train_encoder_layers, "seed": self.seed}
+                "train_encoder_layers": self.train_encoder_layers, "seed": self.seed,
+                # the objective and schedule: a resumed run with another lr or loss is another run
+                "lr": self.lr, "encoder_lr": self.encoder_lr, "warmup_ratio": self.warmup_ratio,
+                "temperature": self.temperature, "teacher": self.teacher,
+                "teacher_temperature": self.teacher_temperature, "distill_weight": self.distill_weight,
+                "dim_weights": list(self.dim_weights), "doc_maxlen": self.doc_maxlen, "precision": self.precision}
 
     def checkpoint(self, name: str) -> Path | None:
         """Save the model (the full native layout) plus ``trainer_state.pt`` (optimizer, schedule,
@@ -533,10 +549,11 @@ class Trainer:
         except Exception as exc:  # truncated or foreign file
             raise ValueError(f"{path} cannot be read: {exc}") from None
         mine = self._run_signature
-        differ = [k for k in mine if state["signature"].get(k) != mine[k]]
+        saved = state["signature"]
+        differ = [k for k in mine if saved.get(k, mine[k]) != mine[k]]  # keys older checkpoints lack pass
         if differ:
             raise ValueError(f"{checkpoint} was saved by a different run ({', '.join(differ)} differ); "
-                             "resume with the same data, model and batching options")
+                             "resume with the same data, model and training options")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state["trained"].items():
