@@ -133,3 +133,18 @@ def test_rotary_extension_keeps_short_inputs_and_allows_longer():
             enc(torch.zeros(1, 25, dtype=torch.long))
     assert torch.equal(short, again)
     assert longer.shape == (1, 24, 32) and torch.isfinite(longer).all()
+
+
+def test_rotary_scaling_depends_on_each_rows_own_length():
+    """Past the trained length the rotary base is scaled for the sequence's length; a short
+    row padded beside a long one must get exactly its vectors when encoded alone."""
+    cfg = EncoderConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=32,
+                        max_positions=16, rope_scaling=1.5)
+    enc = Encoder(cfg).eval()
+    enc.init_weights(std=0.2, generator=torch.Generator().manual_seed(3))
+    ids, mask = _batch(50, [22, 10, 19], seed=9, pad=1)
+    with torch.no_grad():
+        batched = enc(ids, mask.bool())
+        for row, n in enumerate([22, 10, 19]):
+            alone = enc(ids[row : row + 1, :n])
+            assert (batched[row, :n] - alone[0]).abs().max() < 1e-5, row

@@ -83,14 +83,28 @@ class RotaryEmbedding(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(device, torch.float32), emb.sin().to(device, torch.float32)
 
+    def _scaled_base(self, length: int) -> float:
+        factor = length / self.trained_length
+        if factor > self.max_scaling + 1e-9:
+            raise ValueError(f"{length} tokens exceed the rotary limit of "
+                             f"{int(self.trained_length * self.max_scaling)}")
+        return self.base * factor ** (self.head_dim / (self.head_dim - 2))
+
+    def per_row(self, lengths: list[int], length: int, device: torch.device):
+        """Tables [B, 1, L, head_dim] where each row is scaled for its own length: a short text
+        padded beside a long one must get the same vectors as when encoded alone."""
+        tables = {}
+        for n in set(lengths):
+            base = self._scaled_base(n) if n > self.trained_length else self.base
+            tables[n] = self._tables(length, base, device)
+        cos = torch.stack([tables[n][0] for n in lengths])[:, None]
+        sin = torch.stack([tables[n][1] for n in lengths])[:, None]
+        return cos, sin
+
     def forward(self, length: int, device: torch.device):
         """float32 tables (bf16 angles would drift at long positions)."""
         if length > self.trained_length:
-            factor = length / self.trained_length
-            if factor > self.max_scaling + 1e-9:
-                raise ValueError(f"{length} tokens exceed the rotary limit of "
-                                 f"{int(self.trained_length * self.max_scaling)}")
-            return self._tables(length, self.base * factor ** (self.head_dim / (self.head_dim - 2)), device)
+            return self._tables(length, self._scaled_base(length), device)
         c = self._cache
         if c is None or c[0] < length or c[1] != device:
             size = min(self.trained_length, max(length, 512 if c is None else c[0]))
@@ -194,7 +208,14 @@ class Encoder(nn.Module):
         if attention_mask is not None and not bool(attention_mask.all()):
             # [B, 1, 1, L] boolean key mask; rows of padding still attend somewhere (no NaN)
             mask = attention_mask.bool()[:, None, None, :]
-        rotary = self.rotary(hidden.shape[1], hidden.device) if self.rotary is not None else None
+        rotary = None
+        if self.rotary is not None:
+            length = hidden.shape[1]
+            if attention_mask is not None and length > self.rotary.trained_length:
+                # past the trained length the scaling depends on the length: each row its own
+                rotary = self.rotary.per_row(attention_mask.sum(1).tolist(), length, hidden.device)
+            else:
+                rotary = self.rotary(length, hidden.device)
         x = hidden
         for layer in self.layers[start:stop]:
             x = layer(x, mask, rotary)
