@@ -173,3 +173,90 @@ def test_bad_inputs(tmp_path, jina_folder):
         model.encode(["ok", None])
     with pytest.raises(ValueError, match="doc_maxlen"):
         model.encode("x", doc_maxlen=0)
+
+
+def test_punctuation_dropped_as_each_reference_library_does(jina_folder, tmp_path):
+    """Stanford ColBERT (and Jina through it) skips the first id each punctuation symbol
+    tokenises to; PyLate the id of each symbol as one token; both computed here with
+    transformers' tokenizers, independently of polylate."""
+    import string
+
+    from transformers import PreTrainedTokenizerFast
+
+    jina = load_model(jina_folder[0])
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(jina_folder[0] / "tokenizer.json"))
+    stanford_rule = {hf.encode(s, add_special_tokens=False)[0] for s in string.punctuation}
+    assert jina.tokenizer.skip_ids == stanford_rule
+    assert hf.convert_tokens_to_ids(",") not in jina.tokenizer.skip_ids  # a bare "," piece is kept, as there
+    folder = tmp_path / "pylate-colbert"
+    write_pylate(folder)
+    pylate = load_model(folder)
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    assert pylate.tokenizer.skip_ids == {hf.convert_tokens_to_ids(s) for s in string.punctuation}
+    # the document vectors follow: "hello , world ." keeps exactly the non-skipped tokens
+    ids = jina.tokenizer.sequences(["hello, world."], is_query=False)[0]
+    assert len(jina.encode("hello, world.")) == sum(i not in stanford_rule for i in ids)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "wrong head shape", "hidden size", "bad tokenizer",
+                                    "config field", "unknown marker"])
+def test_malformed_checkpoints_are_checkpoint_errors(tmp_path, damage):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "jina"
+    write_jina(folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "wrong head shape":
+        state = load_file(str(weights))
+        state["linear.weight"] = torch.zeros(128, 7)
+        save_file(state, str(weights))
+    elif damage == "hidden size":
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["hidden_size"] = 48
+        (folder / "config.json").write_text(json.dumps(cfg))
+    elif damage == "bad tokenizer":
+        (folder / "tokenizer.json").write_text("{not json")
+    elif damage == "config field":
+        cfg = json.loads((folder / "config.json").read_text())
+        del cfg["hidden_size"]
+        (folder / "config.json").write_text(json.dumps(cfg))
+    else:
+        meta = json.loads((folder / "artifact.metadata").read_text())
+        meta["query_token_id"] = "[NoSuchMarker]"
+        (folder / "artifact.metadata").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=str(folder)):
+        load_model(folder)
+
+
+def test_score_and_rerank_inputs():
+    model = load_model()
+    one = model.score("berlin", "berlin is in germany")
+    assert one.shape == (1, 1)
+    assert model.score([], ["x"]).shape == (0, 1)
+    five = model.rerank("q", ["same"] * 5)
+    assert [r["index"] for r in five] == [0, 1, 2, 3, 4]  # ties keep the documents' order
+    for bad in (dict(top_n=0), dict(top_n=1.5), dict(top_n=True)):
+        with pytest.raises(ValueError, match="top_n"):
+            model.rerank("q", ["a"], **bad)
+    with pytest.raises(TypeError, match="one query string"):
+        model.rerank(["q"], ["a"])
+    for bad in (dict(dim=96.0), dict(dim="64"), dict(dim=True), dict(batch_size=None)):
+        with pytest.raises(TypeError, match="must be an integer"):
+            model.encode("x", **bad)
+    for bad in (5, b"hi"):
+        with pytest.raises(TypeError, match="texts must be"):
+            model.encode(bad)
+
+
+def test_score_without_query_expansion(tmp_path):
+    folder = tmp_path / "pylate-colbert"
+    write_pylate(folder, query_expansion=False)
+    model = load_model(folder)
+    scores = model.score(["hello", "hello world search engine"], ["hello world", "late interaction"])
+    assert scores.shape == (2, 2)
+    for i, q in enumerate(["hello", "hello world search engine"]):
+        assert torch.allclose(scores[i], model.score([q], ["hello world", "late interaction"])[0], atol=1e-5)

@@ -39,6 +39,12 @@ class ColBERTConfig:
     similarity: str = "cosine"
     nbits: int = 2
     skiplist_words: list[str] = field(default_factory=list)  # extra tokens dropped from docs
+    # how punctuation and skiplist words become the token ids dropped from documents, as the
+    # library a checkpoint comes from does it (so its scores are reproduced exactly):
+    #   "pieces"  every vocabulary piece that is the word, bare or with a word-start marker
+    #   "colbert" Stanford ColBERT (and Jina through it): the first id the word tokenises to
+    #   "exact"   PyLate: the id of the word as one token (the unknown token's id if it is none)
+    skiplist_rule: str = "pieces"
 
     def __post_init__(self) -> None:
         if self.query_maxlen < 4:
@@ -47,6 +53,8 @@ class ColBERTConfig:
             raise ValueError(
                 f"doc_maxlen must be in [4, {MAX_DOC_TOKENS_EXTENDED}], got {self.doc_maxlen}"
             )
+        if self.skiplist_rule not in ("pieces", "colbert", "exact"):
+            raise ValueError(f"skiplist_rule must be pieces, colbert or exact, got {self.skiplist_rule!r}")
         if self.similarity != "cosine":
             raise ValueError(f"only cosine similarity is supported, got {self.similarity!r}")
 

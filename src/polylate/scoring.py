@@ -32,8 +32,11 @@ def maxsim(queries: ArrayLike, docs: ArrayLike, doc_mask: ArrayLike | None = Non
     sim = torch.einsum("qid,njd->qnij", q, d)  # [nq, nd, Lq, Ld]
     if doc_mask is not None:
         m = torch.as_tensor(np.asarray(doc_mask) if not isinstance(doc_mask, torch.Tensor) else doc_mask)
+        if tuple(m.shape) != tuple(d.shape[:2]):
+            raise ValueError(f"doc_mask must have shape {list(d.shape[:2])} (docs, tokens), got {list(m.shape)}")
         sim = sim.masked_fill(~m.bool()[None, :, None, :], float("-inf"))
-    scores = sim.amax(dim=-1).clamp_min(torch.finfo(sim.dtype).min).sum(dim=-1)
+    best = sim.amax(dim=-1)
+    scores = torch.where(torch.isinf(best), torch.zeros_like(best), best).sum(dim=-1)  # empty docs score 0
     return scores[0] if single else scores
 
 
@@ -66,6 +69,9 @@ def rerank(query: ArrayLike, docs: Sequence[ArrayLike], top_n: int | None = None
         return []
     packed, lens = pack(docs)
     scores = maxsim_packed(query, packed, lens)
-    k = len(docs) if top_n is None else max(0, min(top_n, len(docs)))
-    top = torch.topk(scores, k)
-    return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
+    k = len(docs) if top_n is None else min(top_n, len(docs))
+    # stable: equal scores keep the documents' order (torch.topk leaves ties in any order)
+    order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[:k]
+    return [(i, float(scores[i])) for i in order]

@@ -12,9 +12,11 @@ Layouts understood (detected from the files, never from the folder name):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import string
 from pathlib import Path
 
 import torch
@@ -52,13 +54,12 @@ def load_model(
     if name_or_path is None or str(name_or_path) == "default":
         model = load_bundled()
     elif path.is_file() and path.suffix == ".safetensors":
-        try:
+        with _as_checkpoint_error(path):
             model = load_bundled(head_file=path)
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from exc
     else:
         folder = resolve(name_or_path)
-        model = load_folder(folder)
+        with _as_checkpoint_error(folder):
+            model = load_folder(folder)
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
@@ -101,6 +102,21 @@ def detect_layout(folder: Path) -> str:
     if any(_HF_LAYER.match(_strip_prefix(k)) for k in keys):
         return "hf-encoder"
     raise CheckpointError(f"{folder}: weights match no known layout (first keys: {sorted(keys)[:5]})")
+
+
+@contextlib.contextmanager
+def _as_checkpoint_error(where: Path):
+    """Whatever a malformed checkpoint makes the loaders trip on (a tensor of the wrong shape,
+    a missing config field, a truncated weights file) is a CheckpointError naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — safetensors, tokenizers and torch raise their own types
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{where} cannot be loaded: {what}".splitlines()[0][:500]) from exc
 
 
 def load_folder(folder: Path) -> ColBERT:
@@ -277,12 +293,13 @@ def colbert_config_from_metadata(meta: dict, tokenizer_vocab: dict, dim: int) ->
         query_marker=marker(meta.get("query_token_id"), default_q),
         doc_marker=marker(meta.get("doc_token_id"), default_d),
         query_maxlen=int(meta.get("query_maxlen", 32)),
-        doc_maxlen=int(meta.get("doc_maxlen", 300 if jina else 180)),
+        doc_maxlen=int(meta.get("doc_maxlen", 300 if jina else 220)),  # colbert-ai's DocSettings: 220
         dim=dim,
         attend_to_mask_tokens=bool(meta.get("attend_to_mask_tokens", jina)),
         mask_punctuation=bool(meta.get("mask_punctuation", True)),
         similarity=meta.get("similarity", "cosine"),
         nbits=int(meta.get("nbits", 2)),
+        skiplist_rule="colbert",
     )
 
 
@@ -395,7 +412,9 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
         attend_to_mask_tokens=bool(st.get("attend_to_expansion_tokens", False)),
         query_expansion=bool(st.get("do_query_expansion", True)),
         mask_punctuation=False,
-        skiplist_words=list(st.get("skiplist_words", [])),
+        # PyLate's default skiplist is string.punctuation, each looked up as one token
+        skiplist_words=list(st["skiplist_words"] if st.get("skiplist_words") is not None else string.punctuation),
+        skiplist_rule="exact",
     )
     return assemble(enc_cfg, enc_state, _linear_heads(weight, bias), tok, config)
 

@@ -57,6 +57,8 @@ class ColBERT(nn.Module):
                 f"tokenizer has {tokenizer.vocab_size} tokens but the embedding table only "
                 f"{encoder.config.vocab_size}"
             )
+        if config.dim > self.max_dim:
+            raise ValueError(f"the configured dim {config.dim} exceeds the largest head ({self.max_dim})")
 
     # -- shape facts -----------------------------------------------------------------------
 
@@ -137,9 +139,14 @@ class ColBERT(nn.Module):
         encoder's window (``max_doc_tokens``) but within ``doc_maxlen`` is encoded in
         overlapping windows and comes back whole (``ColBERTTokenizer.doc_windows``).
         """
+        if not (isinstance(texts, str) or hasattr(texts, "__iter__")) or isinstance(texts, (bytes, bytearray)):
+            raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         dim = self.config.dim if dim is None else dim
+        for name, value in (("dim", dim), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
         self._projection(dim)  # validate early
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -179,20 +186,35 @@ class ColBERT(nn.Module):
     # -- scoring ---------------------------------------------------------------------------
 
     def score(self, queries: Sequence[str], documents: Sequence[str], dim: int | None = None):
-        """MaxSim of every query against every document → [n_queries, n_documents]."""
-        q = self.encode(list(queries), is_query=True, dim=dim, to_numpy=False)
-        d = self.encode(list(documents), is_query=False, dim=dim, to_numpy=False)
+        """MaxSim of every query against every document → [n_queries, n_documents]
+        (a single string counts as one query or one document)."""
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        documents = [documents] if isinstance(documents, str) else list(documents)
+        dim = self.config.dim if dim is None else dim
+        q = self.encode(queries, is_query=True, dim=dim, to_numpy=False)
+        d = self.encode(documents, is_query=False, dim=dim, to_numpy=False)
         width = max((t.shape[0] for t in d), default=0)
-        padded = torch.zeros(len(d), width, q[0].shape[-1]) if d else torch.zeros(0, 0, 1)
+        padded = torch.zeros(len(d), width, dim)
         mask = torch.zeros(len(d), width, dtype=torch.bool)
         for i, t in enumerate(d):
             padded[i, : t.shape[0]] = t.float().cpu()
             mask[i, : t.shape[0]] = True
-        return maxsim(torch.stack([t.float().cpu() for t in q]), padded, mask)
+        if not q:
+            return torch.zeros(0, len(d))
+        if len({t.shape[0] for t in q}) == 1:  # mask-expanded queries all have query_maxlen rows
+            return maxsim(torch.stack([t.float().cpu() for t in q]), padded, mask)
+        # without query expansion each query has its own length
+        return torch.stack([maxsim(t.float().cpu(), padded, mask) for t in q])
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
                dim: int | None = None) -> list[dict]:
-        """Order documents for one query → [{index, score, document}], best first."""
+        """Order documents for one query → [{index, score, document}], best first (ties keep
+        the documents' order)."""
+        if not isinstance(query, str):
+            raise TypeError(f"rerank takes one query string, got {type(query).__name__}")
+        documents = [documents] if isinstance(documents, str) else list(documents)
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
         q = self.encode(query, is_query=True, dim=dim, to_numpy=False)
         d = self.encode(list(documents), is_query=False, dim=dim, to_numpy=False)
         ranked = rerank_vectors(q.float().cpu(), [t.float().cpu() for t in d], top_n)

@@ -65,9 +65,11 @@ class ColBERTTokenizer:
         self.mask_id = self._special_id(_MASK_CANDIDATES, "mask (<mask>/[MASK])")
         self.query_marker_ids = self._marker_ids(config.query_marker, "query")
         self.doc_marker_ids = self._marker_ids(config.doc_marker, "document")
-        self.skip_ids = self._skiplist() if config.mask_punctuation else set()
-        self.skip_ids |= {i for w in config.skiplist_words for i in self._piece_ids(w)}
-        self._skip_table = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), bool)
+        words = (list(string.punctuation) if config.mask_punctuation else []) + list(config.skiplist_words)
+        self.skip_ids = {i for w in words for i in self._skip_ids(w, config.skiplist_rule)}
+        # sized by the largest id, not the vocabulary size (a vocab.txt with a repeated line has ids past it)
+        top = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
+        self._skip_table = np.zeros(max(top + 1, self.vocab_size), bool)
         self._skip_table[sorted(self.skip_ids)] = True
         if self.max_query_content < 1:
             raise ValueError(
@@ -93,6 +95,9 @@ class ColBERTTokenizer:
             idx = self.tokenizer.token_to_id(form)
             if idx is not None:
                 return [idx]
+        if marker.strip().startswith("[") and marker.strip().endswith("]"):
+            # "[QueryMarker]", "[unused0]", "[Q]": a token of the vocabulary, never text to split
+            raise ValueError(f"{what} marker {marker!r} is not a token of this tokenizer's vocabulary")
         ids = self.tokenizer.encode(marker, add_special_tokens=False).ids
         if not ids:
             raise ValueError(f"{what} marker {marker!r} tokenises to nothing")
@@ -106,9 +111,18 @@ class ColBERTTokenizer:
                 ids.add(idx)
         return ids
 
-    def _skiplist(self) -> set[int]:
-        """Pieces that are bare punctuation (with or without a word-start marker)."""
-        return {i for ch in string.punctuation for i in self._piece_ids(ch)}
+    def _skip_ids(self, word: str, rule: str) -> set[int]:
+        """The ids ``word`` removes from documents under ``rule`` (see ColBERTConfig.skiplist_rule)."""
+        if rule == "colbert":  # colbert-ai: raw_tokenizer.encode(word, add_special_tokens=False)[0]
+            ids = self.tokenizer.encode(word, add_special_tokens=False).ids
+            return set(ids[:1])
+        if rule == "exact":  # PyLate: tokenizer.convert_tokens_to_ids(word)
+            idx = self.tokenizer.token_to_id(word)
+            if idx is None:
+                idx = next((self.tokenizer.token_to_id(t) for t in ("<unk>", "[UNK]")
+                            if self.tokenizer.token_to_id(t) is not None), None)
+            return set() if idx is None else {idx}
+        return self._piece_ids(word)
 
     @property
     def vocab_size(self) -> int:
