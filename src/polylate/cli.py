@@ -134,6 +134,12 @@ def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[
     return [str(first_id + i) for i in range(len(kept))], kept
 
 
+def _read_ids(path: Path) -> list[str]:
+    """Document ids from a file: a .jsonl corpus gives its _ids, any other file one id per line."""
+    listed, lines = read_texts(path, [])
+    return listed if ".jsonl" in path.suffixes else [t.strip() for t in lines]
+
+
 def _check_dim(m, dim: int) -> None:
     if dim not in m.output_dims:
         _fail(f"--dim must be one of {m.output_dims} for this model, got {dim}")
@@ -316,8 +322,7 @@ def index_delete(
     if not ids:
         if input is None:
             _fail("give ids as arguments or --input")
-        listed, lines = read_texts(input, [])  # a .jsonl corpus gives its _ids; a .txt one id per line
-        ids = listed if ".jsonl" in input.suffixes else [t.strip() for t in lines]
+        ids = _read_ids(input)
     try:
         n = idx.delete(ids, missing_ok=missing_ok)
     except KeyError as exc:
@@ -382,8 +387,7 @@ def index_search(
 
     allowed = None
     if filter_ids is not None:
-        listed, lines = read_texts(filter_ids, [])  # a .jsonl gives its _ids; else one id per line
-        allowed = listed if ".jsonl" in filter_ids.suffixes else [t.strip() for t in lines]
+        allowed = _read_ids(filter_ids)
     idx = _open_index(path)
     m, dim, _ = _index_model(idx, model, device, dtype)
     out = Console()
@@ -657,12 +661,9 @@ def mine(
     from polylate.train.data import read_beir
     from polylate.train.mining import add_teacher_scores, mine_hard_negatives, write_pairs
 
-    if output.is_dir():
-        _fail(f"--output {output} is a folder; give the pairs.jsonl file to write")
+    _check_output_file(output)
     if output.exists() and not overwrite:
         _fail(f"{output} exists; pass --overwrite to replace it")
-    if not output.parent.is_dir():
-        _fail(f"--output {output}: folder {output.parent} does not exist")
     try:
         corpus, queries, qrels = read_beir(data, split)
     except (FileNotFoundError, ValueError, KeyError) as exc:

@@ -63,14 +63,18 @@ def pack(docs: Sequence[ArrayLike]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(tensors) if tensors else torch.zeros(0, 0), lens
 
 
+def check_top_n(top_n) -> None:
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
+
+
 def rerank(query: ArrayLike, docs: Sequence[ArrayLike], top_n: int | None = None):
     """Order documents by MaxSim against one query → [(doc_index, score)], best first."""
     if len(docs) == 0:
         return []
     packed, lens = pack(docs)
     scores = maxsim_packed(query, packed, lens)
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
+    check_top_n(top_n)
     k = len(docs) if top_n is None else min(top_n, len(docs))
     # stable: equal scores keep the documents' order (torch.topk leaves ties in any order)
     order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[:k]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import math
 import random
@@ -57,12 +56,6 @@ def _require(folder: Path, name: str, what: str) -> Path:
     if path is None:
         raise DatasetError(f"{folder}: no {what} file ({name} or {name}.gz)")
     return path
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -440,8 +440,6 @@ def main_eval(
         console.print(_rich_table(rows))
     else:
         print(report_table(rows), file=file)
-    if output_json is not None:
-        _write_rows(rows, output_json)
     if plot is not None:
         plot_quality_vs_storage(rows, plot, metric=metrics[0])
     return rows

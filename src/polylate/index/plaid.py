@@ -497,9 +497,9 @@ class PlaidIndex:
     def _search_segment(self, seg, q, centroid_scores, cells, cell_scores, allowed, k, settings):
         use_allowed = allowed is not None
         keep = max(k, settings.ndocs // 4)
-        if seg.num_live <= keep or use_allowed:
+        if use_allowed or seg.num_live <= keep:
             live = ~seg.deleted & allowed if use_allowed else ~seg.deleted
-            if seg.num_live <= keep or int(live.sum()) <= keep:
+            if int(live.sum()) <= keep:
                 # no more documents (in the segment, or let through by the filter) than stage 4
                 # would score anyway: score all of them rather than hope the probed cells reach them
                 return self._score(seg, q, np.flatnonzero(live), k)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -179,8 +180,8 @@ class SegmentArrays:
     def num_docs(self) -> int:
         return len(self.ids)
 
-    @property
-    def num_live(self) -> int:
+    @functools.cached_property
+    def num_live(self) -> int:  # cached: tombstones never change in place (a new file, a new object)
         return int(self.num_docs - self.deleted.sum())
 
 

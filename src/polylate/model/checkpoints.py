@@ -110,9 +110,7 @@ def _as_checkpoint_error(where: Path):
     a missing config field, a truncated weights file) is a CheckpointError naming it."""
     try:
         yield
-    except CheckpointError:
-        raise
-    except MemoryError:
+    except (CheckpointError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 — safetensors, tokenizers and torch raise their own types
         what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"

@@ -22,7 +22,7 @@ from torch import nn
 
 from polylate.config import MATRYOSHKA_DIMS, ColBERTConfig
 from polylate.model.encoder import Encoder, EncoderConfig
-from polylate.scoring import maxsim, rerank as rerank_vectors
+from polylate.scoring import check_top_n, maxsim, rerank as rerank_vectors
 from polylate.text.tokenizer import ColBERTTokenizer, TokenBatch
 
 NATIVE_CONFIG = "polylate.json"
@@ -213,10 +213,9 @@ class ColBERT(nn.Module):
         if not isinstance(query, str):
             raise TypeError(f"rerank takes one query string, got {type(query).__name__}")
         documents = [documents] if isinstance(documents, str) else list(documents)
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-            raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
+        check_top_n(top_n)  # before the encoding, not after
         q = self.encode(query, is_query=True, dim=dim, to_numpy=False)
-        d = self.encode(list(documents), is_query=False, dim=dim, to_numpy=False)
+        d = self.encode(documents, is_query=False, dim=dim, to_numpy=False)
         ranked = rerank_vectors(q.float().cpu(), [t.float().cpu() for t in d], top_n)
         return [{"index": i, "score": s, "document": documents[i]} for i, s in ranked]
 

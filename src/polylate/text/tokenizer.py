@@ -116,12 +116,12 @@ class ColBERTTokenizer:
         if rule == "colbert":  # colbert-ai: raw_tokenizer.encode(word, add_special_tokens=False)[0]
             ids = self.tokenizer.encode(word, add_special_tokens=False).ids
             return set(ids[:1])
-        if rule == "exact":  # PyLate: tokenizer.convert_tokens_to_ids(word)
-            idx = self.tokenizer.token_to_id(word)
-            if idx is None:
-                idx = next((self.tokenizer.token_to_id(t) for t in ("<unk>", "[UNK]")
-                            if self.tokenizer.token_to_id(t) is not None), None)
-            return set() if idx is None else {idx}
+        if rule == "exact":  # PyLate: tokenizer.convert_tokens_to_ids(word), the unknown id if none
+            for token in (word, "<unk>", "[UNK]"):
+                idx = self.tokenizer.token_to_id(token)
+                if idx is not None:
+                    return {idx}
+            return set()
         return self._piece_ids(word)
 
     @property

@@ -443,13 +443,14 @@ class Trainer:
                     continue  # done before the checkpoint this run resumed from
                 with self._autocast():
                     loss, parts = self.batch_loss(batch)
-                if not torch.isfinite(loss):
+                value = float(loss.detach())  # one device sync per micro-batch, reused below
+                if not math.isfinite(value):
                     raise FloatingPointError(
-                        f"the loss is {float(loss.detach())} at epoch {epoch + 1}, micro-batch {n + 1}: training "
+                        f"the loss is {value} at epoch {epoch + 1}, micro-batch {n + 1}: training "
                         "diverged (lower the learning rate, raise the temperature); nothing was saved")
                 (loss / self.grad_accum).backward()
-                epoch_losses.append(float(loss.detach()))
-                pending.append((float(loss.detach()), parts))
+                epoch_losses.append(value)
+                pending.append((value, parts))
                 if len(pending) == self.grad_accum:
                     self._micro = n + 1
                     self._optimizer_step(epoch, pending)
@@ -480,7 +481,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         # unit-normalised outputs keep the loss finite even when the weights are not: check them
-        if not all(bool(torch.isfinite(p).all()) for g in self.optimizer.param_groups for p in g["params"]):
+        finite = torch.stack([p.isfinite().all() for g in self.optimizer.param_groups for p in g["params"]])
+        if not bool(finite.all()):  # one device sync per step, not one per parameter
             raise FloatingPointError(f"the trained weights are not finite after optimizer step {self.step}: "
                                      "training diverged (lower the learning rate); nothing was saved")
         loss = sum(x for x, _ in micro) / len(micro)
