@@ -220,7 +220,7 @@ def test_long_document_is_encoded_whole_in_windows(model):
         batch = tok.batch([seq], False)
         batch.output_mask[0, :lo] = False
         batch.output_mask[0, hi:] = False
-        alone = model._run(batch, 128)[0]
+        alone = model._run(batch, [128])[128][0]
         torch.testing.assert_close(vec[row : row + len(alone)], alone, atol=2e-4, rtol=0)
         row += len(alone)
     assert row == vec.shape[0]

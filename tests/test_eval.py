@@ -282,15 +282,22 @@ def model():
     return load_model()
 
 
-def test_truncation_matches_model_dims(model):
-    from polylate.eval.runner import _source_dims, _truncate
-
-    # each dim with its own head encodes through it; a dim without one truncates the next head
-    assert _source_dims(model, (128, 96, 64)) == {d: [d] for d in model.head_dims}
-    text = "Late interaction keeps one vector per token."
-    src = model.source_head(32)
-    full = model.encode(text, dim=src)
-    np.testing.assert_allclose(_truncate([full], 32)[0].astype(np.float32), model.encode(text, dim=32), atol=2e-3)
+def test_encode_dims_gives_each_dim_what_encode_gives(model):
+    # eval encodes once for all dims; each must equal its own encode(), own head or truncated
+    texts = ["Late interaction keeps one vector per token.", "Kurz.", "Un document " * 700]
+    dims = [128, 96, 64, 32]
+    for is_query in (False, True):
+        together = model.encode_dims(texts, dims, is_query=is_query, batch_size=2, doc_maxlen=2000)
+        assert list(together) == dims
+        for d in dims:
+            alone = model.encode(texts, is_query=is_query, dim=d, batch_size=2, doc_maxlen=2000)
+            for a, b in zip(together[d], alone):
+                assert a.shape == b.shape and a.shape[1] == d
+                np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(TypeError, match="dims"):
+        model.encode_dims(texts, 64)
+    with pytest.raises(ValueError, match="dim must be"):
+        model.encode_dims(texts, [64, 999])
 
 
 def test_evaluate_colbert_end_to_end(model, shared_data):
@@ -363,7 +370,7 @@ def test_plot_without_matplotlib(tmp_path, monkeypatch):
         plot_quality_vs_storage(ROWS, tmp_path / "plot.png")
 
 
-def test_main_eval(model, shared_data, tmp_path):
+def test_main_eval(model, shared_data, tmp_path, capsys):
     pytest.importorskip("bm25s")
     pytest.importorskip("pytrec_eval")
     from polylate.eval.runner import main_eval
@@ -376,6 +383,11 @@ def test_main_eval(model, shared_data, tmp_path):
         ("lareqa_xquad_r/en", "bm25"), ("lareqa_xquad_r/en", 64),
         ("lareqa_xquad_r/ar", "bm25"), ("lareqa_xquad_r/ar", 64)]
     assert "lareqa_xquad_r/ar" in out.getvalue()
+    # progress reaches stderr even when nothing is a terminal: one line before, one after each dataset
+    log = capsys.readouterr().err.splitlines()
+    assert log[0] == "[1/2] lareqa_xquad_r/en: 3 queries, 30 documents"
+    assert log[1].startswith("[1/2] lareqa_xquad_r/en: ndcg@10 bm25 ") and " 64 " in log[1]
+    assert log[3].startswith("[2/2] lareqa_xquad_r/ar: ndcg@10 bm25 ")
     assert json.loads((tmp_path / "rows.json").read_text()) == rows
     with pytest.raises(DatasetError, match="no dataset"):
         main_eval(tmp_path, colbert=False)

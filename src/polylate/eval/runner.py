@@ -37,24 +37,6 @@ __all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_st
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
-def _source_dims(model, dims: Sequence[int]) -> dict[int, list[int]]:
-    """Group the requested dims by the head that produces them (model.source_head), so each
-    head encodes once and the others are truncated + re-normalised, as the model does."""
-    plan: dict[int, list[int]] = {}
-    for d in dims:
-        plan.setdefault(model.source_head(d), []).append(d)
-    return plan
-
-
-def _truncate(vectors: list[np.ndarray], dim: int) -> list[np.ndarray]:
-    out = []
-    for v in vectors:
-        t = np.asarray(v[:, :dim], dtype=np.float32)
-        t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-        out.append(t.astype(np.float16))
-    return out
-
-
 def rank_exact(dim, doc_ids, doc_vecs, query_ids, query_vecs, k):
     """Exact MaxSim top-k per query → (run ``{qid: {docid: score}}``, None)."""
     from polylate.index.exact import ExactIndex
@@ -89,46 +71,46 @@ def evaluate_colbert(
     metrics: Sequence[str] = METRICS,
     runs_dir: str | Path | None = None,
 ) -> list[dict]:
-    """Encode the corpus and queries once per needed head, rank every query with exact
+    """Encode the corpus and queries once (every dim from the same encoder pass), rank every query with exact
     MaxSim (or a PLAID index built in a temp folder, with ``use_index``), one row per dim.
     ``runs_dir``: also write each ranking there as a TREC run file (:func:`write_trec_run`)."""
     if not dataset.queries or not dataset.corpus:
         raise ValueError(f"{dataset.name}: nothing to evaluate ({len(dataset.queries)} queries, "
                          f"{len(dataset.corpus)} documents)")
     dims = list(dict.fromkeys(int(d) for d in dims))
-    plan = _source_dims(model, dims)
     doc_ids, doc_texts = list(dataset.corpus), list(dataset.corpus.values())
     query_ids, query_texts = list(dataset.queries), list(dataset.queries.values())
+    start = time.perf_counter()
+    # one encoder pass serves every dim: each costs only its projection
+    docs = model.encode_dims(doc_texts, dims, is_query=False, batch_size=batch_size,
+                             show_progress=show_progress, doc_maxlen=doc_maxlen, dtype=np.float16)
+    queries = model.encode_dims(query_texts, dims, is_query=True, batch_size=batch_size,
+                                show_progress=show_progress, dtype=np.float16)
+    encode_s = (time.perf_counter() - start) / len(dims)
+    tokens_per_doc = float(np.mean([v.shape[0] for v in docs[dims[0]]]))
     rows = {}
-    for src, wanted in plan.items():
+    for d in dims:
         start = time.perf_counter()
-        docs = model.encode(doc_texts, is_query=False, dim=src, batch_size=batch_size,
-                            show_progress=show_progress, doc_maxlen=doc_maxlen, dtype=np.float32)
-        queries = model.encode(query_texts, is_query=True, dim=src, batch_size=batch_size,
-                               show_progress=show_progress, dtype=np.float32)
-        encode_s = (time.perf_counter() - start) / len(wanted)
-        tokens_per_doc = float(np.mean([v.shape[0] for v in docs]))
-        for d in wanted:
-            start = time.perf_counter()
-            dv, qv = _truncate(docs, d), _truncate(queries, d)
-            if use_index:
-                run, info = _rank_plaid(d, doc_ids, dv, query_ids, qv, k, nbits)
-                method, bytes_per_doc = f"plaid-{nbits}bit", tokens_per_doc * info["per_token"]
-            else:
-                run, info = rank_exact(d, doc_ids, dv, query_ids, qv, k)
-                method, bytes_per_doc = "exact", tokens_per_doc * d * 2
-            scores = evaluate(run, dataset.qrels, metrics)
-            if runs_dir is not None:
-                write_trec_run(run, Path(runs_dir) / f"{_file_name(dataset.name)}.{method}.{d}.trec",
-                               f"polylate-{method}-{d}")
-            rows[d] = {
-                "dataset": dataset.name, "method": method, "dim": d, **scores,
-                "bytes_per_doc": bytes_per_doc, "tokens_per_doc": tokens_per_doc,
-                "queries": len(query_ids), "docs": len(doc_ids),
-                "seconds": encode_s + time.perf_counter() - start,
-            }
-            if info is not None:
-                rows[d]["index_bytes_per_doc"] = info["disk"] / len(doc_ids)
+        dv, qv = docs.pop(d), queries.pop(d)
+        if use_index:
+            run, info = _rank_plaid(d, doc_ids, dv, query_ids, qv, k, nbits)
+            method, bytes_per_doc = f"plaid-{nbits}bit", tokens_per_doc * info["per_token"]
+        else:
+            run, info = rank_exact(d, doc_ids, dv, query_ids, qv, k)
+            method, bytes_per_doc = "exact", tokens_per_doc * d * 2
+        del dv, qv
+        scores = evaluate(run, dataset.qrels, metrics)
+        if runs_dir is not None:
+            write_trec_run(run, Path(runs_dir) / f"{_file_name(dataset.name)}.{method}.{d}.trec",
+                           f"polylate-{method}-{d}")
+        rows[d] = {
+            "dataset": dataset.name, "method": method, "dim": d, **scores,
+            "bytes_per_doc": bytes_per_doc, "tokens_per_doc": tokens_per_doc,
+            "queries": len(query_ids), "docs": len(doc_ids),
+            "seconds": encode_s + time.perf_counter() - start,
+        }
+        if info is not None:
+            rows[d]["index_bytes_per_doc"] = info["disk"] / len(doc_ids)
     return [rows[d] for d in dims]
 
 
@@ -364,6 +346,11 @@ def _file_in_the_way(folder: Path) -> Path | None:
     return None
 
 
+def _log(line: str) -> None:
+    """One progress line on stderr: a long eval whose output is redirected still says where it is."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def main_eval(
     paths: str | Path | Sequence[str | Path],
     dims: Sequence[int] = (128, 96, 64),
@@ -419,16 +406,20 @@ def main_eval(
         for d in dims:
             model.source_head(int(d))  # a dim the model cannot make fails before any dataset runs
     rows: list[dict] = []
-    for folder in found:
+    for n, folder in enumerate(found, 1):
+        started, first = time.perf_counter(), len(rows)
         dataset = load_beir(folder, split=split, name=names[folder])
         if max_queries is not None or max_docs is not None:
             dataset = subsample(dataset, max_queries=max_queries, max_docs=max_docs, seed=seed)
+        _log(f"[{n}/{len(found)}] {dataset.name}: {len(dataset.queries)} queries, {len(dataset.corpus)} documents")
         if bm25:
             rows.extend(evaluate_bm25(dataset, k=k, metrics=metrics, runs_dir=runs_dir))
         if colbert:
             rows.extend(evaluate_colbert(model, dataset, dims=dims, k=k, batch_size=batch_size,
                                          show_progress=show_progress, use_index=use_index, nbits=nbits,
                                          doc_maxlen=doc_maxlen, metrics=metrics, runs_dir=runs_dir))
+        scores = ", ".join(f"{r['dim']} {r[metrics[0]]:.4f}" for r in rows[first:])
+        _log(f"[{n}/{len(found)}] {dataset.name}: {metrics[0]} {scores} ({time.perf_counter() - started:.0f} s)")
         if output_json is not None:  # after every dataset: a later failure keeps these rows
             _write_rows(rows, output_json)
     if rich:

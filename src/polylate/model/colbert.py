@@ -112,15 +112,15 @@ class ColBERT(nn.Module):
         """[B, L] ids → [B, L, dim] unit vectors (padding rows are meaningless)."""
         return self.project(self.encoder(input_ids, attention_mask), dim)
 
-    def _run(self, batch: TokenBatch, dim: int) -> list[torch.Tensor]:
+    def _run(self, batch: TokenBatch, dims: Sequence[int]) -> dict[int, list[torch.Tensor]]:
+        """One encoder pass, projected by every requested head."""
         ids = torch.from_numpy(batch.input_ids).to(self.device)
         attention = torch.from_numpy(batch.attention_mask).to(self.device)
-        vectors = self(ids, attention, dim)
+        hidden = self.encoder(ids, attention)
         keep = torch.from_numpy(batch.output_mask).to(self.device)
         lengths = keep.sum(dim=1).tolist()
-        return list(torch.split(vectors[keep], lengths))
+        return {d: list(torch.split(self.project(hidden, d)[keep], lengths)) for d in dims}
 
-    @torch.inference_mode()
     def encode(
         self,
         texts: str | Sequence[str],
@@ -139,15 +139,36 @@ class ColBERT(nn.Module):
         encoder's window (``max_doc_tokens``) but within ``doc_maxlen`` is encoded in
         overlapping windows and comes back whole (``ColBERTTokenizer.doc_windows``).
         """
+        dim = self.config.dim if dim is None else dim
+        single = isinstance(texts, str)
+        out = self.encode_dims(texts, [dim], is_query, batch_size, show_progress, doc_maxlen, to_numpy, dtype)[dim]
+        return out[0] if single else out
+
+    @torch.inference_mode()
+    def encode_dims(
+        self,
+        texts: str | Sequence[str],
+        dims: Sequence[int],
+        is_query: bool = False,
+        batch_size: int = 32,
+        show_progress: bool = False,
+        doc_maxlen: int | None = None,
+        to_numpy: bool = True,
+        dtype: torch.dtype | np.dtype = np.float32,
+    ) -> dict[int, list]:
+        """Texts at several Matryoshka dims from one encoder pass → ``{dim: [array per text]}``:
+        each dim costs only its projection, so comparing 128/96/64 costs one encoding."""
         if not (isinstance(texts, str) or hasattr(texts, "__iter__")) or isinstance(texts, (bytes, bytearray)):
             raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        dim = self.config.dim if dim is None else dim
-        for name, value in (("dim", dim), ("batch_size", batch_size)):
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if isinstance(dims, (int, np.integer)) or not dims:
+            raise TypeError(f"dims must be a non-empty sequence of integers, got {dims!r}")
+        for name, value in [*(("dim", d) for d in dims), ("batch_size", batch_size)]:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an integer, got {value!r}")
-        self._projection(dim)  # validate early
+        dims = list(dict.fromkeys(int(d) for d in dims))
+        for d in dims:
+            self._projection(d)  # validate early
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if doc_maxlen is not None and doc_maxlen < 4:
@@ -160,7 +181,7 @@ class ColBERT(nn.Module):
             pieces = [(i, *w) for i, c in enumerate(content)
                       for w in self.tokenizer.doc_windows(c, doc_maxlen, self.max_doc_tokens)]
         order = sorted(range(len(pieces)), key=lambda p: -len(pieces[p][1]))
-        parts: list[list] = [[] for _ in texts]
+        parts: dict[int, list[list]] = {d: [[] for _ in texts] for d in dims}
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for idx in _progress(batches, show_progress, "queries" if is_query else "documents"):
             batch = self.tokenizer.batch([pieces[p][1] for p in idx], is_query)
@@ -168,14 +189,17 @@ class ColBERT(nn.Module):
                 _, _, lo, hi = pieces[p]
                 batch.output_mask[row, :lo] = False
                 batch.output_mask[row, hi:] = False
-            for p, vec in zip(idx, self._run(batch, dim)):
-                parts[pieces[p][0]].append((p, vec))
-        out = []
-        for found in parts:  # windows of one document are consecutive pieces, in order
-            found.sort(key=lambda pv: pv[0])
-            vec = found[0][1] if len(found) == 1 else torch.cat([v for _, v in found])
-            out.append(_convert(vec, to_numpy, dtype))
-        return out[0] if single else out
+            for d, vectors in self._run(batch, dims).items():
+                for p, vec in zip(idx, vectors):
+                    parts[d][pieces[p][0]].append((p, vec))
+        out: dict[int, list] = {}
+        for d in dims:
+            out[d] = []
+            for found in parts[d]:  # windows of one document are consecutive pieces, in order
+                found.sort(key=lambda pv: pv[0])
+                vec = found[0][1] if len(found) == 1 else torch.cat([v for _, v in found])
+                out[d].append(_convert(vec, to_numpy, dtype))
+        return out
 
     def encode_queries(self, queries, **kwargs):
         return self.encode(queries, is_query=True, **kwargs)
