@@ -110,7 +110,7 @@ def test_cli_encode(model, tmp_path):
     assert a.shape == b.shape and not np.array_equal(a, b)  # really computed in bf16
     assert (a * b).sum(1).min() > 0.99
     res = runner.invoke(app, ["encode", "hi", "--dtype", "int8"])
-    assert res.exit_code == 2 and "use float32, bfloat16 or float16" in res.output
+    assert res.exit_code == 2 and "use float32, bfloat16 (bf16) or float16 (fp16)" in res.output
 
 
 def test_cli_demo_indexes_and_answers(model):

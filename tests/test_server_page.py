@@ -68,6 +68,7 @@ def _hits(driver) -> list[dict]:
     return driver.execute_script("""
         return [...document.querySelectorAll('#hits li.hit')].map(li => ({
             id: li.dataset.id, rank: +li.dataset.rank, score: +li.dataset.score,
+            scoreTitle: li.querySelector('.score').title,
             marks: [...li.querySelectorAll('mark')].map(m => ({text: m.textContent, title: m.title,
                                                                cls: m.className, query: m.dataset.query}))}));""")
 
@@ -87,6 +88,9 @@ def test_search_page_ranks_and_highlights(browser, server, tmp_path):
     assert len(hits) == 10 and [h["rank"] for h in hits] == list(range(1, 11))
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert hits[0]["id"] == "en-paris"
+    # the exact score of the re-encoded text sits beside the index's (compressed) score
+    exact = float(hits[0]["scoreTitle"].rsplit(": ", 1)[1])
+    assert hits[0]["scoreTitle"].startswith("index score (compressed vectors)") and abs(exact - hits[0]["score"]) < 0.5
     marks = {m["text"]: m for m in hits[0]["marks"] if m["cls"] == "match"}
     assert {"capital", "France"} <= set(marks)
     assert 'query "capital" → "capital"' in marks["capital"]["title"]

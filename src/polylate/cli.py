@@ -42,8 +42,9 @@ def _fail(message: str) -> None:
 
 
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps (default: cpu)"
-DTYPE_HELP = ("encoder precision: float32, bfloat16 (~3x faster on CPUs with bf16 support, vectors within "
-              "cosine 0.9998) or float16; on CUDA half precision is what enables the flash attention kernel")
+DTYPE_HELP = ("encoder precision: float32 (fp32), bfloat16 (bf16; ~3x faster on CPUs with bf16 support, vectors "
+              "within cosine 0.9998) or float16 (fp16, half); on CUDA half precision is what enables the flash "
+              "attention kernel")
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "half": "float16"}
 
@@ -72,7 +73,7 @@ def _dtype_name(dtype: str | None) -> str | None:
     if dtype is None:
         return None
     if dtype.lower() not in DTYPES:
-        _fail(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
+        _fail(f"--dtype {dtype!r}: use float32, bfloat16 (bf16) or float16 (fp16)")
     return DTYPES[dtype.lower()]
 
 
@@ -160,7 +161,7 @@ def encode(
     input: Optional[Path] = typer.Option(None, "--input", "-i", help=".txt, .jsonl or .jsonl.gz (BEIR corpus/queries)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npz (packed vectors) or .jsonl; default: JSON lines on stdout"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-    query: bool = typer.Option(False, "--query/--document", help="encode as queries (32 tokens, mask-augmented) or documents"),
+    query: bool = typer.Option(False, "--query/--document", help="encode as queries (with the query marker; models with query augmentation pad them with mask tokens to query_maxlen, 32 for Jina-ColBERT-v2) or documents"),
     dim: int = typer.Option(128, "--dim", "-d", help="output dimension: 128, 96 or 64"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (default: the model's; past the encoder's window documents are encoded in overlapping windows)"),
@@ -312,7 +313,7 @@ def index_add(
 def index_delete(
     path: Path = typer.Argument(..., help="existing index folder"),
     ids: list[str] = typer.Argument(None, help="document ids (else --input, one per line)"),
-    input: Optional[Path] = typer.Option(None, "--input", "-i"),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="file of document ids, one per line"),
     missing_ok: bool = typer.Option(False, help="ignore ids that are not in the index"),
 ) -> None:
     """Delete documents by id (one atomic commit)."""
@@ -333,7 +334,7 @@ def index_delete(
 
 
 @index_app.command("compact")
-def index_compact(path: Path = typer.Argument(...)) -> None:
+def index_compact(path: Path = typer.Argument(..., help="existing index folder")) -> None:
     """Merge segments and drop deleted documents."""
     from polylate.index.storage import IndexStoreError
 
@@ -346,7 +347,7 @@ def index_compact(path: Path = typer.Argument(...)) -> None:
 
 
 @index_app.command("stats")
-def index_stats(path: Path = typer.Argument(...)) -> None:
+def index_stats(path: Path = typer.Argument(..., help="existing index folder")) -> None:
     """Print the index's size and settings as JSON."""
     print(json.dumps(_open_index(path).stats(), indent=2))
 
