@@ -243,6 +243,22 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, layers):
         assert resumed_run.step == whole_run.step == 4
 
 
+def test_keep_checkpoints_deletes_all_but_the_most_recent(tmp_path):
+    (tmp_path / "notes").mkdir()  # not a checkpoint: never touched
+    older = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path / "old")
+    older.train()
+    (tmp_path / "old" / "epoch-1").rename(tmp_path / "from-another-run")
+    trainer = Trainer(tiny_model(seed=4), ITEMS, epochs=2, batch_size=2, grad_accum=2, dims=(16,),
+                      checkpoint_dir=tmp_path, checkpoint_every=1, keep_checkpoints=2)
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-2", "notes", "old", "step-4"]
+    from polylate import load_model
+
+    assert torch.equal(load_model(tmp_path / "epoch-2").heads["16"].weight, trainer.model.heads["16"].weight)
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        Trainer(tiny_model(seed=4), ITEMS, dims=(16,), keep_checkpoints=0)
+
+
 def test_resume_refuses_another_runs_checkpoint(tmp_path):
     trainer = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path)
     trainer.train()
@@ -398,6 +414,7 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "--teacher", "oracle"], "--teacher must be dense, data or none"),
                           ([str(data), "--dim-weights", "1,2"], "2 value(s) for 1 dims"),
                           ([str(data), "--checkpoint-every", "5"], "needs --checkpoint-dir"),
+                          ([str(data), "--keep-checkpoints", "2"], "--keep-checkpoints needs --checkpoint-dir"),
                           ([str(data), "--grad-accum", "0"], "--grad-accum must be positive"),
                           ([str(data), "--device", "warp-drive"], "is not a torch device"),
                           ([str(data), "--temperature", "0"], "--temperature must be a positive number"),

@@ -501,6 +501,8 @@ def train(
                                                   "every epoch (epoch-N/) and every --checkpoint-every steps"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="optimizer steps between "
                                                    "checkpoints (needs --checkpoint-dir)"),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="keep only the N most recent "
+                                                   "checkpoints in --checkpoint-dir (each is a whole model)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run that saved this checkpoint folder "
                                           "(same data and options; its optimizer state and place are restored)"),
     seed: int = typer.Option(0, help="seeds negative sampling and batch order"),
@@ -521,6 +523,8 @@ def train(
         _fail(f"--teacher must be dense, data or none, got {teacher!r}")
     if checkpoint_every is not None and (checkpoint_dir is None or checkpoint_every < 1):
         _fail("--checkpoint-every needs --checkpoint-dir and a positive number of steps")
+    if keep_checkpoints is not None and (checkpoint_dir is None or keep_checkpoints < 1):
+        _fail("--keep-checkpoints needs --checkpoint-dir and a positive number")
     for name, value in (("--batch-size", batch_size), ("--grad-accum", grad_accum), ("--epochs", epochs)):
         if value < 1:
             _fail(f"{name} must be positive, got {value}")
@@ -589,7 +593,8 @@ def train(
                           teacher="mean_pool" if teacher == "dense" else "items",
                           teacher_temperature=teacher_temperature, temperature=temperature,
                           doc_maxlen=doc_maxlen, checkpoint_dir=checkpoint_dir,
-                          checkpoint_every=checkpoint_every, seed=seed, show_progress=True, log_every=50,
+                          checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, seed=seed,
+                          show_progress=True, log_every=50,
                           precision="bfloat16" if bf16 else "float32", cache_lower_layers=cache)
         if resume is not None:
             trainer.resume(resume)

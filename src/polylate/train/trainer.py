@@ -232,7 +232,7 @@ class Trainer:
                  checkpoint_every: int | None = None, cache: HiddenCache | None = None,
                  encode_batch_size: int = 32, log_every: int = 0, show_progress: bool = False,
                  cache_lower_layers: bool = True, encoder_lr: float | None = None,
-                 precision: str = "float32"):
+                 precision: str = "float32", keep_checkpoints: int | None = None):
         if not train_items:
             raise ValueError("no training items")
         if grad_accum < 1 or batch_size < 1 or epochs < 1:
@@ -278,6 +278,9 @@ class Trainer:
         self.train_encoder_layers = train_encoder_layers
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpoint_every = checkpoint_every
+        if keep_checkpoints is not None and (isinstance(keep_checkpoints, bool) or keep_checkpoints < 1):
+            raise ValueError(f"keep_checkpoints must be a positive number, got {keep_checkpoints!r}")
+        self.keep_checkpoints = keep_checkpoints
         self.seed = seed
         self.temperature = temperature
         self.distill_weight = distill_weight
@@ -536,7 +539,22 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
+        if self.keep_checkpoints is not None:
+            self._prune_checkpoints(final)
         return final
+
+    def _prune_checkpoints(self, newest: Path) -> None:
+        """Delete all but the ``keep_checkpoints`` most recent checkpoints in the folder (each is
+        a whole model, ~0.5 GB for e5-small): a long run with --checkpoint-every fills no disk.
+        This run's own come last in the order it wrote them (mtimes can tie); older ones before."""
+        self._written = [p for p in getattr(self, "_written", []) if p != newest] + [newest]
+        older = [p for p in self.checkpoint_dir.iterdir()
+                 if not p.name.startswith(".") and (p / TRAINER_STATE).is_file() and p not in self._written]
+        older.sort(key=lambda p: (p / TRAINER_STATE).stat().st_mtime_ns)
+        ordered = older + self._written
+        for old in ordered[:-self.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        self._written = [p for p in self._written if p.exists()]
 
     def resume(self, checkpoint: str | Path) -> None:
         """Continue the run saved in ``checkpoint`` (a folder :meth:`checkpoint` wrote): trained
