@@ -168,6 +168,10 @@ def test_small_index_grows_and_retrains(model, tmp_path):
         meta = json.loads((tmp_path / "one" / SERVER_META).read_text())
         assert stats["documents"] == 8 and meta["trained_tokens"] * 2 >= stats["tokens"]
         assert stats["centroids"] > 1
+        # an index created empty trains its codec on its first add, and says so
+        assert client.post("/v1/indexes", json={"name": "empty"}).status_code == 201
+        res = client.post("/v1/indexes/empty/documents", json={"documents": DOCS[:2]})
+        assert res.status_code == 200 and res.json()["retrained"] is True and res.json()["documents"] == 2
         texts = {h["id"]: h["text"] for h in
                  client.post("/v1/indexes/one/search", json={"query": "capital", "k": 8}).json()["hits"]}
         assert texts == {d["id"]: d["text"] for d in DOCS[:8]}

@@ -271,8 +271,9 @@ class IndexRegistry:
                 raise RegistryError(409, f"index {name!r} changed while the documents were encoded; retry")
             folder = self.folder(name)
             replaced = 0
-            if idx is None:
+            if idx is None:  # the first documents of an empty index: the codec is trained on them
                 self._build(entry, folder, rec["meta"], ids, vectors, texts)
+                retrained = True
             else:
                 self._refuse_present(idx, ids, replace)
                 replaced = sum(i in idx for i in ids)

@@ -194,7 +194,8 @@ class WriteResult(BaseModel):
     added: int = 0
     deleted: int = 0
     replaced: int = Field(0, description="added documents that replaced one with the same id")
-    retrained: bool = Field(False, description="the codec was retrained on the grown collection")
+    retrained: bool = Field(False, description="the codec was trained on this collection (the first add to an "
+                            "empty index, or a retrain once the collection grew)")
 
 
 class ErrorResponse(BaseModel):
