@@ -1,4 +1,4 @@
-"""Command line: `polylate encode`, `polylate index …`, `polylate eval`, `polylate mine`, `polylate train`, `polylate serve`, `polylate demo`."""
+"""Command line: `polylate encode`, `polylate index …`, `polylate qdrant …`, `polylate eval`, `polylate mine`, `polylate train`, `polylate serve`, `polylate demo`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -210,10 +210,12 @@ def _open_index(path: Path):
         _fail(str(exc))
 
 
-def _index_model(index, override: str | None, device: str | None = None, dtype: str | None = None):
-    recorded = index.manifest.get("model") or {}
+def _index_model(recorded: dict | None, dim: int, override: str | None, device: str | None = None,
+                 dtype: str | None = None):
+    """(model, dim, doc_maxlen) an index or collection was built with, as it recorded them."""
+    recorded = recorded or {}
     name = override or recorded.get("name_or_path") or "default"
-    return _load_model(name, device, dtype), recorded.get("dim", index.dim), recorded.get("doc_maxlen")
+    return _load_model(name, device, dtype), recorded.get("dim", dim), recorded.get("doc_maxlen")
 
 
 def _encode_docs(model, texts, dim, batch_size, doc_maxlen):
@@ -298,7 +300,7 @@ def index_add(
     present = [i for i in ids if i in idx]
     if present and not replace:
         _fail(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; delete them first or pass --replace")
-    m, dim, doc_maxlen = _index_model(idx, model, device, dtype)
+    m, dim, doc_maxlen = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     try:
         with Progress(console=console, transient=True) as bar:
@@ -390,7 +392,7 @@ def index_search(
     if filter_ids is not None:
         allowed = _read_ids(filter_ids)
     idx = _open_index(path)
-    m, dim, _ = _index_model(idx, model, device, dtype)
+    m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
     out = Console()
     for query in queries:
         start = time.perf_counter()
@@ -400,17 +402,192 @@ def index_search(
             texts = idx.documents(h.id for h in hits)
         except (ValueError, IndexStoreError) as exc:
             _fail(str(exc))
-        if as_json:
-            print(json.dumps({"query": query, "ms": round(ms, 2), "hits": [
-                {"id": h.id, "score": round(h.score, 4), "text": t} for h, t in zip(hits, texts)]},
-                ensure_ascii=False))
-            continue
-        table = Table(title=f"{query}  ({ms:.0f} ms)", title_justify="left")
-        for col, just in (("rank", "right"), ("score", "right"), ("id", "left"), ("document", "left")):
-            table.add_column(col, justify=just)
-        for rank, (h, t) in enumerate(zip(hits, texts), 1):
-            table.add_row(str(rank), f"{h.score:.2f}", h.id, (t or "")[:100])
-        out.print(table)
+        _print_hits(out, query, ms, hits, texts, as_json)
+
+
+def _print_hits(out: Console, query: str, ms: float, hits, texts, as_json: bool) -> None:
+    """One query's hits: a table, or one JSON line (``--json``)."""
+    if as_json:
+        print(json.dumps({"query": query, "ms": round(ms, 2), "hits": [
+            {"id": h.id, "score": round(h.score, 4), "text": t} for h, t in zip(hits, texts)]},
+            ensure_ascii=False))
+        return
+    table = Table(title=f"{query}  ({ms:.0f} ms)", title_justify="left")
+    for col, just in (("rank", "right"), ("score", "right"), ("id", "left"), ("document", "left")):
+        table.add_column(col, justify=just)
+    for rank, (h, t) in enumerate(zip(hits, texts), 1):
+        table.add_row(str(rank), f"{h.score:.2f}", h.id, (t or "")[:100])
+    out.print(table)
+
+
+qdrant_app = typer.Typer(no_args_is_help=True, help="Store and search collections in Qdrant: a server or cluster "
+                         "(--url), or its embedded local mode (--path).")
+app.add_typer(qdrant_app, name="qdrant")
+
+QDRANT_URL_HELP = "Qdrant server or cluster, e.g. http://localhost:6333 (or $QDRANT_URL)"
+QDRANT_PATH_HELP = "folder of an embedded (local mode) Qdrant instead of a server"
+
+
+def _qdrant(url: str | None, path: Path | None, api_key: str | None):
+    """A Qdrant client from --url / --path, or a one-line error."""
+    try:
+        from polylate.backends.qdrant import connect
+    except ImportError as exc:
+        _fail(str(exc))
+    if (url is None) == (path is None):
+        _fail("give --url (a Qdrant server or cluster) or --path (local mode), not both or neither")
+    try:
+        return connect(url=url, api_key=api_key) if url else connect(path=str(path))
+    except Exception as exc:  # a locked local folder, a bad URL: say so in one line
+        _fail(f"cannot open Qdrant at {url or path}: {exc}")
+
+
+def _collection(client, name: str):
+    from polylate.backends.qdrant import QdrantIndex
+
+    try:
+        return QdrantIndex(client, name)
+    except (KeyError, ValueError) as exc:
+        _fail(exc.args[0] if isinstance(exc, KeyError) else str(exc))
+
+
+@qdrant_app.command("add")
+def qdrant_add(
+    collection: str = typer.Argument(..., help="collection name (created on first add)"),
+    input: Path = typer.Option(..., "--input", "-i", help="documents: .jsonl[.gz] (BEIR corpus: _id, title, text) or .txt"),
+    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
+    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + "; default: the one the "
+                                        "collection recorded, else 'default'"),
+    dim: int = typer.Option(128, "--dim", "-d", help="128, 96 or 64 (a new collection only)"),
+    replace: bool = typer.Option(False, help="replace documents whose id is already stored"),
+    pooled: bool = typer.Option(True, help="also store each document's mean vector for --prefetch searches "
+                                "(a new collection only)"),
+    shards: Optional[int] = typer.Option(None, help="shards of a new collection (cluster)"),
+    replicas: Optional[int] = typer.Option(None, help="replication factor of a new collection (cluster)"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (a new collection only)"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+) -> None:
+    """Encode documents and upsert them into a Qdrant collection (created, recording the model, if new)."""
+    for option, value in (("--shards", shards), ("--replicas", replicas)):
+        if value is not None and value < 1:
+            _fail(f"{option} must be positive, got {value}")
+    with closing(_qdrant(url, path, api_key)) as client:  # local mode locks its folder until closed
+        _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, replicas, doc_maxlen,
+                    batch_size, device, dtype)
+
+
+def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, replicas, doc_maxlen,
+                batch_size, device, dtype) -> None:
+    from polylate.backends.qdrant import QdrantIndex
+
+    exists = client.collection_exists(collection)
+    if ".jsonl" not in input.suffixes and exists:
+        _fail("adding to an existing collection needs the documents' ids: give a .jsonl with an _id per document")
+    ids, texts = read_texts(input, [])
+    if not texts:
+        _fail(f"{input} holds no documents")
+    if exists:
+        idx = _collection(client, collection)
+        present = idx.present(ids) if not replace else []
+        if present:
+            _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
+        m, dim, doc_maxlen = _index_model(idx.model, idx.dim, model, device, dtype)
+    else:
+        m = _load_model(model or "default", device, dtype)
+        _check_dim(m, dim)
+    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+    try:
+        if not exists:
+            idx = QdrantIndex.create(client, collection, dim, pooled=pooled, shards=shards,
+                                     replication_factor=replicas,
+                                     model={"name_or_path": model or "default", "name": m.name, "dim": dim,
+                                            "doc_maxlen": doc_maxlen})
+        with console.status(f"uploading {len(ids)} documents"):
+            replaced = idx.add(ids, vectors, texts=texts, replace=replace)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"added {len(ids)} documents ({replaced} replaced); {len(idx)} in {collection}")
+
+
+@qdrant_app.command("search")
+def qdrant_search(
+    collection: str = typer.Argument(..., help="collection name"),
+    queries: list[str] = typer.Argument(..., help="one or more queries"),
+    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
+    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    k: int = typer.Option(10, "-k", help="results per query"),
+    prefetch: Optional[int] = typer.Option(None, help="re-rank only the N nearest documents by pooled vector "
+                                           "(HNSW) instead of scoring every document by MaxSim"),
+    filter_ids: Optional[Path] = typer.Option(None, "--filter", help="file of allowed document ids, one per line"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model the collection recorded"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of tables"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+) -> None:
+    """Search a Qdrant collection with text queries (MaxSim, computed by Qdrant)."""
+    if k < 1:
+        _fail(f"-k must be positive, got {k}")
+    if prefetch is not None and prefetch < k:
+        _fail(f"--prefetch must be at least -k ({k}), got {prefetch}")
+    if any(not q.strip() for q in queries):
+        _fail("a query is empty")
+    allowed = _read_ids(filter_ids) if filter_ids is not None else None
+    with closing(_qdrant(url, path, api_key)) as client:
+        idx = _collection(client, collection)
+        m, dim, _ = _index_model(idx.model, idx.dim, model, device, dtype)
+        if dim != idx.dim:
+            _fail(f"the collection holds {idx.dim}-d vectors but records dim {dim}")
+        out = Console()
+        for query in queries:
+            start = time.perf_counter()
+            try:
+                hits = idx.search(m.encode(query, is_query=True, dim=dim), k=k, filter_ids=allowed,
+                                  prefetch=prefetch)
+            except ValueError as exc:
+                _fail(str(exc))
+            ms = 1000 * (time.perf_counter() - start)
+            _print_hits(out, query, ms, hits, idx.documents([h.id for h in hits]), as_json)
+
+
+@qdrant_app.command("delete")
+def qdrant_delete(
+    collection: str = typer.Argument(..., help="collection name"),
+    ids: list[str] = typer.Argument(None, help="document ids (else --input, one per line)"),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="file of document ids, one per line"),
+    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
+    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    missing_ok: bool = typer.Option(False, help="ignore ids that are not in the collection"),
+) -> None:
+    """Delete documents by id."""
+    if not ids:
+        if input is None:
+            _fail("give ids as arguments or --input")
+        ids = _read_ids(input)
+    with closing(_qdrant(url, path, api_key)) as client:
+        idx = _collection(client, collection)
+        try:
+            n = idx.delete(ids, missing_ok=missing_ok)
+        except KeyError as exc:
+            _fail(exc.args[0])
+        console.print(f"deleted {n} documents; {len(idx)} remain")
+
+
+@qdrant_app.command("stats")
+def qdrant_stats(
+    collection: str = typer.Argument(..., help="collection name"),
+    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
+    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+) -> None:
+    """Documents, dim, sharding and the recorded model of a collection, as JSON."""
+    with closing(_qdrant(url, path, api_key)) as client:
+        print(json.dumps(_collection(client, collection).stats(), indent=2))
 
 
 @app.command("eval")

@@ -1,0 +1,253 @@
+"""ColBERT collections in Qdrant, for collections that outgrow one machine.
+
+Qdrant shards and replicates a collection over a cluster and scores multi-vectors with
+MaxSim natively, so polylate's token vectors go in as they are: one point per document,
+its ``[n_tokens, dim]`` vectors as a ``colbert`` multi-vector (float16, no HNSW graph: a
+graph over token vectors costs far more than it saves), and optionally their normalised
+mean as a ``pooled`` dense vector with an HNSW graph. A search is then either exact MaxSim
+over the collection, or — with ``prefetch=N`` — HNSW on the pooled vector for N candidates,
+re-ranked by exact MaxSim on their token vectors inside Qdrant (two-stage retrieval, the
+engine's own ``prefetch`` query, one round trip).
+
+The same code talks to a cluster (``url=``), a single server, or Qdrant's embedded local
+mode (``path=`` on disk, or ``":memory:"``), which is what the tests run on.
+
+Document ids are strings, as everywhere in polylate; Qdrant wants integers or UUIDs, so a
+point's id is the UUID5 of the document id and the document id itself is a payload field
+(indexed, for ``filter_ids``).
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from polylate.index.plaid import Hit, _validate_docs
+
+__all__ = ["QdrantIndex", "connect"]
+
+COLBERT = "colbert"
+POOLED = "pooled"
+DOC_ID = "doc_id"
+TEXT = "text"
+_NAMESPACE = uuid.UUID("6b1f3d0e-6f1c-5a57-9d1e-706f6c796c61")  # fixed: point ids must not change between runs
+
+
+def _models():
+    try:
+        from qdrant_client import models
+    except ImportError as exc:
+        raise ImportError("the Qdrant backend needs qdrant-client: pip install 'polylate[qdrant]'") from exc
+    return models
+
+
+def connect(url: str | None = None, *, path: str | None = None, api_key: str | None = None, **kwargs):
+    """A ``QdrantClient``: a server or cluster at ``url``, else embedded local mode at ``path``
+    (a folder; ``":memory:"`` for a throwaway one)."""
+    _models()
+    from qdrant_client import QdrantClient
+
+    if (url is None) == (path is None):
+        raise ValueError("give exactly one of url (a Qdrant server or cluster) or path (local mode)")
+    if url is not None:
+        return QdrantClient(url=url, api_key=api_key, **kwargs)
+    return QdrantClient(location=":memory:", **kwargs) if path == ":memory:" else QdrantClient(path=path, **kwargs)
+
+
+def point_id(doc_id: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, doc_id))
+
+
+def _pooled(vectors: np.ndarray) -> np.ndarray:
+    mean = vectors.astype(np.float32).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+class QdrantIndex:
+    """A polylate collection in Qdrant, with :class:`~polylate.index.plaid.PlaidIndex`'s verbs:
+    ``add`` / ``delete`` / ``search`` / ``documents``, string ids, MaxSim scores."""
+
+    def __init__(self, client, collection: str):
+        """Open an existing collection (see :meth:`create`); its layout is checked here."""
+        self.client, self.collection = client, collection
+        if not client.collection_exists(collection):
+            raise KeyError(f"Qdrant has no collection {collection!r}")
+        config = client.get_collection(collection).config
+        vectors = config.params.vectors
+        colbert = vectors.get(COLBERT) if isinstance(vectors, dict) else None
+        if colbert is None or colbert.multivector_config is None:
+            raise ValueError(f"collection {collection!r} is not a polylate collection: it has no "
+                             f"{COLBERT!r} multi-vector")
+        self.dim = int(colbert.size)
+        self.pooled = POOLED in vectors
+        #: the model that encoded the documents, as recorded at creation (queries must use it too)
+        self.model: dict | None = ((getattr(config, "metadata", None) or {}).get("polylate") or {}).get("model")
+
+    @classmethod
+    def create(cls, client, collection: str, dim: int = 128, *, pooled: bool = True, on_disk: bool = True,
+               shards: int | None = None, replication_factor: int | None = None,
+               scalar_quantization: bool = False, exist_ok: bool = False,
+               model: dict | None = None) -> QdrantIndex:
+        """A new collection for ``dim``-d token vectors. ``shards`` / ``replication_factor`` spread
+        it over a cluster; ``on_disk`` keeps token vectors memory-mapped rather than in RAM;
+        ``scalar_quantization`` adds int8 copies of the token vectors that MaxSim scores first
+        (4x less memory per token read, the float16 originals stay for exactness on disk).
+        ``model``: recorded with the collection (``{"name_or_path", "name", "dim", "doc_maxlen"}``,
+        as ``PlaidIndex`` records it) so searches encode queries with the same model."""
+        models = _models()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if client.collection_exists(collection):
+            if not exist_ok:
+                raise FileExistsError(f"Qdrant already has a collection {collection!r}")
+            index = cls(client, collection)
+            if index.dim != dim:
+                raise ValueError(f"collection {collection!r} holds {index.dim}-d vectors, not {dim}-d")
+            return index
+        quantization = None
+        if scalar_quantization:
+            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, always_ram=True))
+        vectors = {COLBERT: models.VectorParams(
+            size=dim, distance=models.Distance.DOT, datatype=models.Datatype.FLOAT16, on_disk=on_disk,
+            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+            hnsw_config=models.HnswConfigDiff(m=0), quantization_config=quantization)}
+        if pooled:
+            vectors[POOLED] = models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=on_disk)
+        extra = {"metadata": {"polylate": {"model": model}}} if model is not None else {}
+        client.create_collection(collection, vectors_config=vectors, shard_number=shards,
+                                 replication_factor=replication_factor, **extra)
+        with warnings.catch_warnings():  # local mode says payload indexes do nothing there; a server uses it
+            warnings.filterwarnings("ignore", "Payload indexes have no effect", UserWarning)
+            client.create_payload_index(collection, DOC_ID, models.PayloadSchemaType.KEYWORD)
+        return cls(client, collection)
+
+    # -- contents ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.client.count(self.collection, exact=True).count
+
+    def stats(self) -> dict:
+        info = self.client.get_collection(self.collection)
+        params = info.config.params
+        return {"collection": self.collection, "documents": len(self), "dim": self.dim, "pooled": self.pooled,
+                "shards": params.shard_number, "replication_factor": params.replication_factor,
+                "status": str(getattr(info.status, "value", info.status)), "model": self.model}
+
+    def __contains__(self, doc_id: str) -> bool:
+        return bool(self.client.retrieve(self.collection, [point_id(doc_id)], with_payload=False))
+
+    def present(self, ids: Sequence[str]) -> list[str]:
+        """Which of ``ids`` are stored (in their order), a request per 1,024."""
+        found = set()
+        for start in range(0, len(ids), 1024):
+            chunk = [point_id(i) for i in ids[start:start + 1024]]
+            found.update(p.payload[DOC_ID] for p in self.client.retrieve(
+                self.collection, chunk, with_payload=[DOC_ID]))
+        return [i for i in ids if i in found]
+
+    def documents(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored texts of ``ids`` (None for a document added without one or not present)."""
+        points = self.client.retrieve(self.collection, [point_id(i) for i in ids], with_payload=True)
+        texts = {p.payload[DOC_ID]: p.payload.get(TEXT) for p in points}
+        return [texts.get(i) for i in ids]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], texts: Sequence[str] | None = None,
+            replace: bool = False, batch_size: int = 64) -> int:
+        """Upsert documents; returns how many replaced one already stored. Everything is checked
+        before anything is written. Qdrant applies each batch atomically (``wait=True``: it is
+        durable in its write-ahead log when this returns); a failure part-way leaves the earlier
+        batches stored, so re-running the same call with ``replace=True`` completes it."""
+        models = _models()
+        ids, vectors = list(ids), [np.asarray(v) for v in vectors]
+        _validate_docs(ids, vectors, self.dim)
+        if texts is not None:
+            texts = list(texts)
+            if len(texts) != len(ids) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"texts must be one string per document ({len(ids)})")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        present = self.present(ids)
+        if present and not replace:
+            raise ValueError(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; "
+                             "delete them first or pass replace=True")
+        for start in range(0, len(ids), batch_size):
+            points = []
+            for i in range(start, min(start + batch_size, len(ids))):
+                v = vectors[i].astype(np.float32)
+                named = {COLBERT: v.tolist()}
+                if self.pooled:
+                    named[POOLED] = _pooled(v).tolist()
+                payload = {DOC_ID: ids[i]}
+                if texts is not None:
+                    payload[TEXT] = texts[i]
+                points.append(models.PointStruct(id=point_id(ids[i]), vector=named, payload=payload))
+            self.client.upsert(self.collection, points, wait=True)
+        return len(present)
+
+    def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
+        """Delete documents by id (one request); returns how many were deleted."""
+        models = _models()
+        if isinstance(ids, (str, bytes)):
+            raise TypeError("ids must be a collection of ids, not one string")
+        ids = list(dict.fromkeys(ids))
+        present = self.present(ids)
+        missing = sorted(set(ids).difference(present))
+        if missing and not missing_ok:
+            raise KeyError(f"{len(missing)} id(s) not in the collection, e.g. {missing[:5]}")
+        if present:
+            self.client.delete(self.collection, models.PointIdsList(points=[point_id(i) for i in present]), wait=True)
+        return len(present)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def _request(self, query, k: int, filter_ids, prefetch: int | None):
+        models = _models()
+        if hasattr(query, "detach"):
+            query = query.detach().float().cpu().numpy()
+        q = np.asarray(query, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim or q.shape[0] == 0:
+            raise ValueError(f"query must have shape [tokens, {self.dim}] with tokens >= 1, got {list(q.shape)}")
+        if not np.isfinite(q).all():
+            raise ValueError("query has NaN or infinite values")
+        if isinstance(filter_ids, (str, bytes)):
+            raise TypeError("filter_ids must be a collection of ids, not one string")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        flt = None
+        if filter_ids is not None:
+            flt = models.Filter(must=[models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=list(filter_ids)))])
+        stage1 = None
+        if prefetch is not None:
+            if not self.pooled:
+                raise ValueError(f"collection {self.collection!r} has no pooled vectors to prefetch with "
+                                 "(created with pooled=False)")
+            if prefetch < k:
+                raise ValueError(f"prefetch ({prefetch}) must be at least k ({k})")
+            stage1 = models.Prefetch(query=_pooled(q).tolist(), using=POOLED, limit=prefetch, filter=flt)
+        return dict(query=q.tolist(), using=COLBERT, limit=k, query_filter=flt, prefetch=stage1,
+                    with_payload=[DOC_ID])
+
+    def search(self, query, k: int = 10, filter_ids: Iterable[str] | None = None,
+               prefetch: int | None = None) -> list[Hit]:
+        """Top-k documents for one query's token vectors ``[Lq, dim]``, best first, by MaxSim.
+        ``prefetch=N``: re-rank only the N nearest documents by pooled vector (HNSW) instead of
+        scoring every document; ``filter_ids``: only these documents."""
+        found = self.client.query_points(self.collection, **self._request(query, k, filter_ids, prefetch))
+        return [Hit(p.payload[DOC_ID], float(p.score)) for p in found.points]
+
+    def search_batch(self, queries: Sequence, k: int = 10, prefetch: int | None = None) -> list[list[Hit]]:
+        """:meth:`search` for many queries in one round trip."""
+        models = _models()
+        requests = [models.QueryRequest(**{("filter" if key == "query_filter" else key): value
+                                           for key, value in self._request(q, k, None, prefetch).items()})
+                    for q in queries]
+        if not requests:
+            return []
+        answers = self.client.query_batch_points(self.collection, requests)
+        return [[Hit(p.payload[DOC_ID], float(p.score)) for p in a.points] for a in answers]

