@@ -178,3 +178,11 @@ def test_cli_add_search_delete_stats(tmp_path):
                           (["delete", "sample", "zz", *store], "not in the collection")):
         res = run(app, ["qdrant", *args])
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
+
+
+def test_uploads_are_batched_by_documents_and_tokens():
+    from polylate.backends.qdrant import _batches
+
+    assert _batches([5, 5, 5, 5, 5], max_docs=2, max_tokens=100) == [[0, 1], [2, 3], [4]]
+    assert _batches([60, 50, 10, 200, 1], max_docs=10, max_tokens=100) == [[0], [1, 2], [3], [4]]
+    assert _batches([], 4, 10) == []

@@ -61,6 +61,25 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, doc_id))
 
 
+#: token floats per upsert request: ~10 MB of JSON, well under a Qdrant server's 32 MB request limit
+#: however long the documents are (a request of 64 documents of 8k tokens would be ~700 MB)
+MAX_FLOATS_PER_REQUEST = 1 << 20
+
+
+def _batches(lengths: Sequence[int], max_docs: int, max_tokens: int) -> list[list[int]]:
+    """Consecutive document numbers, at most ``max_docs`` and ``max_tokens`` tokens a batch
+    (a longer document goes alone)."""
+    out: list[list[int]] = [[]]
+    tokens = 0
+    for i, n in enumerate(lengths):
+        if out[-1] and (len(out[-1]) >= max_docs or tokens + n > max_tokens):
+            out.append([])
+            tokens = 0
+        out[-1].append(i)
+        tokens += n
+    return [b for b in out if b]
+
+
 def _pooled(vectors: np.ndarray) -> np.ndarray:
     mean = vectors.astype(np.float32).mean(axis=0)
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
@@ -151,8 +170,12 @@ class QdrantIndex:
 
     def documents(self, ids: Sequence[str]) -> list[str | None]:
         """The stored texts of ``ids`` (None for a document added without one or not present)."""
-        points = self.client.retrieve(self.collection, [point_id(i) for i in ids], with_payload=True)
-        texts = {p.payload[DOC_ID]: p.payload.get(TEXT) for p in points}
+        ids = list(ids)
+        texts = {}
+        for start in range(0, len(ids), 1024):
+            for p in self.client.retrieve(self.collection, [point_id(i) for i in ids[start:start + 1024]],
+                                          with_payload=True):
+                texts[p.payload[DOC_ID]] = p.payload.get(TEXT)
         return [texts.get(i) for i in ids]
 
     # -- writing -----------------------------------------------------------------------------
@@ -176,9 +199,9 @@ class QdrantIndex:
         if present and not replace:
             raise ValueError(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; "
                              "delete them first or pass replace=True")
-        for start in range(0, len(ids), batch_size):
+        for batch in _batches([len(v) for v in vectors], batch_size, MAX_FLOATS_PER_REQUEST // self.dim):
             points = []
-            for i in range(start, min(start + batch_size, len(ids))):
+            for i in batch:
                 v = vectors[i].astype(np.float32)
                 named = {COLBERT: v.tolist()}
                 if self.pooled:
