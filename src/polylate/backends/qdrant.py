@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from polylate.index.plaid import Hit, _validate_docs
+from polylate.index.plaid import Hit, _validate_docs, validate_query
 
 __all__ = ["QdrantIndex", "connect"]
 
@@ -231,17 +231,7 @@ class QdrantIndex:
 
     def _request(self, query, k: int, filter_ids, prefetch: int | None):
         models = _models()
-        if hasattr(query, "detach"):
-            query = query.detach().float().cpu().numpy()
-        q = np.asarray(query, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim or q.shape[0] == 0:
-            raise ValueError(f"query must have shape [tokens, {self.dim}] with tokens >= 1, got {list(q.shape)}")
-        if not np.isfinite(q).all():
-            raise ValueError("query has NaN or infinite values")
-        if isinstance(filter_ids, (str, bytes)):
-            raise TypeError("filter_ids must be a collection of ids, not one string")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q = validate_query(query, self.dim, k, filter_ids)
         flt = None
         if filter_ids is not None:
             flt = models.Filter(must=[models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=list(filter_ids)))])

@@ -103,6 +103,22 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
+def validate_query(query, dim: int, k: int, filter_ids=None) -> np.ndarray:
+    """A search's arguments checked, the query as a contiguous float32 ``[tokens, dim]`` array."""
+    if isinstance(query, torch.Tensor):
+        query = query.detach().float().cpu().numpy()
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != dim or q.shape[0] == 0:
+        raise ValueError(f"query must have shape [tokens, {dim}] with tokens >= 1, got {list(q.shape)}")
+    if not np.isfinite(q).all():
+        raise ValueError("query has NaN or infinite values")
+    if isinstance(filter_ids, (str, bytes)):
+        raise TypeError("filter_ids must be a collection of ids, not one string")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be positive, got {k!r}")
+    return q
+
+
 def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments) -> None:
     """The codec against the manifest and the segments (each segment checks itself)."""
     problem = None
@@ -468,19 +484,9 @@ class PlaidIndex:
     def search(self, query: np.ndarray | torch.Tensor, k: int = 10, filter_ids: Iterable[str] | None = None,
                settings: SearchSettings | None = None) -> list[Hit]:
         """Top-k documents for one query's token vectors [Lq, dim], best first."""
-        if isinstance(query, torch.Tensor):
-            query = query.detach().float().cpu().numpy()
         # numpy + compiled loops (no torch) on the per-query path: torch's OpenMP workers spin
         # between its small ops and starve the loops that follow (8x slower on 2 cores)
-        q = np.ascontiguousarray(query, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim or q.shape[0] == 0:
-            raise ValueError(f"query must have shape [tokens, {self.dim}] with tokens >= 1, got {list(q.shape)}")
-        if not np.isfinite(q).all():
-            raise ValueError("query has NaN or infinite values")
-        if isinstance(filter_ids, (str, bytes)):
-            raise TypeError("filter_ids must be a collection of ids, not one string")
-        if k < 1:
-            raise ValueError(f"k must be positive, got {k}")
+        q = validate_query(query, self.dim, k, filter_ids)
         settings = settings or SearchSettings.for_k(k)
         hits: list[tuple[float, str]] = []
         with kernels.parallel_section():
