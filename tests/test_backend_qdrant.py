@@ -96,6 +96,21 @@ def test_add_replace_delete_and_texts():
     assert [len(h) for h in index.search_batch([q, q], 2)] == [2, 2]
 
 
+@pytest.mark.filterwarnings("ignore:Local mode performs exact")  # a server re-scores as asked
+def test_scalar_quantized_collection_searches_with_rescoring():
+    rng = np.random.default_rng(3)
+    docs = random_docs(rng, 40, 16)
+    ids = [f"d{i}" for i in range(40)]
+    index = QdrantIndex.create(connect(path=":memory:"), "q", 16, scalar_quantization=True)
+    assert index.quantized
+    index.add(ids, docs)
+    exact = ExactIndex(16)
+    exact.add(ids, docs)
+    q = unit(rng.standard_normal((6, 16)))
+    assert_same_ranking(index.search(q, 5), exact.search(q, 5), 6e-3)
+    assert_same_ranking(index.search_batch([q], 5, prefetch=40)[0], exact.search(q, 5), 6e-3)
+
+
 def test_collections_are_checked_when_opened(tmp_path):
     from qdrant_client import models
 

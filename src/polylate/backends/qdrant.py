@@ -102,6 +102,7 @@ class QdrantIndex:
                              f"{COLBERT!r} multi-vector")
         self.dim = int(colbert.size)
         self.pooled = POOLED in vectors
+        self.quantized = colbert.quantization_config is not None
         #: the model that encoded the documents, as recorded at creation (queries must use it too)
         self.model: dict | None = ((getattr(config, "metadata", None) or {}).get("polylate") or {}).get("model")
 
@@ -112,8 +113,9 @@ class QdrantIndex:
                model: dict | None = None) -> QdrantIndex:
         """A new collection for ``dim``-d token vectors. ``shards`` / ``replication_factor`` spread
         it over a cluster; ``on_disk`` keeps token vectors memory-mapped rather than in RAM;
-        ``scalar_quantization`` adds int8 copies of the token vectors that MaxSim scores first
-        (4x less memory per token read, the float16 originals stay for exactness on disk).
+        ``scalar_quantization`` adds int8 copies of the token vectors, kept in RAM, that MaxSim
+        scores first; searches ask Qdrant to re-score the top documents with the float16
+        originals, so the scores returned are exact.
         ``model``: recorded with the collection (``{"name_or_path", "name", "dim", "doc_maxlen"}``,
         as ``PlaidIndex`` records it) so searches encode queries with the same model."""
         models = _models()
@@ -243,8 +245,10 @@ class QdrantIndex:
             if prefetch < k:
                 raise ValueError(f"prefetch ({prefetch}) must be at least k ({k})")
             stage1 = models.Prefetch(query=_pooled(q).tolist(), using=POOLED, limit=prefetch, filter=flt)
+        exact = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True)) \
+            if self.quantized else None
         return dict(query=q.tolist(), using=COLBERT, limit=k, query_filter=flt, prefetch=stage1,
-                    with_payload=[DOC_ID])
+                    search_params=exact, with_payload=[DOC_ID])
 
     def search(self, query, k: int = 10, filter_ids: Iterable[str] | None = None,
                prefetch: int | None = None) -> list[Hit]:
@@ -257,7 +261,8 @@ class QdrantIndex:
     def search_batch(self, queries: Sequence, k: int = 10, prefetch: int | None = None) -> list[list[Hit]]:
         """:meth:`search` for many queries in one round trip."""
         models = _models()
-        requests = [models.QueryRequest(**{("filter" if key == "query_filter" else key): value
+        renamed = {"query_filter": "filter", "search_params": "params"}  # QueryRequest's own names
+        requests = [models.QueryRequest(**{renamed.get(key, key): value
                                            for key, value in self._request(q, k, None, prefetch).items()})
                     for q in queries]
         if not requests:
