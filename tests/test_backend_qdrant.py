@@ -96,7 +96,6 @@ def test_add_replace_delete_and_texts():
     assert [len(h) for h in index.search_batch([q, q], 2)] == [2, 2]
 
 
-@pytest.mark.filterwarnings("ignore:Local mode performs exact")  # a server re-scores as asked
 def test_scalar_quantized_collection_searches_with_rescoring():
     rng = np.random.default_rng(3)
     docs = random_docs(rng, 40, 16)
@@ -187,11 +186,25 @@ def test_cli_add_search_delete_stats(tmp_path):
     assert res.exit_code == 2 and "already in the collection" in res.output
     res = run(app, ["qdrant", "delete", "sample", "ru-volga", *store])
     assert res.exit_code == 0 and "15 remain" in res.output
+    # $QDRANT_URL is the default server, which --path overrides
+    res = run(app, ["qdrant", "stats", "sample", *store], env={"QDRANT_URL": "http://127.0.0.1:1"})
+    assert res.exit_code == 0 and json.loads(res.output)["documents"] == 15, res.output
+    # a collection made through the Python API without a model needs -m, and a dim that model makes
+    from polylate.backends.qdrant import QdrantIndex, connect
+
+    client = connect(path=str(tmp_path / "qdrant"))
+    QdrantIndex.create(client, "bare", 32).add(["a"], [unit(np.ones((2, 32)))])
+    client.close()
     for args, message in ((["search", "sample", "x", "-k", "5", "--prefetch", "2", *store], "--prefetch must be"),
                           (["search", "missing", "x", *store], "no collection 'missing'"),
                           (["search", "sample", "x"], "give --url"),
+                          (["stats", "sample", "--url", "http://127.0.0.1:1"], "cannot open Qdrant at http://127.0.0.1:1"),
+                          (["add", "sample", "-i", str(corpus), "--dim", "128", "--replace", *store],
+                           "--dim 128: collection 'sample' holds 64-d vectors"),
+                          (["search", "bare", "x", *store], "records no model; pass the one that encoded it with -m"),
+                          (["search", "bare", "x", "-m", "default", *store], "holds 32-d vectors"),
                           (["delete", "sample", "zz", *store], "not in the collection")):
-        res = run(app, ["qdrant", *args])
+        res = run(app, ["qdrant", *args], env={"QDRANT_URL": ""})
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
 
 

@@ -296,6 +296,11 @@ def test_encode_dims_gives_each_dim_what_encode_gives(model):
                 np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(TypeError, match="dims"):
         model.encode_dims(texts, 64)
+    with pytest.raises(TypeError, match="dims"):
+        model.encode_dims(texts, "128")
+    # any iterable of integers, read once (a generator is spent after one pass)
+    assert list(model.encode_dims(texts[:1], (d for d in (128, 64)))) == [128, 64]
+    assert list(model.encode_dims(texts[:1], np.array([96]))) == [96]
     with pytest.raises(ValueError, match="dim must be"):
         model.encode_dims(texts, [64, 999])
 

@@ -248,6 +248,9 @@ def test_keep_checkpoints_deletes_all_but_the_most_recent(tmp_path):
     older = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path / "old")
     older.train()
     (tmp_path / "old" / "epoch-1").rename(tmp_path / "from-another-run")
+    # leftovers of a run killed while writing: its partial and the model's temp folder inside it
+    (tmp_path / ".step-9.partial").mkdir()
+    (tmp_path / "..step-9.partial.tmp-0123abcd").mkdir()
     trainer = Trainer(tiny_model(seed=4), ITEMS, epochs=2, batch_size=2, grad_accum=2, dims=(16,),
                       checkpoint_dir=tmp_path, checkpoint_every=1, keep_checkpoints=2)
     trainer.train()

@@ -424,7 +424,7 @@ qdrant_app = typer.Typer(no_args_is_help=True, help="Store and search collection
                          "(--url), or its embedded local mode (--path).")
 app.add_typer(qdrant_app, name="qdrant")
 
-QDRANT_URL_HELP = "Qdrant server or cluster, e.g. http://localhost:6333 (or $QDRANT_URL)"
+QDRANT_URL_HELP = "Qdrant server or cluster, e.g. http://localhost:6333 (default: $QDRANT_URL unless --path)"
 QDRANT_PATH_HELP = "folder of an embedded (local mode) Qdrant instead of a server"
 
 
@@ -434,12 +434,32 @@ def _qdrant(url: str | None, path: Path | None, api_key: str | None):
         from polylate.backends.qdrant import connect
     except ImportError as exc:
         _fail(str(exc))
-    if (url is None) == (path is None):
-        _fail("give --url (a Qdrant server or cluster) or --path (local mode), not both or neither")
+    if url is not None and path is not None:
+        _fail("give --url (a Qdrant server or cluster) or --path (local mode), not both")
+    if url is None and path is None:  # $QDRANT_URL only when neither is given: --path wins over it
+        url = os.environ.get("QDRANT_URL") or None
+        if url is None:
+            _fail("give --url (a Qdrant server or cluster; or set $QDRANT_URL) or --path (local mode)")
     try:
-        return connect(url=url, api_key=api_key) if url else connect(path=str(path))
-    except Exception as exc:  # a locked local folder, a bad URL: say so in one line
+        client = connect(url=url, api_key=api_key) if url else connect(path=str(path))
+        client.get_collections()  # the client connects lazily: an unreachable server fails here, in one line
+    except Exception as exc:  # a locked local folder, a bad URL, a refused connection, a wrong key
         _fail(f"cannot open Qdrant at {url or path}: {exc}")
+    return client
+
+
+def _qdrant_model(idx, override: str | None, device: str | None, dtype: str | None):
+    """(model, dim, doc_maxlen) for a collection: the model it recorded, or ``-m``. A collection
+    made without one (the Python API's ``model=None``) needs ``-m``: guessing would search its
+    vectors with another model's, and return confident nonsense."""
+    if idx.model is None and override is None:
+        _fail(f"collection {idx.collection!r} records no model; pass the one that encoded it with -m")
+    m, dim, doc_maxlen = _index_model(idx.model, idx.dim, override, device, dtype)
+    if dim != idx.dim:
+        _fail(f"collection {idx.collection!r} holds {idx.dim}-d vectors but records dim {dim}")
+    if idx.model is None and dim not in m.output_dims:
+        _fail(f"collection {idx.collection!r} holds {dim}-d vectors; {m.name or override} makes {m.output_dims}")
+    return m, dim, doc_maxlen
 
 
 def _collection(client, name: str):
@@ -449,18 +469,21 @@ def _collection(client, name: str):
         return QdrantIndex(client, name)
     except (KeyError, ValueError) as exc:
         _fail(exc.args[0] if isinstance(exc, KeyError) else str(exc))
+    except Exception as exc:  # the server went away, refused the key, ...
+        _fail(f"Qdrant: {exc}")
 
 
 @qdrant_app.command("add")
 def qdrant_add(
     collection: str = typer.Argument(..., help="collection name (created on first add)"),
     input: Path = typer.Option(..., "--input", "-i", help="documents: .jsonl[.gz] (BEIR corpus: _id, title, text) or .txt"),
-    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
     path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
     api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + "; default: the one the "
                                         "collection recorded, else 'default'"),
-    dim: int = typer.Option(128, "--dim", "-d", help="128, 96 or 64 (a new collection only)"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="128, 96 or 64 (default 128; an existing "
+                                      "collection keeps its own)"),
     replace: bool = typer.Option(False, help="replace documents whose id is already stored"),
     pooled: bool = typer.Option(True, help="also store each document's mean vector for --prefetch searches "
                                 "(a new collection only)"),
@@ -495,9 +518,12 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
         present = idx.present(ids) if not replace else []
         if present:
             _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
-        m, dim, doc_maxlen = _index_model(idx.model, idx.dim, model, device, dtype)
+        if dim is not None and dim != idx.dim:
+            _fail(f"--dim {dim}: collection {collection!r} holds {idx.dim}-d vectors")
+        m, dim, doc_maxlen = _qdrant_model(idx, model, device, dtype)
     else:
         m = _load_model(model or "default", device, dtype)
+        dim = 128 if dim is None else dim
         _check_dim(m, dim)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     try:
@@ -517,7 +543,7 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
 def qdrant_search(
     collection: str = typer.Argument(..., help="collection name"),
     queries: list[str] = typer.Argument(..., help="one or more queries"),
-    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
     path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
     api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
     k: int = typer.Option(10, "-k", help="results per query"),
@@ -539,9 +565,7 @@ def qdrant_search(
     allowed = _read_ids(filter_ids) if filter_ids is not None else None
     with closing(_qdrant(url, path, api_key)) as client:
         idx = _collection(client, collection)
-        m, dim, _ = _index_model(idx.model, idx.dim, model, device, dtype)
-        if dim != idx.dim:
-            _fail(f"the collection holds {idx.dim}-d vectors but records dim {dim}")
+        m, dim, _ = _qdrant_model(idx, model, device, dtype)
         out = Console()
         for query in queries:
             start = time.perf_counter()
@@ -559,7 +583,7 @@ def qdrant_delete(
     collection: str = typer.Argument(..., help="collection name"),
     ids: list[str] = typer.Argument(None, help="document ids (else --input, one per line)"),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="file of document ids, one per line"),
-    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
     path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
     api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
     missing_ok: bool = typer.Option(False, help="ignore ids that are not in the collection"),
@@ -581,7 +605,7 @@ def qdrant_delete(
 @qdrant_app.command("stats")
 def qdrant_stats(
     collection: str = typer.Argument(..., help="collection name"),
-    url: Optional[str] = typer.Option(None, envvar="QDRANT_URL", help=QDRANT_URL_HELP),
+    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
     path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
     api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
 ) -> None:

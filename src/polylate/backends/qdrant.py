@@ -19,6 +19,7 @@ point's id is the UUID5 of the document id and the document id itself is a paylo
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
@@ -78,6 +79,15 @@ def _batches(lengths: Sequence[int], max_docs: int, max_tokens: int) -> list[lis
         out[-1].append(i)
         tokens += n
     return [b for b in out if b]
+
+
+@contextlib.contextmanager
+def _local_mode_quiet():
+    """Local mode searches exactly and says the re-scoring asked of a quantized collection has
+    no effect there; true, and nothing to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Local mode performs exact", UserWarning)
+        yield
 
 
 def _pooled(vectors: np.ndarray) -> np.ndarray:
@@ -255,7 +265,8 @@ class QdrantIndex:
         """Top-k documents for one query's token vectors ``[Lq, dim]``, best first, by MaxSim.
         ``prefetch=N``: re-rank only the N nearest documents by pooled vector (HNSW) instead of
         scoring every document; ``filter_ids``: only these documents."""
-        found = self.client.query_points(self.collection, **self._request(query, k, filter_ids, prefetch))
+        with _local_mode_quiet():
+            found = self.client.query_points(self.collection, **self._request(query, k, filter_ids, prefetch))
         return [Hit(p.payload[DOC_ID], float(p.score)) for p in found.points]
 
     def search_batch(self, queries: Sequence, k: int = 10, prefetch: int | None = None) -> list[list[Hit]]:
@@ -267,5 +278,6 @@ class QdrantIndex:
                     for q in queries]
         if not requests:
             return []
-        answers = self.client.query_batch_points(self.collection, requests)
+        with _local_mode_quiet():
+            answers = self.client.query_batch_points(self.collection, requests)
         return [[Hit(p.payload[DOC_ID], float(p.score)) for p in a.points] for a in answers]

@@ -161,8 +161,11 @@ class ColBERT(nn.Module):
         if not (isinstance(texts, str) or hasattr(texts, "__iter__")) or isinstance(texts, (bytes, bytearray)):
             raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
         texts = [texts] if isinstance(texts, str) else list(texts)
-        if isinstance(dims, (int, np.integer)) or not dims:
-            raise TypeError(f"dims must be a non-empty sequence of integers, got {dims!r}")
+        if isinstance(dims, (int, np.integer, str, bytes)) or not hasattr(dims, "__iter__"):
+            raise TypeError(f"dims must be a sequence of integers, got {dims!r}")
+        dims = list(dims.tolist() if isinstance(dims, np.ndarray) else dims)  # once: a generator is spent after
+        if not dims:
+            raise TypeError("dims must be a non-empty sequence of integers, got none")
         for name, value in [*(("dim", d) for d in dims), ("batch_size", batch_size)]:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an integer, got {value!r}")

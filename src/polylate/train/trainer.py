@@ -529,7 +529,10 @@ class Trainer:
             return None
         final = self.checkpoint_dir / name
         partial = self.checkpoint_dir / f".{name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
+        # what a run killed mid-write left (this partial, and the model's own temp folders beside
+        # it): each is a whole model's size, and nothing else would ever remove it
+        for stale in self.checkpoint_dir.glob(".*.partial*"):
+            shutil.rmtree(stale, ignore_errors=True)
         self.model.save(partial)
         torch.save({"format": 1, "signature": self._run_signature, "step": self.step, "epoch": self._epoch,
                     "micro": self._micro, "epoch_losses": self._epoch_losses, "history": self.history,
