@@ -907,6 +907,12 @@ def serve(
     port: int = typer.Option(8000, help="TCP port"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     index_root: Path = typer.Option(Path("indexes"), "--index-root", help="folder holding the named indexes"),
+    qdrant_url: Optional[str] = typer.Option(None, "--qdrant-url", help="keep the indexes as collections of this "
+                                             "Qdrant server or cluster instead of folders under --index-root"),
+    qdrant_path: Optional[Path] = typer.Option(None, "--qdrant-path", help="... or of an embedded (local mode) "
+                                               "Qdrant in this folder"),
+    qdrant_api_key: Optional[str] = typer.Option(None, "--qdrant-api-key", envvar="QDRANT_API_KEY",
+                                                 help="the Qdrant server's API key (or $QDRANT_API_KEY)"),
     api_key: list[str] = typer.Option(None, "--api-key", help="accepted Bearer key (repeatable); "
                                       "default: $POLYLATE_API_KEYS (comma-separated)"),
     protect_reads: bool = typer.Option(False, help="require a key for searching and encoding too, not only writes"),
@@ -930,7 +936,8 @@ def serve(
             model=model, index_root=index_root, api_keys=tuple(api_key or ()), protect_reads=protect_reads,
             max_batch=max_batch, max_text_chars=max_text_chars, max_request_bytes=max_request_bytes,
             model_aliases=tuple(model_alias or ()), device=device,
-            dtype=_dtype_name(dtype))
+            dtype=_dtype_name(dtype), qdrant_url=qdrant_url,
+            qdrant_path=None if qdrant_path is None else str(qdrant_path), qdrant_api_key=qdrant_api_key)
         _check_device(device)
     except ValueError as exc:
         _fail(str(exc))
@@ -939,12 +946,19 @@ def serve(
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without API keys: anyone who can reach it "
                       "can write to the indexes")
-    console.print(f"loading {model} …; indexes in {index_root.resolve()}; "
+    if qdrant_url or qdrant_path:  # before the model loads: an unreachable Qdrant is a one-line error at once
+        _qdrant(qdrant_url, qdrant_path, qdrant_api_key).close()
+    where = f"Qdrant {qdrant_url or qdrant_path}" if qdrant_url or qdrant_path else index_root.resolve()
+    console.print(f"loading {model} …; indexes in {where}; "
                   f"auth: {'on' if settings.api_keys else 'off'}{' (reads too)' if protect_reads else ''}")
     try:
         run_server(settings, host=host, port=port, log_level=log_level)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
+    except Exception as exc:  # an unreachable Qdrant, a locked local-mode folder: one line
+        if qdrant_url or qdrant_path:
+            _fail(f"cannot open Qdrant at {qdrant_url or qdrant_path}: {exc}")
+        raise
 
 
 @app.command()

@@ -93,7 +93,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
                            dtype=getattr(torch, settings.dtype) if settings.dtype else None)
     model.eval()
     runner = ModelRunner(model, settings.model, settings.model_aliases)
-    registry = IndexRegistry(settings.index_root, runner)
+    registry = _registry(settings, runner)
     keys = ApiKeys(settings.api_keys, settings.protect_reads)
     read = [Depends(keys.read_dependency())]
     write = [Depends(keys.write_dependency())]
@@ -249,6 +249,21 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         return await in_thread(work)
 
     return app
+
+
+def _registry(settings: ServerSettings, runner: ModelRunner):
+    """Indexes as folders under ``index_root``, or as collections of a Qdrant server."""
+    if not (settings.qdrant_url or settings.qdrant_path):
+        return IndexRegistry(settings.index_root, runner)
+    from polylate.backends.qdrant import connect
+    from polylate.server.qdrant_indexes import QdrantRegistry
+
+    if settings.qdrant_url:
+        client = connect(settings.qdrant_url, api_key=settings.qdrant_api_key)
+    else:
+        client = connect(path=settings.qdrant_path)
+    client.get_collections()  # connects lazily: an unreachable server fails at start, not at the first request
+    return QdrantRegistry(client, runner, settings.qdrant_prefix, local=settings.qdrant_path is not None)
 
 
 def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

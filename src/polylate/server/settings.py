@@ -28,6 +28,12 @@ class ServerSettings:
     model_aliases: tuple[str, ...] = field(default_factory=tuple)  # extra accepted `model` names
     device: str | None = None
     dtype: str | None = None  # encoder precision: float32, bfloat16 or float16 (None: as loaded)
+    # indexes as Qdrant collections instead of folders under index_root: a server or cluster,
+    # or Qdrant's embedded local mode in a folder (":memory:" for tests)
+    qdrant_url: str | None = None
+    qdrant_path: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_prefix: str = "polylate-"  # collection name = prefix + index name
 
     def __post_init__(self) -> None:
         self.index_root = Path(self.index_root)
@@ -38,6 +44,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.qdrant_url and self.qdrant_path:
+            raise ValueError("give a Qdrant URL or a local-mode path, not both")
         if any(len(k) < 8 for k in self.api_keys):
             raise ValueError("API keys must be at least 8 characters long")
 
