@@ -1,4 +1,4 @@
-"""Index endpoints with the bundled model: lifecycle, small collections, errors that leave the
+"""Index endpoints with the bundled model (PLAID folders, and Qdrant collections at the end): lifecycle, small collections, errors that leave the
 stored data intact, concurrent readers and writers on a real uvicorn."""
 
 from __future__ import annotations
