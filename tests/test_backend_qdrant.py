@@ -214,3 +214,29 @@ def test_uploads_are_batched_by_documents_and_tokens():
     assert _batches([5, 5, 5, 5, 5], max_docs=2, max_tokens=100) == [[0, 1], [2, 3], [4]]
     assert _batches([60, 50, 10, 200, 1], max_docs=10, max_tokens=100) == [[0], [1, 2], [3], [4]]
     assert _batches([], 4, 10) == []
+
+
+def test_an_add_that_fails_part_way_changes_nothing():
+    rng = np.random.default_rng(5)
+    index = QdrantIndex.create(connect(path=":memory:"), "c", 16)
+    old = random_docs(rng, 5, 16)
+    index.add([f"d{i}" for i in range(5)], old, texts=[f"old {i}" for i in range(5)])
+    q = unit(rng.standard_normal((4, 16)))
+    before = index.search(q, 5)
+    upsert, calls = index.client.upsert, []
+
+    def flaky(*args, **kwargs):  # the connection drops on the add's third request
+        calls.append(1)
+        if len(calls) == 3:
+            raise ConnectionError("connection reset")
+        return upsert(*args, **kwargs)
+
+    index.client.upsert = flaky
+    ids = ["d3", "d4", *(f"n{i}" for i in range(10))]  # two replaced, ten new, in batches of 3
+    with pytest.raises(ConnectionError):
+        index.add(ids, random_docs(rng, len(ids), 16), texts=["new"] * len(ids), replace=True, batch_size=3)
+    index.client.upsert = upsert
+    assert len(calls) > 3  # the undo wrote the replaced documents back
+    assert len(index) == 5 and "n0" not in index
+    assert index.documents(["d3", "d4"]) == ["old 3", "old 4"]
+    assert_same_ranking(index.search(q, 5), before)

@@ -347,6 +347,48 @@ def test_qdrant_collections_of_others_are_not_indexes(model, tmp_path):
     assert qdrant.collection_exists("polylate-plain")
 
 
+def test_qdrant_failures_are_json_errors(model, tmp_path):
+    from polylate.backends.qdrant import QdrantIndex
+
+    app = app_for(model, tmp_path / "unused", qdrant_path=":memory:")
+    registry = app.state.registry
+    with TestClient(app) as client:
+        # made through the Python API without a model record: the server cannot vouch for it
+        QdrantIndex.create(registry.client, "polylate-bare", 128)
+        res = client.post("/v1/indexes/bare/search", json={"query": "x"})
+        assert res.status_code == 409 and "does not record the model" in res.json()["detail"]
+        # dropped while an add was encoding its texts: 404, and nothing is re-created
+        assert client.post("/v1/indexes", json={"name": "gone"}).status_code == 201
+        encode = registry.runner.encode
+
+        def encode_while_dropped(*args, **kwargs):
+            registry.client.delete_collection("polylate-gone")
+            return encode(*args, **kwargs)
+
+        registry.runner.encode = encode_while_dropped
+        try:
+            res = client.post("/v1/indexes/gone/documents", json={"documents": DOCS[:1]})
+        finally:
+            registry.runner.encode = encode
+        assert res.status_code == 404 and not registry.client.collection_exists("polylate-gone")
+        # Qdrant gone: a JSON 503 naming it, not a bare 500
+        registry.client.close()
+        for res in (client.get("/v1/indexes"), client.get("/v1/indexes/bare"),
+                    client.post("/v1/indexes/bare/search", json={"query": "x"})):
+            assert res.status_code == 503 and res.json()["detail"].startswith("Qdrant could not be used")
+
+
+def test_lone_surrogates_in_ids_are_422_not_500(client):
+    # FastAPI's default handler could not echo them back as UTF-8: a 500 and a dropped connection
+    headers = {"Content-Type": "application/json"}
+    for path, body in (("/v1/indexes", '{"name": "s", "documents": [{"id": "\\ud800", "text": "bad x"}]}'),
+                       ("/v1/indexes/s/documents/delete", '{"ids": ["\\ud800"]}')):
+        res = client.post(path, content=body, headers=headers)
+        assert res.status_code == 422 and res.headers["content-type"] == "application/json", (path, res.text)
+        assert "\\ud800" in res.text
+    assert client.get("/v1/indexes/s").status_code == 404
+
+
 def test_settings_refuse_two_qdrant_backends(tmp_path):
     from polylate.server import ServerSettings
 

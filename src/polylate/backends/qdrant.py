@@ -195,9 +195,11 @@ class QdrantIndex:
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], texts: Sequence[str] | None = None,
             replace: bool = False, batch_size: int = 64) -> int:
         """Upsert documents; returns how many replaced one already stored. Everything is checked
-        before anything is written. Qdrant applies each batch atomically (``wait=True``: it is
-        durable in its write-ahead log when this returns); a failure part-way leaves the earlier
-        batches stored, so re-running the same call with ``replace=True`` completes it."""
+        before anything is written; each batch is durable in Qdrant's write-ahead log when its
+        request returns (``wait=True``). A large add takes several requests: if one fails, the
+        batches already written are undone (new documents deleted, replaced ones restored from
+        copies read first) before the error is raised, so the call changes all or nothing as long
+        as Qdrant can still be reached."""
         models = _models()
         ids, vectors = list(ids), [np.asarray(v) for v in vectors]
         _validate_docs(ids, vectors, self.dim)
@@ -211,19 +213,48 @@ class QdrantIndex:
         if present and not replace:
             raise ValueError(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; "
                              "delete them first or pass replace=True")
-        for batch in _batches([len(v) for v in vectors], batch_size, MAX_FLOATS_PER_REQUEST // self.dim):
-            points = []
-            for i in batch:
-                v = vectors[i].astype(np.float32)
-                named = {COLBERT: v.tolist()}
-                if self.pooled:
-                    named[POOLED] = _pooled(v).tolist()
-                payload = {DOC_ID: ids[i]}
-                if texts is not None:
-                    payload[TEXT] = texts[i]
-                points.append(models.PointStruct(id=point_id(ids[i]), vector=named, payload=payload))
-            self.client.upsert(self.collection, points, wait=True)
+        batches = _batches([len(v) for v in vectors], batch_size, MAX_FLOATS_PER_REQUEST // self.dim)
+        # what a failed multi-request add must put back: the points it is about to overwrite
+        saved = self._points(present) if len(batches) > 1 and present else []
+        written: list[str] = []
+        try:
+            for batch in batches:
+                points = []
+                for i in batch:
+                    v = vectors[i].astype(np.float32)
+                    named = {COLBERT: v.tolist()}
+                    if self.pooled:
+                        named[POOLED] = _pooled(v).tolist()
+                    payload = {DOC_ID: ids[i]}
+                    if texts is not None:
+                        payload[TEXT] = texts[i]
+                    points.append(models.PointStruct(id=point_id(ids[i]), vector=named, payload=payload))
+                self.client.upsert(self.collection, points, wait=True)
+                written.extend(ids[i] for i in batch)
+        except BaseException:
+            if written:
+                self._undo(written, set(present), saved)
+            raise
         return len(present)
+
+    def _points(self, ids: Sequence[str]) -> list:
+        """Stored points with vectors and payload, as they would be written back."""
+        models = _models()
+        out = []
+        for start in range(0, len(ids), 256):
+            for r in self.client.retrieve(self.collection, [point_id(i) for i in ids[start:start + 256]],
+                                          with_payload=True, with_vectors=True):
+                out.append(models.PointStruct(id=r.id, vector=r.vector, payload=r.payload))
+        return out
+
+    def _undo(self, written: list[str], present: set[str], saved: list) -> None:
+        """Take back a partly written add: delete what was new, restore what was replaced."""
+        models = _models()
+        new = [point_id(i) for i in written if i not in present]
+        if new:
+            self.client.delete(self.collection, models.PointIdsList(points=new), wait=True)
+        for start in range(0, len(saved), 16):
+            self.client.upsert(self.collection, saved[start:start + 16], wait=True)
 
     def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
         """Delete documents by id (one request); returns how many were deleted."""

@@ -16,6 +16,8 @@ import anyio
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -65,7 +67,8 @@ def errors(*codes: int) -> dict:
 DESCRIPTION = """Multilingual late-interaction (ColBERT) retrieval.
 
 * `/v1/multi-vector` and `/v1/rerank` take the same requests as Jina AI's API.
-* `/v1/indexes/...` manage PLAID indexes stored on this server and search them.
+* `/v1/indexes/...` manage named indexes and search them: PLAID folders on this server, or
+  Qdrant collections when it runs with `--qdrant-url`.
 * With API keys configured, write endpoints need `Authorization: Bearer <key>`
   (and every endpoint but `/health` and the search page when reads are protected).
 """
@@ -106,6 +109,13 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     @app.exception_handler(RegistryError)
     async def _registry_error(request, exc: RegistryError):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request, exc: RequestValidationError):
+        # FastAPI's own handler echoes the bad input as UTF-8, which a lone surrogate ("\ud800"
+        # in an id) cannot be: it failed with a 500 and a dropped connection. ASCII JSON escapes it.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     async def in_thread(fn, *args):
         return await anyio.to_thread.run_sync(lambda: fn(*args))

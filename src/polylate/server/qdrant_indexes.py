@@ -12,7 +12,7 @@ collection ``<prefix><name>``: the server sees only its own collections in a sha
 from __future__ import annotations
 
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from polylate.server.indexes import _NAME, RegistryError, SearchResult, check_documents
 from polylate.server.runner import ModelRunner
@@ -26,7 +26,20 @@ class QdrantRegistry:
     def __init__(self, client, runner: ModelRunner, prefix: str = "polylate-", local: bool = False):
         self.client, self.runner, self.prefix = client, runner, prefix
         # the embedded local mode is not made for concurrent requests; a server cluster is
-        self._serial = threading.Lock() if local else nullcontext()
+        self._lock = threading.Lock() if local else nullcontext()
+
+    @contextmanager
+    def _serial(self):
+        """One Qdrant conversation: serialised in local mode, and whatever goes wrong inside that
+        is not already a RegistryError (a refused connection, a timeout, a node answering 5xx)
+        becomes a 503 that names Qdrant, not a bare 500."""
+        with self._lock:
+            try:
+                yield
+            except RegistryError:
+                raise
+            except Exception as exc:
+                raise RegistryError(503, f"Qdrant could not be used: {type(exc).__name__}: {exc}") from exc
 
     def _collection(self, name: str) -> str:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
@@ -46,7 +59,11 @@ class QdrantRegistry:
 
     def _recorded(self, name: str, idx) -> dict:
         """The model record of a collection, checked against the served model."""
-        model = idx.model or {}
+        if not idx.model:  # made without polylate's record (the Python API's model=None)
+            raise RegistryError(409, f"index {name!r} does not record the model that encoded it, so this server "
+                                     f"cannot tell it is {self.runner.name!r}; re-create it through the server or "
+                                     "polylate qdrant add")
+        model = idx.model
         if model.get("name") and model["name"] != self.runner.name:
             raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
                                      f"serves {self.runner.name!r}")
@@ -56,7 +73,7 @@ class QdrantRegistry:
         return model
 
     def names(self) -> list[str]:
-        with self._serial:
+        with self._serial():
             found = [c.name for c in self.client.get_collections().collections]
         return sorted(c[len(self.prefix):] for c in found
                       if c.startswith(self.prefix) and _NAME.fullmatch(c[len(self.prefix):]))
@@ -70,12 +87,12 @@ class QdrantRegistry:
         collection = self._collection(name)
         dim = self.runner.check_dim(dim, "dim")
         check_documents(ids, texts)
-        with self._serial:
+        with self._serial():
             if self.client.collection_exists(collection):  # before the encoding, not after
                 raise RegistryError(409, f"an index named {name!r} already exists")
         vectors = self.runner.encode(texts, is_query=False, dim=dim) if ids else []
         model = {"name_or_path": self.runner.name_or_path, "name": self.runner.name, "dim": dim, "doc_maxlen": None}
-        with self._serial:
+        with self._serial():
             if self.client.collection_exists(collection):
                 raise RegistryError(409, f"an index named {name!r} already exists")
             try:
@@ -92,7 +109,7 @@ class QdrantRegistry:
 
     def add(self, name: str, ids: list[str], texts: list[str], replace: bool = False) -> dict:
         check_documents(ids, texts)
-        with self._serial:
+        with self._serial():
             idx = self._open(name)
             model = self._recorded(name, idx)
             present = idx.present(ids)
@@ -100,17 +117,19 @@ class QdrantRegistry:
             raise RegistryError(409, f"{len(present)} id(s) already in the index, e.g. {present[:5]}; "
                                      "delete them first or send \"replace\": true")
         vectors = self.runner.encode(texts, is_query=False, dim=idx.dim, doc_maxlen=model.get("doc_maxlen"))
-        with self._serial:
+        with self._serial():
+            if not self.client.collection_exists(idx.collection):  # dropped while the texts were encoded
+                raise RegistryError(404, f"no index named {name!r}")
             try:
                 replaced = idx.add(ids, vectors, texts=texts, replace=replace)
-            except ValueError as exc:  # written by another client meanwhile
-                raise RegistryError(409, str(exc)) from exc
+            except ValueError as exc:  # written, or re-created, by another client meanwhile
+                raise RegistryError(409, f"index {name!r} changed while the documents were encoded: {exc}") from exc
             documents = len(idx)
         return {"index": name, "documents": documents, "added": len(ids), "replaced": replaced,
                 "retrained": False}
 
     def delete(self, name: str, ids: list[str], missing_ok: bool = False) -> dict:
-        with self._serial:
+        with self._serial():
             idx = self._open(name)
             try:
                 n = idx.delete(ids, missing_ok=missing_ok)
@@ -123,7 +142,7 @@ class QdrantRegistry:
 
     def drop(self, name: str) -> None:
         collection = self._collection(name)
-        with self._serial:
+        with self._serial():
             if not self.client.collection_exists(collection):
                 raise RegistryError(404, f"no index named {name!r}")
             self._open(name)  # only polylate collections
@@ -132,21 +151,21 @@ class QdrantRegistry:
     # -- reading -----------------------------------------------------------------------------
 
     def stats(self, name: str) -> dict:
-        with self._serial:
+        with self._serial():
             s = self._open(name).stats()
         return {"name": name, "documents": s["documents"], "dim": s["dim"], "nbits": 16, "built": True,
                 "keeps_vectors": True, "model": s["model"], "backend": "qdrant", "collection": s["collection"],
                 "shards": s["shards"], "replication_factor": s["replication_factor"]}
 
     def prepare_search(self, name: str) -> tuple[int, int | None]:
-        with self._serial:
+        with self._serial():
             idx = self._open(name)
             model = self._recorded(name, idx)
         return idx.dim, model.get("doc_maxlen")
 
     def search(self, name: str, query_vectors, k: int, filter_ids: list[str] | None = None,
                thorough: bool = False) -> SearchResult:
-        with self._serial:
+        with self._serial():
             idx = self._open(name)
             model = self._recorded(name, idx)
             if query_vectors.shape[-1] != idx.dim:

@@ -135,7 +135,8 @@ class SearchRequest(BaseModel):
     filter_ids: list[str] | None = Field(None, description="only these documents may be returned")
     explain: bool = Field(False, description="per hit: the document token each query token matched best")
     thorough: bool = Field(False, description="probe wider and re-rank more candidates: recall ~0.99 against "
-                           "exact MaxSim on an index that keeps its vectors, at ~10x the latency")
+                           "exact MaxSim on an index that keeps its vectors, at ~10x the latency (on Qdrant: exact "
+                           "MaxSim over every document instead of the pooled candidates)")
 
 
 class TokenInfo(BaseModel):

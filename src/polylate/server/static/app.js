@@ -95,7 +95,7 @@ function renderHits(result) {
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
     score.title = hit.explain
-      ? `index score (compressed vectors); exact MaxSim on the re-encoded text: ${hit.explain.score.toFixed(3)}`
+      ? `index score; exact MaxSim on the re-encoded text: ${hit.explain.score.toFixed(3)}`
       : "index score";
     const id = document.createElement("code");
     id.className = "id";
