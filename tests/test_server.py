@@ -213,6 +213,16 @@ def test_request_limits(model, tmp_path):
         res = c.post("/v1/multi-vector", content=chunks(), headers={"content-type": "application/json"})
         assert res.status_code == 413 and "2000 bytes" in _detail(res)
         assert c.post("/v1/multi-vector", json={"input": ["x"] * 3}).status_code == 200
+    # the encoder's work is bounded in tokens, whatever the texts' count and characters
+    text = "Paris is the capital of France."
+    one = len(model.tokenizer.sequences([text], False)[0])
+    with TestClient(app_for(model, tmp_path, max_request_tokens=3 * one)) as c:
+        doc = {"input_type": "document"}
+        assert c.post("/v1/multi-vector", json={"input": ["Paris is the capital of France."] * 2, **doc}).status_code == 200
+        res = c.post("/v1/multi-vector", json={"input": ["Paris is the capital of France."] * 6, **doc})
+        assert res.status_code == 413 and "max_request_tokens" in _detail(res)
+        res = c.post("/v1/rerank", json={"query": "capital", "documents": ["Paris is the capital of France."] * 6})
+        assert res.status_code == 413 and "documents is" in _detail(res)
 
 
 # -- polylate serve --------------------------------------------------------------------------

@@ -919,6 +919,8 @@ def serve(
     max_batch: int = typer.Option(128, help="texts or documents per request"),
     max_text_chars: int = typer.Option(16_384, help="characters per text"),
     max_request_bytes: int = typer.Option(4 << 20, help="request body size"),
+    max_request_tokens: int = typer.Option(65_536, help="tokens one request may have encoded (the encoder's "
+                                           "work; it serves one request at a time)"),
     model_alias: list[str] = typer.Option(None, "--model-alias", help="extra name accepted in a request's "
                                           "'model' field, e.g. jina-colbert-v2 (repeatable)"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
@@ -935,6 +937,7 @@ def serve(
         settings = ServerSettings.from_env(
             model=model, index_root=index_root, api_keys=tuple(api_key or ()), protect_reads=protect_reads,
             max_batch=max_batch, max_text_chars=max_text_chars, max_request_bytes=max_request_bytes,
+            max_request_tokens=max_request_tokens,
             model_aliases=tuple(model_alias or ()), device=device,
             dtype=_dtype_name(dtype), qdrant_url=qdrant_url,
             qdrant_path=None if qdrant_path is None else str(qdrant_path), qdrant_api_key=qdrant_api_key)

@@ -25,6 +25,7 @@ class ServerSettings:
     max_batch: int = 128  # texts (or documents) per request
     max_text_chars: int = 16_384  # characters per text, query or document
     max_request_bytes: int = 4 << 20  # request body size
+    max_request_tokens: int = 65_536  # tokens one request may have encoded (texts, with markers)
     model_aliases: tuple[str, ...] = field(default_factory=tuple)  # extra accepted `model` names
     device: str | None = None
     dtype: str | None = None  # encoder precision: float32, bfloat16 or float16 (None: as loaded)
@@ -39,7 +40,7 @@ class ServerSettings:
         self.index_root = Path(self.index_root)
         self.api_keys = tuple(self.api_keys)
         self.model_aliases = tuple(self.model_aliases)
-        for name in ("max_batch", "max_text_chars", "max_request_bytes"):
+        for name in ("max_batch", "max_text_chars", "max_request_bytes", "max_request_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
