@@ -97,8 +97,10 @@ class QdrantRegistry:
                 raise RegistryError(409, f"an index named {name!r} already exists")
             try:
                 idx = QdrantIndex.create(self.client, collection, dim, model=model)
-            except Exception as exc:  # another server created it between the check and here
-                raise RegistryError(409, f"index {name!r} could not be created: {exc}") from exc
+            except Exception as exc:
+                if self.client.collection_exists(collection):  # another server made it since the check
+                    raise RegistryError(409, f"an index named {name!r} already exists") from exc
+                raise  # Qdrant itself failed: a 503 from _serial
             try:
                 if ids:
                     idx.add(ids, vectors, texts=texts)
