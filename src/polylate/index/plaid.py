@@ -14,7 +14,7 @@ writes new tombstones; both become visible in one atomic manifest commit (storag
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -450,6 +450,20 @@ class PlaidIndex:
             manifest["segments"] = [{"name": name, "docs": len(parts["ids"]),
                                      "tokens": int(doclens.sum()), "deleted": None}]
         self._commit(manifest)
+
+    def export(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[str | None], list[np.ndarray] | None]]:
+        """Every live document as ``(ids, texts, vectors)`` batches: the kept float16 originals,
+        or ``None`` for an index built without ``keep_vectors`` (its residuals are lossy: re-encode
+        the texts instead). For moving a collection elsewhere, e.g. a Qdrant cluster."""
+        for seg in self.segments:
+            live = np.flatnonzero(~seg.deleted)
+            texts = seg.texts()
+            for start in range(0, len(live), batch_size):
+                rows = live[start:start + batch_size]
+                vectors = None
+                if seg.vectors is not None:
+                    vectors = [np.asarray(seg.vectors[seg.offsets[r]:seg.offsets[r] + seg.doclens[r]]) for r in rows]
+                yield ([seg.ids[r] for r in rows], [texts[r] if texts else None for r in rows], vectors)
 
     def documents(self, ids: Iterable[str]) -> list[str | None]:
         """Stored texts of documents (None where no text was stored or the id is unknown)."""
