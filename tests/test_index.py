@@ -150,6 +150,25 @@ def test_add_delete_reopen_and_compact(built, corpus, tmp_path):
     assert len(list((again.root / "segments").iterdir())) == 1
 
 
+def test_export_yields_every_live_document_once(tmp_path, corpus):
+    idx = PlaidIndex.build(tmp_path / "kv", corpus.ids[:200], corpus.docs[:200], num_centroids=64, keep_vectors=True,
+                           texts=[f"text {i}" for i in corpus.ids[:200]])
+    idx.add(["late"], [corpus.docs[300]], texts=["late text"])  # a second segment
+    idx.delete(corpus.ids[10:20])
+    batches = list(idx.export(batch_size=64))
+    ids = [i for b in batches for i in b[0]]
+    assert sorted(ids) == sorted(set(corpus.ids[:200]) - set(corpus.ids[10:20]) | {"late"})
+    assert all(len(b[0]) <= 64 for b in batches)
+    by_id = dict(zip(corpus.ids, corpus.docs))
+    for b_ids, texts, vectors in batches:
+        for doc_id, text, v in zip(b_ids, texts, vectors):
+            want = corpus.docs[300] if doc_id == "late" else by_id[doc_id]
+            assert text == ("late text" if doc_id == "late" else f"text {doc_id}")
+            np.testing.assert_allclose(v.astype(np.float32), want, atol=1e-3)  # the float16 originals
+    plain = PlaidIndex.build(tmp_path / "plain", corpus.ids[:5], corpus.docs[:5], num_centroids=8)
+    assert [(b[1], b[2]) for b in plain.export()] == [([None] * 5, None)]  # lossy residuals are not exported
+
+
 def test_replace_duplicates_and_filters(built, corpus):
     with pytest.raises(ValueError, match="already in the index"):
         built.add([corpus.ids[0]], [corpus.docs[0]])
