@@ -275,6 +275,21 @@ def test_drop_waits_for_writers_and_damage_does_not_break_the_listing(client, tm
     assert client.delete("/v1/indexes/a").status_code == 204
 
 
+def test_indexes_of_another_model_are_listed_as_not_searchable(client, tmp_path):
+    import numpy as np
+
+    from polylate.index.plaid import PlaidIndex
+
+    assert client.post("/v1/indexes", json={"name": "ours", "documents": DOCS[:2]}).status_code == 201
+    vectors = [np.eye(4, 128, dtype=np.float32)]
+    PlaidIndex.build(tmp_path / "indexes" / "theirs", ["a"], vectors, model={"name": "another-model", "dim": 128})
+    listed = {i["name"]: i for i in client.get("/v1/indexes").json()["indexes"]}
+    assert listed["ours"]["searchable"] is True and listed["ours"]["problem"] is None
+    assert listed["theirs"]["searchable"] is False and "another-model" in listed["theirs"]["problem"]
+    res = client.post("/v1/indexes/theirs/search", json={"query": "x"})
+    assert res.status_code == 409 and res.json()["detail"] == listed["theirs"]["problem"]
+
+
 # -- the same endpoints with indexes kept as Qdrant collections (embedded local mode: the
 # same client calls as a cluster)
 
@@ -357,6 +372,9 @@ def test_qdrant_failures_are_json_errors(model, tmp_path):
         QdrantIndex.create(registry.client, "polylate-bare", 128)
         res = client.post("/v1/indexes/bare/search", json={"query": "x"})
         assert res.status_code == 409 and "does not record the model" in res.json()["detail"]
+        listed = client.get("/v1/indexes").json()["indexes"]
+        assert [(i["name"], i["searchable"]) for i in listed] == [("bare", False)]
+        assert listed[0]["problem"] == res.json()["detail"]
         # dropped while an add was encoding its texts: 404, and nothing is re-created
         assert client.post("/v1/indexes", json={"name": "gone"}).status_code == 201
         encode = registry.runner.encode

@@ -124,6 +124,15 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
             raise RegistryError(422, f"documents[{i}].id is not valid Unicode text") from None
 
 
+def _usable(check) -> dict:
+    """``searchable`` / ``problem`` of an index, from the check its searches would run."""
+    try:
+        check()
+    except RegistryError as exc:
+        return {"searchable": False, "problem": exc.message}
+    return {"searchable": True, "problem": None}
+
+
 class IndexRegistry:
     def __init__(self, root: str | Path, runner: ModelRunner, retrain_below_tokens: int = RETRAIN_BELOW_TOKENS):
         self.root = Path(root)
@@ -362,10 +371,11 @@ class IndexRegistry:
         with entry.lock.read():
             idx = self._current(name, entry)
             meta = self._meta(self.folder(name)) or {}
+            usable = _usable(lambda: self._recorded(name, idx))
             if idx is None:
                 return {"name": name, "documents": 0, "dim": meta["dim"], "nbits": meta["nbits"], "built": False,
-                        "keeps_vectors": meta.get("keep_vectors", False), "model": meta.get("model")}
-            return {"name": name, **idx.stats(), "built": True}
+                        "keeps_vectors": meta.get("keep_vectors", False), "model": meta.get("model"), **usable}
+            return {"name": name, **idx.stats(), "built": True, **usable}
 
     def prepare_search(self, name: str) -> tuple[int, int | None]:
         """(dim, doc_maxlen) to encode a query for this index with."""

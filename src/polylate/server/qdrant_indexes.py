@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 
-from polylate.server.indexes import _NAME, RegistryError, SearchResult, check_documents
+from polylate.server.indexes import _NAME, RegistryError, SearchResult, _usable, check_documents
 from polylate.server.runner import ModelRunner
 
 #: candidates the pooled HNSW stage hands to exact MaxSim in a default (not thorough) search:
@@ -154,10 +154,12 @@ class QdrantRegistry:
 
     def stats(self, name: str) -> dict:
         with self._serial():
-            s = self._open(name).stats()
+            idx = self._open(name)
+            s = idx.stats()
         return {"name": name, "documents": s["documents"], "dim": s["dim"], "nbits": 16, "built": True,
                 "keeps_vectors": True, "model": s["model"], "backend": "qdrant", "collection": s["collection"],
-                "shards": s["shards"], "replication_factor": s["replication_factor"]}
+                "shards": s["shards"], "replication_factor": s["replication_factor"],
+                **_usable(lambda: self._recorded(name, idx))}
 
     def prepare_search(self, name: str) -> tuple[int, int | None]:
         with self._serial():

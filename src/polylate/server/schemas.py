@@ -183,6 +183,9 @@ class IndexStats(BaseModel):
     dim: int
     nbits: int
     built: bool
+    searchable: bool = Field(True, description="false when this server cannot search it (built with another "
+                             "model, or at a dim the served model does not make)")
+    problem: str | None = Field(None, description="why it is not searchable")
 
 
 class IndexList(BaseModel):

@@ -140,6 +140,11 @@ async function init() {
       const opt = document.createElement("option");
       opt.value = ix.name;
       opt.textContent = `${ix.name} (${ix.documents})`;
+      if (ix.searchable === false) {  // another model's index: listed, not offered
+        opt.disabled = true;
+        opt.title = ix.problem;
+        opt.textContent += " — not searchable here";
+      }
       $("index").appendChild(opt);
     }
     if (!indexes.length) status("no indexes yet: create one with POST /v1/indexes");
