@@ -553,9 +553,10 @@ def qdrant_import(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Move a PLAID index to Qdrant when it outgrows one machine: its kept float16 vectors as
-    they are, or (an index built without --keep-vectors) its stored texts re-encoded with the
-    model it records, since its 2-bit residuals are lossy."""
+    """Move a PLAID index to Qdrant when it outgrows one machine.
+
+    Its kept float16 vectors go as they are; an index built without --keep-vectors has its
+    stored texts re-encoded with the model it records (2-bit residuals are lossy)."""
     from rich.progress import Progress
 
     from polylate.backends.qdrant import QdrantIndex
