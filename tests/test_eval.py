@@ -522,3 +522,25 @@ def test_reader_errors_name_file_and_line(tmp_path):
     rows = (dup / "corpus.jsonl").read_text()
     (dup / "corpus.jsonl").write_text(rows + rows.splitlines()[0] + "\n")
     assert len(load_beir(dup).corpus) == 3
+
+
+def test_datasets_read_by_the_checks_are_not_parsed_again(tmp_path, monkeypatch):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("pytrec_eval")
+    from polylate.eval import runner
+
+    a, b = make_dataset(tmp_path / "x" / "capitals"), make_dataset(tmp_path / "y" / "capitals")
+    calls = []
+    load = runner.load_beir
+    monkeypatch.setattr(runner, "load_beir", lambda folder, **kw: calls.append(folder) or load(folder, **kw))
+    read: dict = {}
+    runner.check_eval_args([a, b], read_data=True, keep=read)
+    rows = runner.main_eval([a, b], colbert=False, rich=False, file=io.StringIO(), datasets=read)
+    assert len(calls) == 2 and not read  # once each, by the checks; the evaluation took them over
+    assert [r["dataset"] for r in rows] == ["x/capitals", "y/capitals"]  # and named them as usual
+    monkeypatch.setattr(runner, "KEEP_CHECKED_CHARS", 0)  # too large to keep: read again, as before
+    calls.clear()
+    runner.check_eval_args([a, b], read_data=True, keep=read)
+    assert not read and len(calls) == 2
+    runner.main_eval([a, b], colbert=False, rich=False, file=io.StringIO(), datasets=read)
+    assert len(calls) == 4

@@ -714,13 +714,14 @@ def eval_(
     args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
                 batch_size=batch_size, max_queries=max_queries, max_docs=max_docs, use_index=use_index,
                 nbits=nbits, bm25=bm25, output_json=output_json, plot=plot, runs_dir=runs, doc_maxlen=doc_maxlen)
+    read: dict = {}
     try:  # bad paths, options and data fail before the model loads
-        check_eval_args([str(p) for p in paths], read_data=True, **args)
+        check_eval_args([str(p) for p in paths], read_data=True, keep=read, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
     m = _load_model(model, device, dtype)
     try:
-        main_eval([str(p) for p in paths], dims=dim_list, model=m, seed=seed, **args)
+        main_eval([str(p) for p in paths], dims=dim_list, model=m, seed=seed, datasets=read, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
 

@@ -18,6 +18,7 @@ scoring): fine up to ~10^5 documents of a few hundred tokens; beyond that use ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -289,13 +290,23 @@ def _unique_names(folders: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _check_datasets(folders: Sequence[Path], split: str) -> None:
+#: characters of corpus text the pre-check keeps for the evaluation to reuse (~0.5 GB of str)
+KEEP_CHECKED_CHARS = 1 << 28
+
+
+def _check_datasets(folders: Sequence[Path], split: str, keep: dict | None = None) -> None:
     """Read every dataset once before any model loads: a broken one late in the list must not
-    cost the encoding of the ones before it."""
+    cost the encoding of the ones before it. ``keep`` collects what was read (up to
+    :data:`KEEP_CHECKED_CHARS`), so the evaluation does not parse it a second time."""
+    kept = 0
     for folder in folders:
         dataset = load_beir(folder, split=split)
         if not any(r > 0 for rels in dataset.qrels.values() for r in rels.values()):
             raise DatasetError(f"{folder}: the {split} qrels hold no relevant (score > 0) judgment")
+        size = sum(len(t) for t in dataset.corpus.values())
+        if keep is not None and kept + size <= KEEP_CHECKED_CHARS:
+            keep[folder] = dataset
+            kept += size
 
 
 def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS, k: int = 100,
@@ -303,10 +314,11 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
                     use_index: bool = False, nbits: int = 2, bm25: bool = True, colbert: bool = True,
                     output_json: str | Path | None = None, plot: str | Path | None = None,
                     runs_dir: str | Path | None = None, doc_maxlen: int | None = None,
-                    read_data: bool = False) -> list[Path]:
+                    read_data: bool = False, keep: dict | None = None) -> list[Path]:
     """Everything about an eval that can be wrong before any model is loaded or any text
     encoded; returns the dataset folders. Raises ValueError / DatasetError naming the option.
-    ``read_data``: also read every dataset (see :func:`_check_datasets`)."""
+    ``read_data``: also read every dataset (see :func:`_check_datasets`); ``keep``: a dict that
+    collects them for :func:`main_eval`'s ``datasets``."""
     from polylate.eval.metrics import parse_metric
     from polylate.index.codec import NBITS
 
@@ -334,7 +346,7 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
         raise ValueError(f"runs folder {runs_dir}: {_file_in_the_way(Path(runs_dir))} is a file, not a folder")
     found = _resolve_datasets([paths] if isinstance(paths, (str, Path)) else paths, split)
     if read_data:
-        _check_datasets(found, split)
+        _check_datasets(found, split, keep)
     return found
 
 
@@ -373,6 +385,7 @@ def main_eval(
     show_progress: bool | None = None,
     rich: bool = True,
     file=None,
+    datasets: dict | None = None,
 ) -> list[dict]:
     """Evaluate every dataset found under ``paths``; print the table; return the rows.
 
@@ -383,13 +396,17 @@ def main_eval(
     ``output_json``: also write the rows there. ``rich=False`` prints the plain-text table.
     ``metrics``: the measures reported (:func:`polylate.eval.metrics.parse_metric` names); the
     plot uses the first. ``runs_dir``: write every ranking there as a TREC run file.
+    ``datasets``: folders already read by :func:`check_eval_args` (its ``keep``), used instead
+    of reading them again.
     """
     from polylate.eval.metrics import parse_metric
 
     metrics = list(dict.fromkeys(metrics))
     loads_model = colbert and (model is None or isinstance(model, (str, Path)))
+    datasets = {} if datasets is None else datasets
     found = check_eval_args(paths, split, metrics, k, batch_size, max_queries, max_docs, use_index, nbits,
-                            bm25, colbert, output_json, plot, runs_dir, doc_maxlen, read_data=loads_model)
+                            bm25, colbert, output_json, plot, runs_dir, doc_maxlen, read_data=loads_model,
+                            keep=datasets)
     deepest = max((parse_metric(m)[1] or 0 for m in metrics), default=0)
     if deepest > k:  # recall@1000 over a 100-deep ranking would be silently wrong
         print(f"ranking {deepest} documents per query (not {k}): a metric cuts off at {deepest}", file=sys.stderr)
@@ -408,7 +425,9 @@ def main_eval(
     rows: list[dict] = []
     for n, folder in enumerate(found, 1):
         started, first = time.perf_counter(), len(rows)
-        dataset = load_beir(folder, split=split, name=names[folder])
+        read = datasets.pop(folder, None)  # read once by the checks: not parsed again
+        dataset = dataclasses.replace(read, name=names[folder]) if read else load_beir(folder, split=split,
+                                                                                       name=names[folder])
         if max_queries is not None or max_docs is not None:
             dataset = subsample(dataset, max_queries=max_queries, max_docs=max_docs, seed=seed)
         _log(f"[{n}/{len(found)}] {dataset.name}: {len(dataset.queries)} queries, {len(dataset.corpus)} documents")
