@@ -271,6 +271,15 @@ def test_cli_import_moves_a_plaid_index(tmp_path):
     bare = PlaidIndex.build(tmp_path / "bare", ["a"], [unit(np.ones((2, 16)))])  # no texts, no vectors
     res = run(app, ["qdrant", "import", "bare", str(bare.root), *store])
     assert res.exit_code == 2 and "keeps neither vectors" in " ".join(res.output.split())
+    # another model's index: never re-encoded with a stand-in, never mixed into this model's collection
+    vectors = [unit(np.ones((2, 128)))]
+    PlaidIndex.build(tmp_path / "other", ["a"], vectors, texts=["x"], model={"name": "other", "dim": 128})
+    PlaidIndex.build(tmp_path / "other-kv", ["z"], vectors, keep_vectors=True, model={"name": "other", "dim": 128})
+    for args, message in ((["import", "o", str(tmp_path / "other")], "does not record a loadable model"),
+                          (["import", "o", str(tmp_path / "other"), "-m", "default"], "was built with 'other'"),
+                          (["import", "plain", str(tmp_path / "other-kv"), "--replace"], "holds vectors of")):
+        res = run(app, ["qdrant", *args, *store])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
 
     model = load_model()
     client = connect(path=str(tmp_path / "qdrant"))

@@ -547,6 +547,8 @@ def qdrant_import(
     path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
     api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
     replace: bool = typer.Option(False, help="replace documents whose id the collection already has"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="the model to re-encode texts with (an index "
+                                        "without kept vectors); default: the one the index records"),
     shards: Optional[int] = typer.Option(None, help="shards of a new collection (cluster)"),
     replicas: Optional[int] = typer.Option(None, help="replication factor of a new collection (cluster)"),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="texts per encoder batch (re-encoding only)"),
@@ -573,18 +575,33 @@ def qdrant_import(
     if not keeps and any(t is None for t in src.documents(ids)):
         _fail(f"index {index} keeps neither vectors (--keep-vectors) nor the texts of all its documents: "
               "nothing to copy or re-encode them from")
-    m = None if keeps else _index_model(recorded, src.dim, None, device, dtype)[0]
+    m = None
+    if keeps:
+        made = {"dim": src.dim, **recorded} if recorded else None  # the vectors, and who made them, as they are
+    else:  # re-encoded: the collection records the model that actually encodes them
+        if model is None and not recorded.get("name_or_path"):
+            _fail(f"index {index} does not record a loadable model to re-encode its texts with; pass -m")
+        name = model or recorded["name_or_path"]
+        m = _load_model(name, device, dtype)
+        if recorded.get("name") and m.name != recorded["name"]:
+            _fail(f"index {index} was built with {recorded['name']!r}, -m {name} is {m.name!r}; its vectors "
+                  "would not match queries encoded the way the collection records")
+        _check_dim(m, src.dim)
+        made = {"name_or_path": name, "name": m.name, "dim": src.dim, "doc_maxlen": recorded.get("doc_maxlen")}
     with closing(_qdrant(url, path, api_key)) as client:
         if client.collection_exists(collection):
             idx = _collection(client, collection)
             if idx.dim != src.dim:
                 _fail(f"collection {collection!r} holds {idx.dim}-d vectors, index {index} {src.dim}-d")
+            theirs, ours = (idx.model or {}).get("name"), (made or {}).get("name")
+            if theirs != ours:  # one collection, one vector space
+                _fail(f"collection {collection!r} holds vectors of {theirs!r}, index {index} of {ours!r}")
             present = [] if replace else idx.present(ids)
             if present:
                 _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
         else:
             idx = QdrantIndex.create(client, collection, src.dim, shards=shards, replication_factor=replicas,
-                                     model={"dim": src.dim, **recorded} if recorded else None)
+                                     model=made)
         done = 0
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("copying" if keeps else "re-encoding", total=len(ids))

@@ -120,15 +120,18 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     async def in_thread(fn, *args):
         return await anyio.to_thread.run_sync(lambda: fn(*args))
 
-    def texts_ok(texts: list[str], what: str, is_query: bool = False) -> None:
+    def texts_ok(texts: list[str], what: str, is_query: bool = False, also: int = 0) -> int:
+        """Count, size and token checks; ``also``: tokens the same request encodes elsewhere
+        (rerank's query), so the limit holds for the request's total. Returns the tokens."""
         check_batch(len(texts), settings.max_batch, what)
         check_texts(texts, settings.max_text_chars, what)
         # the encoder's work is tokens, not characters or texts: 128 texts of 16k characters
         # are ~10 minutes of a 2-core CPU, holding the model from every other request
-        tokens = runner.count_tokens(texts, is_query)
+        tokens = runner.count_tokens(texts, is_query) + also
         if tokens > settings.max_request_tokens:
-            raise HTTPException(413, f"{what} is {tokens} tokens; this server encodes at most "
+            raise HTTPException(413, f"{what} make the request {tokens} tokens; this server encodes at most "
                                      f"{settings.max_request_tokens} per request (max_request_tokens)")
+        return tokens
 
     # -- health, page ------------------------------------------------------------------------
 
@@ -170,8 +173,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     async def rerank(req: RerankRequest) -> RerankResponse:
         runner.check_model(req.model)
         query, docs = req.query_text(), req.document_texts()
-        texts_ok([query], "query", is_query=True)
-        texts_ok(docs, "documents")
+        texts_ok(docs, "documents", also=texts_ok([query], "query", is_query=True))
 
         def work():
             ranked = runner.rerank(query, docs, req.top_n)
