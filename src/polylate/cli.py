@@ -11,7 +11,7 @@ import time
 import warnings
 from contextlib import closing, nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
@@ -424,8 +424,12 @@ qdrant_app = typer.Typer(no_args_is_help=True, help="Store and search collection
                          "(--url), or its embedded local mode (--path).")
 app.add_typer(qdrant_app, name="qdrant")
 
-QDRANT_URL_HELP = "Qdrant server or cluster, e.g. http://localhost:6333 (default: $QDRANT_URL unless --path)"
-QDRANT_PATH_HELP = "folder of an embedded (local mode) Qdrant instead of a server"
+# where every `polylate qdrant` command finds Qdrant
+QdrantUrl = Annotated[Optional[str], typer.Option(
+    help="Qdrant server or cluster, e.g. http://localhost:6333 (default: $QDRANT_URL unless --path)")]
+QdrantPath = Annotated[Optional[Path], typer.Option("--path", help="folder of an embedded (local mode) Qdrant "
+                                                    "instead of a server")]
+QdrantKey = Annotated[Optional[str], typer.Option(envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)")]
 
 
 def _qdrant(url: str | None, path: Path | None, api_key: str | None):
@@ -441,11 +445,9 @@ def _qdrant(url: str | None, path: Path | None, api_key: str | None):
         if url is None:
             _fail("give --url (a Qdrant server or cluster; or set $QDRANT_URL) or --path (local mode)")
     try:
-        client = connect(url=url, api_key=api_key) if url else connect(path=str(path))
-        client.get_collections()  # the client connects lazily: an unreachable server fails here, in one line
+        return connect(url=url, api_key=api_key) if url else connect(path=str(path))
     except Exception as exc:  # a locked local folder, a bad URL, a refused connection, a wrong key
         _fail(f"cannot open Qdrant at {url or path}: {exc}")
-    return client
 
 
 def _qdrant_model(idx, override: str | None, device: str | None, dtype: str | None):
@@ -460,6 +462,19 @@ def _qdrant_model(idx, override: str | None, device: str | None, dtype: str | No
     if idx.model is None and dim not in m.output_dims:
         _fail(f"collection {idx.collection!r} holds {dim}-d vectors; {m.name or override} makes {m.output_dims}")
     return m, dim, doc_maxlen
+
+
+def _check_cluster(shards: int | None, replicas: int | None) -> None:
+    for option, value in (("--shards", shards), ("--replicas", replicas)):
+        if value is not None and value < 1:
+            _fail(f"{option} must be positive, got {value}")
+
+
+def _refuse_stored(idx, ids: list[str], replace: bool) -> None:
+    """Before any encoding or upload: ids the collection has need --replace."""
+    present = [] if replace else idx.present(ids)
+    if present:
+        _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
 
 
 def _collection(client, name: str):
@@ -477,9 +492,9 @@ def _collection(client, name: str):
 def qdrant_add(
     collection: str = typer.Argument(..., help="collection name (created on first add)"),
     input: Path = typer.Option(..., "--input", "-i", help="documents: .jsonl[.gz] (BEIR corpus: _id, title, text) or .txt"),
-    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
-    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
-    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    url: QdrantUrl = None,
+    path: QdrantPath = None,
+    api_key: QdrantKey = None,
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + "; default: the one the "
                                         "collection recorded, else 'default'"),
     dim: Optional[int] = typer.Option(None, "--dim", "-d", help="128, 96 or 64 (default 128; an existing "
@@ -495,9 +510,7 @@ def qdrant_add(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
     """Encode documents and upsert them into a Qdrant collection (created, recording the model, if new)."""
-    for option, value in (("--shards", shards), ("--replicas", replicas)):
-        if value is not None and value < 1:
-            _fail(f"{option} must be positive, got {value}")
+    _check_cluster(shards, replicas)
     with closing(_qdrant(url, path, api_key)) as client:  # local mode locks its folder until closed
         _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, replicas, doc_maxlen,
                     batch_size, device, dtype)
@@ -515,9 +528,7 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
         _fail(f"{input} holds no documents")
     if exists:
         idx = _collection(client, collection)
-        present = idx.present(ids) if not replace else []
-        if present:
-            _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
+        _refuse_stored(idx, ids, replace)
         if dim is not None and dim != idx.dim:
             _fail(f"--dim {dim}: collection {collection!r} holds {idx.dim}-d vectors")
         m, dim, doc_maxlen = _qdrant_model(idx, model, device, dtype)
@@ -543,9 +554,9 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
 def qdrant_import(
     collection: str = typer.Argument(..., help="collection to create (or add to, with --replace for ids it has)"),
     index: Path = typer.Argument(..., help="a polylate index folder (polylate index build)"),
-    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
-    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
-    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    url: QdrantUrl = None,
+    path: QdrantPath = None,
+    api_key: QdrantKey = None,
     replace: bool = typer.Option(False, help="replace documents whose id the collection already has"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="the model to re-encode texts with (an index "
                                         "without kept vectors); default: the one the index records"),
@@ -563,9 +574,7 @@ def qdrant_import(
 
     from polylate.backends.qdrant import QdrantIndex
 
-    for option, value in (("--shards", shards), ("--replicas", replicas)):
-        if value is not None and value < 1:
-            _fail(f"{option} must be positive, got {value}")
+    _check_cluster(shards, replicas)
     src = _open_index(index)
     recorded = src.manifest.get("model") or {}
     keeps = bool(src.manifest.get("keep_vectors"))
@@ -596,9 +605,7 @@ def qdrant_import(
             theirs, ours = (idx.model or {}).get("name"), (made or {}).get("name")
             if theirs != ours:  # one collection, one vector space
                 _fail(f"collection {collection!r} holds vectors of {theirs!r}, index {index} of {ours!r}")
-            present = [] if replace else idx.present(ids)
-            if present:
-                _fail(f"{len(present)} id(s) already in the collection, e.g. {present[:5]}; pass --replace")
+            _refuse_stored(idx, ids, replace)
         else:
             idx = QdrantIndex.create(client, collection, src.dim, shards=shards, replication_factor=replicas,
                                      model=made)
@@ -624,9 +631,9 @@ def qdrant_import(
 def qdrant_search(
     collection: str = typer.Argument(..., help="collection name"),
     queries: list[str] = typer.Argument(..., help="one or more queries"),
-    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
-    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
-    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    url: QdrantUrl = None,
+    path: QdrantPath = None,
+    api_key: QdrantKey = None,
     k: int = typer.Option(10, "-k", help="results per query"),
     prefetch: Optional[int] = typer.Option(None, help="re-rank only the N nearest documents by pooled vector "
                                            "(HNSW) instead of scoring every document by MaxSim"),
@@ -664,9 +671,9 @@ def qdrant_delete(
     collection: str = typer.Argument(..., help="collection name"),
     ids: list[str] = typer.Argument(None, help="document ids (else --input, one per line)"),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="file of document ids, one per line"),
-    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
-    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
-    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    url: QdrantUrl = None,
+    path: QdrantPath = None,
+    api_key: QdrantKey = None,
     missing_ok: bool = typer.Option(False, help="ignore ids that are not in the collection"),
 ) -> None:
     """Delete documents by id."""
@@ -686,9 +693,9 @@ def qdrant_delete(
 @qdrant_app.command("stats")
 def qdrant_stats(
     collection: str = typer.Argument(..., help="collection name"),
-    url: Optional[str] = typer.Option(None, help=QDRANT_URL_HELP),
-    path: Optional[Path] = typer.Option(None, "--path", help=QDRANT_PATH_HELP),
-    api_key: Optional[str] = typer.Option(None, envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)"),
+    url: QdrantUrl = None,
+    path: QdrantPath = None,
+    api_key: QdrantKey = None,
 ) -> None:
     """Documents, dim, sharding and the recorded model of a collection, as JSON."""
     with closing(_qdrant(url, path, api_key)) as client:

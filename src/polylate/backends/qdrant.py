@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -47,15 +47,25 @@ def _models():
 
 def connect(url: str | None = None, *, path: str | None = None, api_key: str | None = None, **kwargs):
     """A ``QdrantClient``: a server or cluster at ``url``, else embedded local mode at ``path``
-    (a folder; ``":memory:"`` for a throwaway one)."""
+    (a folder; ``":memory:"`` for a throwaway one). The client connects lazily, so this asks for
+    the collections once: an unreachable server, a wrong key or a locked folder fails here."""
     _models()
     from qdrant_client import QdrantClient
 
     if (url is None) == (path is None):
         raise ValueError("give exactly one of url (a Qdrant server or cluster) or path (local mode)")
     if url is not None:
-        return QdrantClient(url=url, api_key=api_key, **kwargs)
-    return QdrantClient(location=":memory:", **kwargs) if path == ":memory:" else QdrantClient(path=path, **kwargs)
+        client = QdrantClient(url=url, api_key=api_key, **kwargs)
+    elif path == ":memory:":
+        client = QdrantClient(location=":memory:", **kwargs)
+    else:
+        client = QdrantClient(path=path, **kwargs)
+    try:
+        client.get_collections()
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def point_id(doc_id: str) -> str:
@@ -171,23 +181,20 @@ class QdrantIndex:
     def __contains__(self, doc_id: str) -> bool:
         return bool(self.client.retrieve(self.collection, [point_id(doc_id)], with_payload=False))
 
+    def _retrieve(self, ids: Sequence[str], chunk: int = 1024, **what) -> Iterator:
+        """The stored points of ``ids`` (absent ones skipped), a request per ``chunk`` ids."""
+        for start in range(0, len(ids), chunk):
+            yield from self.client.retrieve(self.collection, [point_id(i) for i in ids[start:start + chunk]], **what)
+
     def present(self, ids: Sequence[str]) -> list[str]:
-        """Which of ``ids`` are stored (in their order), a request per 1,024."""
-        found = set()
-        for start in range(0, len(ids), 1024):
-            chunk = [point_id(i) for i in ids[start:start + 1024]]
-            found.update(p.payload[DOC_ID] for p in self.client.retrieve(
-                self.collection, chunk, with_payload=[DOC_ID]))
+        """Which of ``ids`` are stored (in their order)."""
+        found = {p.payload[DOC_ID] for p in self._retrieve(ids, with_payload=[DOC_ID])}
         return [i for i in ids if i in found]
 
     def documents(self, ids: Sequence[str]) -> list[str | None]:
         """The stored texts of ``ids`` (None for a document added without one or not present)."""
         ids = list(ids)
-        texts = {}
-        for start in range(0, len(ids), 1024):
-            for p in self.client.retrieve(self.collection, [point_id(i) for i in ids[start:start + 1024]],
-                                          with_payload=True):
-                texts[p.payload[DOC_ID]] = p.payload.get(TEXT)
+        texts = {p.payload[DOC_ID]: p.payload.get(TEXT) for p in self._retrieve(ids, with_payload=True)}
         return [texts.get(i) for i in ids]
 
     # -- writing -----------------------------------------------------------------------------
@@ -240,12 +247,8 @@ class QdrantIndex:
     def _points(self, ids: Sequence[str]) -> list:
         """Stored points with vectors and payload, as they would be written back."""
         models = _models()
-        out = []
-        for start in range(0, len(ids), 256):
-            for r in self.client.retrieve(self.collection, [point_id(i) for i in ids[start:start + 256]],
-                                          with_payload=True, with_vectors=True):
-                out.append(models.PointStruct(id=r.id, vector=r.vector, payload=r.payload))
-        return out
+        return [models.PointStruct(id=r.id, vector=r.vector, payload=r.payload)
+                for r in self._retrieve(ids, 256, with_payload=True, with_vectors=True)]
 
     def _undo(self, written: list[str], present: set[str], saved: list) -> None:
         """Take back a partly written add: delete what was new, restore what was replaced."""

@@ -157,12 +157,12 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         runner.check_model(req.model)
         texts = req.texts()
         is_query = req.input_type == "query"
-        texts_ok(texts, "input", is_query)
+        tokens = texts_ok(texts, "input", is_query)
         dim = runner.check_dim(req.dimensions)
 
         def work() -> bytes:
             vectors = runner.encode(texts, is_query=is_query, dim=dim)
-            return _vectors_json(vectors, runner.name, runner.count_tokens(texts, is_query))
+            return _vectors_json(vectors, runner.name, tokens)
 
         return Response(await in_thread(work), media_type="application/json")
 
@@ -173,14 +173,8 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     async def rerank(req: RerankRequest) -> RerankResponse:
         runner.check_model(req.model)
         query, docs = req.query_text(), req.document_texts()
-        texts_ok(docs, "documents", also=texts_ok([query], "query", is_query=True))
-
-        def work():
-            ranked = runner.rerank(query, docs, req.top_n)
-            tokens = runner.count_tokens([query], True) + runner.count_tokens(docs, False)
-            return ranked, tokens
-
-        ranked, tokens = await in_thread(work)
+        tokens = texts_ok(docs, "documents", also=texts_ok([query], "query", is_query=True))
+        ranked = await in_thread(runner.rerank, query, docs, req.top_n)
         results = [{"index": r["index"], "relevance_score": r["score"],
                     "document": {"text": r["document"]} if req.return_documents else None} for r in ranked]
         return RerankResponse(model=runner.name, results=results, usage={"total_tokens": tokens})
@@ -276,12 +270,8 @@ def _registry(settings: ServerSettings, runner: ModelRunner):
     from polylate.backends.qdrant import connect
     from polylate.server.qdrant_indexes import QdrantRegistry
 
-    if settings.qdrant_url:
-        client = connect(settings.qdrant_url, api_key=settings.qdrant_api_key)
-    else:
-        client = connect(path=settings.qdrant_path)
-    client.get_collections()  # connects lazily: an unreachable server fails at start, not at the first request
-    return QdrantRegistry(client, runner, settings.qdrant_prefix, local=settings.qdrant_path is not None)
+    client = connect(settings.qdrant_url or None, path=settings.qdrant_path or None, api_key=settings.qdrant_api_key)
+    return QdrantRegistry(client, runner, settings.qdrant_prefix, local=not settings.qdrant_url)
 
 
 def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

@@ -124,6 +124,16 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
             raise RegistryError(422, f"documents[{i}].id is not valid Unicode text") from None
 
 
+def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
+    """An index this server can search and add to: built by the served model (as far as it
+    records one), at a dim that model makes. Either backend's indexes."""
+    if model.get("name") and model["name"] != runner.name:
+        raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
+                                 f"serves {runner.name!r}")
+    if dim not in runner.dims:
+        raise RegistryError(409, f"index {name!r} holds {dim}-d vectors; the served model makes {runner.dims}")
+
+
 def _usable(check) -> dict:
     """``searchable`` / ``problem`` of an index, from the check its searches would run."""
     try:
@@ -213,12 +223,7 @@ class IndexRegistry:
         else:
             model = meta.get("model") or {}
             rec = {"dim": meta["dim"], "nbits": meta["nbits"], "keep_vectors": meta.get("keep_vectors", False)}
-        if model.get("name") and model["name"] != self.runner.name:
-            raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
-                                     f"serves {self.runner.name!r}")
-        if rec["dim"] not in self.runner.dims:
-            raise RegistryError(409, f"index {name!r} holds {rec['dim']}-d vectors; the served model makes "
-                                     f"{self.runner.dims}")
+        check_served(self.runner, name, model, rec["dim"])
         return {**rec, "model": model, "doc_maxlen": model.get("doc_maxlen"), "meta": meta}
 
     # -- writing -----------------------------------------------------------------------------

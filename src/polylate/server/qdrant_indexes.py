@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 
-from polylate.server.indexes import _NAME, RegistryError, SearchResult, _usable, check_documents
+from polylate.server.indexes import _NAME, RegistryError, SearchResult, _usable, check_documents, check_served
 from polylate.server.runner import ModelRunner
 
 #: candidates the pooled HNSW stage hands to exact MaxSim in a default (not thorough) search:
@@ -63,14 +63,8 @@ class QdrantRegistry:
             raise RegistryError(409, f"index {name!r} does not record the model that encoded it, so this server "
                                      f"cannot tell it is {self.runner.name!r}; re-create it through the server or "
                                      "polylate qdrant add")
-        model = idx.model
-        if model.get("name") and model["name"] != self.runner.name:
-            raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
-                                     f"serves {self.runner.name!r}")
-        if idx.dim not in self.runner.dims:
-            raise RegistryError(409, f"index {name!r} holds {idx.dim}-d vectors; the served model makes "
-                                     f"{self.runner.dims}")
-        return model
+        check_served(self.runner, name, idx.model, idx.dim)
+        return idx.model
 
     def names(self) -> list[str]:
         with self._serial():

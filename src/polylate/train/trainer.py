@@ -281,6 +281,7 @@ class Trainer:
         if keep_checkpoints is not None and (isinstance(keep_checkpoints, bool) or keep_checkpoints < 1):
             raise ValueError(f"keep_checkpoints must be a positive number, got {keep_checkpoints!r}")
         self.keep_checkpoints = keep_checkpoints
+        self._written: list[Path] = []  # this run's checkpoints, oldest first (for keep_checkpoints)
         self.seed = seed
         self.temperature = temperature
         self.distill_weight = distill_weight
@@ -550,7 +551,7 @@ class Trainer:
         """Delete all but the ``keep_checkpoints`` most recent checkpoints in the folder (each is
         a whole model, ~0.5 GB for e5-small): a long run with --checkpoint-every fills no disk.
         This run's own come last in the order it wrote them (mtimes can tie); older ones before."""
-        self._written = [p for p in getattr(self, "_written", []) if p != newest] + [newest]
+        self._written = [p for p in self._written if p != newest] + [newest]
         older = [p for p in self.checkpoint_dir.iterdir()
                  if not p.name.startswith(".") and (p / TRAINER_STATE).is_file() and p not in self._written]
         older.sort(key=lambda p: (p / TRAINER_STATE).stat().st_mtime_ns)
