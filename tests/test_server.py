@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -77,13 +78,36 @@ def test_multi_vector_queries_have_32_vectors(client, model):
     assert res.json()["usage"]["total_tokens"] == 64
 
 
+def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
+    """base64 decodes to the float32 matrix; binary/ubinary are its signs packed 8 per byte."""
+    texts = ["Where is the Eiffel tower?", DOCS[0]]
+    res = client.post("/v1/multi-vector", json={"input": texts, "dimensions": 96,
+                                                 "embedding_type": ["float", "base64", "binary", "ubinary"]})
+    assert res.status_code == 200, res.text
+    refs = model.encode(texts, dim=96)
+    for item, ref in zip(res.json()["data"], refs):
+        emb = item["embeddings"]
+        assert set(emb) == {"float", "base64", "binary", "ubinary"}
+        np.testing.assert_allclose(np.array(emb["float"]), ref, atol=1e-6)
+        decoded = np.frombuffer(base64.b64decode(emb["base64"]), "<f4").reshape(-1, 96)
+        np.testing.assert_array_equal(decoded, ref.astype(np.float32))
+        ubin = np.array(emb["ubinary"])
+        assert ubin.shape == (ref.shape[0], 12) and ubin.min() >= 0 and ubin.max() <= 255
+        np.testing.assert_array_equal(np.unpackbits(ubin.astype(np.uint8), axis=1).astype(bool), ref > 0)
+        np.testing.assert_array_equal(np.array(emb["binary"]), ubin - 128)
+    one = client.post("/v1/multi-vector", json={"input": texts, "dimensions": 96, "embedding_type": "base64"})
+    assert [d["embeddings"] for d in one.json()["data"]] == [d["embeddings"]["base64"] for d in res.json()["data"]]
+
+
 @pytest.mark.parametrize("body, field, words", [
     ({"input": ["x"], "dimensions": 100}, "dimensions", "must be one of [128, 96, 64]"),
     ({"input": ["x"], "input_type": "passage"}, "input_type", "'query' or 'document'"),
     ({"input": []}, "input", "input is empty"),
     ({"input": [5]}, "input", "valid string"),
     ({"input": [{"image": "x.png"}]}, "input", "text"),
-    ({"input": ["x"], "embedding_type": "binary"}, "embedding_type", "'binary' is not supported"),
+    ({"input": ["x"], "embedding_type": "int8"}, "embedding_type", "'int8' is not supported"),
+    ({"input": ["x"], "embedding_type": []}, "embedding_type", "empty list"),
+    ({"input": ["x"], "embedding_type": ["float", "float"]}, "embedding_type", "repeat"),
     ({"inputs": ["x"]}, "input", "Field required"),
 ])
 def test_multi_vector_bad_input_is_422_naming_the_problem(client, body, field, words):

@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 from polylate import __version__
 from polylate.model.colbert import ColBERT
+from polylate.server.embedding_types import format_embeddings
 from polylate.server.indexes import IndexRegistry, RegistryError
 from polylate.server.limits import BodySizeLimit, check_batch, check_texts
 from polylate.server.runner import ModelRunner
@@ -74,11 +75,10 @@ DESCRIPTION = """Multilingual late-interaction (ColBERT) retrieval.
 """
 
 
-def _vectors_json(vectors: list[np.ndarray], model: str, tokens: int) -> bytes:
+def _vectors_json(vectors: list[np.ndarray], model: str, tokens: int, embedding_type="float") -> bytes:
     """The multi-vector body, serialised directly: FastAPI's generic encoder would walk every
-    float of a [n, 128] matrix through Python twice. Rounded in float64 to 7 decimals (float32
-    precision) so each number prints short instead of as a 17-digit float32 expansion."""
-    data = [{"object": "embeddings", "index": i, "embeddings": np.round(v.astype(np.float64), 7).tolist()}
+    float of a [n, 128] matrix through Python twice."""
+    data = [{"object": "embeddings", "index": i, "embeddings": format_embeddings(v, embedding_type)}
             for i, v in enumerate(vectors)]
     body = {"model": model, "object": "list", "data": data, "usage": {"total_tokens": tokens}}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -162,7 +162,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
         def work() -> bytes:
             vectors = runner.encode(texts, is_query=is_query, dim=dim)
-            return _vectors_json(vectors, runner.name, tokens)
+            return _vectors_json(vectors, runner.name, tokens, req.embedding_type)
 
         return Response(await in_thread(work), media_type="application/json")
 

@@ -7,6 +7,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from polylate.server.embedding_types import EMBEDDING_TYPES
+
 INDEX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 IndexName = Annotated[str, Field(pattern=INDEX_NAME_PATTERN, description="letters, digits, '.', '_', '-'; "
                                  "starts with a letter or digit; at most 64 characters")]
@@ -20,6 +22,7 @@ class TextInput(BaseModel):
 
 
 InputItem = Union[str, TextInput]
+EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
 
 
 def _text(item: InputItem) -> str:
@@ -36,7 +39,10 @@ class MultiVectorRequest(BaseModel):
         "document", description="query: padded with [MASK] to query_maxlen vectors when the model expands "
                                 "queries (Jina, ColBERT); document: one vector per non-punctuation token")
     dimensions: int | None = Field(None, description="Matryoshka size: 128, 96 or 64 (the model's sizes)")
-    embedding_type: Literal["float"] = Field("float", description="only 'float' is served")
+    embedding_type: EmbeddingType | list[EmbeddingType] = Field(
+        "float", description="float, base64 (little-endian float32 matrix), binary or ubinary (signs packed 8 "
+                             "per byte, signed or unsigned), or a list of them (then `embeddings` is an object "
+                             "keyed by type)")
 
     @field_validator("input")
     @classmethod
@@ -47,9 +53,16 @@ class MultiVectorRequest(BaseModel):
 
     @field_validator("embedding_type", mode="before")
     @classmethod
-    def _float_only(cls, value):
-        if value != "float":
-            raise ValueError(f"embedding_type {value!r} is not supported; this server returns 'float' only")
+    def _known_types(cls, value):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError(f"embedding_type is an empty list: give at least one of {', '.join(EMBEDDING_TYPES)}")
+        for v in values:
+            if v not in EMBEDDING_TYPES:
+                raise ValueError(f"embedding_type {v!r} is not supported; use {', '.join(EMBEDDING_TYPES)} "
+                                 "or a list of them")
+        if len(set(values)) != len(values):
+            raise ValueError(f"embedding_type lists {values} with a repeat: name each type once")
         return value
 
     def texts(self) -> list[str]:
@@ -59,7 +72,7 @@ class MultiVectorRequest(BaseModel):
 class MultiVectorItem(BaseModel):
     object: Literal["embeddings"] = "embeddings"
     index: int
-    embeddings: list[list[float]]
+    embeddings: list[list[float]] | str | list[list[int]] | dict[EmbeddingType, list[list[float]] | str | list[list[int]]]
 
 
 class Usage(BaseModel):

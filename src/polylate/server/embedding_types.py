@@ -1,0 +1,48 @@
+"""How one text's token vectors are written in a /v1/multi-vector answer (Jina's ``embedding_type``).
+
+Jina's API accepts ``float``, ``base64``, ``binary`` and ``ubinary``, or a list of them. Each
+format is applied to the whole ``[n_tokens, dim]`` matrix of one input, as Jina's
+/v1/embeddings applies it to one vector:
+
+* ``float``: ``[[x, ...], ...]``, one list per token.
+* ``base64``: one string, the matrix as little-endian float32 in row-major order, so a client
+  gets it back with ``np.frombuffer(base64.b64decode(s), "<f4").reshape(-1, dim)``: exact, and
+  half the JSON of ``float`` (205 vs 399 kB for 300 tokens of 128 d).
+* ``ubinary``: per token, the signs packed 8 per byte (``np.packbits(v > 0)``, the first
+  coordinate in the high bit), as unsigned bytes: ``dim / 8`` integers per token, 1/32 of
+  float32 storage, for Hamming-distance candidate search.
+* ``binary``: the same bytes minus 128, as signed bytes (sentence-transformers'
+  ``quantize_embeddings`` convention, which Jina's binary embeddings follow).
+
+With a list, ``embeddings`` is an object holding each requested format under its name.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
+
+
+def format_vectors(vectors: np.ndarray, embedding_type: str):
+    """``[n, dim]`` unit vectors → their JSON value in ``embedding_type``."""
+    if embedding_type == "float":
+        # rounded in float64 to 7 decimals (float32 precision): each number prints short
+        return np.round(vectors.astype(np.float64), 7).tolist()
+    if embedding_type == "base64":
+        return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode("ascii")
+    packed = np.packbits(vectors > 0, axis=-1)
+    if embedding_type == "ubinary":
+        return packed.tolist()
+    if embedding_type == "binary":
+        return (packed.astype(np.int16) - 128).tolist()
+    raise ValueError(f"embedding_type must be one of {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}")
+
+
+def format_embeddings(vectors: np.ndarray, embedding_type: str | list[str]):
+    """One input's ``embeddings`` value: one format, or an object of several (a list)."""
+    if isinstance(embedding_type, str):
+        return format_vectors(vectors, embedding_type)
+    return {t: format_vectors(vectors, t) for t in embedding_type}
