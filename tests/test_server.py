@@ -104,7 +104,8 @@ def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
     ({"input": ["x"], "input_type": "passage"}, "input_type", "'query' or 'document'"),
     ({"input": []}, "input", "input is empty"),
     ({"input": [5]}, "input", "valid string"),
-    ({"input": [{"image": "x.png"}]}, "input", "text"),
+    ({"input": [{"image": "x.png"}]}, "input", "image inputs are not served"),
+    ({"input": [{"id": "a"}]}, "input", "text"),
     ({"input": ["x"], "embedding_type": "int8"}, "embedding_type", "'int8' is not supported"),
     ({"input": ["x"], "embedding_type": []}, "embedding_type", "empty list"),
     ({"input": ["x"], "embedding_type": ["float", "float"]}, "embedding_type", "repeat"),
@@ -157,6 +158,13 @@ def test_rerank_top_n_and_objects(client, model):
     assert [r["index"] for r in body["results"]] == [r["index"] for r in ref]
     assert all("document" not in r for r in body["results"])  # omitted, as Jina does
     assert len(client.post("/v1/rerank", json={"query": "x", "documents": DOCS, "top_n": 99}).json()["results"]) == 5
+    # Jina's TextDoc: an id and any other fields come back with the document
+    docs = [{"text": t, "id": f"doc-{i}", "meta": {"n": i}} for i, t in enumerate(DOCS)]
+    body = client.post("/v1/rerank", json={"query": "germany", "documents": [DOCS[0], *docs[1:]]}).json()
+    for r in body["results"]:
+        assert r["document"] == ({"text": DOCS[0]} if r["index"] == 0 else docs[r["index"]])
+    res = client.post("/v1/rerank", json={"query": "x", "documents": [{"text": "y", "image": "a.png"}]})
+    assert res.status_code == 422 and "image inputs are not served" in _detail(res)
     for bad in ({"query": "x", "documents": []}, {"query": "x", "documents": DOCS, "top_n": 0},
                 {"query": 3, "documents": DOCS}, {"documents": DOCS}):
         assert client.post("/v1/rerank", json=bad).status_code == 422

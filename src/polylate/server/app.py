@@ -176,7 +176,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         tokens = texts_ok(docs, "documents", also=texts_ok([query], "query", is_query=True))
         ranked = await in_thread(runner.rerank, query, docs, req.top_n)
         results = [{"index": r["index"], "relevance_score": r["score"],
-                    "document": {"text": r["document"]} if req.return_documents else None} for r in ranked]
+                    "document": req.returned_document(r["index"]) if req.return_documents else None} for r in ranked]
         return RerankResponse(model=runner.name, results=results, usage={"total_tokens": tokens})
 
     # -- indexes -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from polylate.server.embedding_types import EMBEDDING_TYPES
 
@@ -15,10 +15,19 @@ IndexName = Annotated[str, Field(pattern=INDEX_NAME_PATTERN, description="letter
 
 
 class TextInput(BaseModel):
-    """Jina's object form of an input: ``{"text": ...}`` (other modalities are not served)."""
+    """Jina's object form of an input (its TextDoc): ``{"text": ..., "id": ...}``. Other fields
+    are kept (/v1/rerank returns a document object as it came); images are not served."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
     text: str
+    id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_images(cls, value):
+        if isinstance(value, dict) and {"image", "url", "bytes"} & set(value):
+            raise ValueError("image inputs are not served: this server encodes text ({\"text\": ...})")
+        return value
 
 
 InputItem = Union[str, TextInput]
@@ -99,8 +108,15 @@ class RerankRequest(BaseModel):
     def document_texts(self) -> list[str]:
         return [_text(x) for x in self.documents]
 
+    def returned_document(self, index: int) -> dict:
+        """What a result carries as ``document``: an object document with all its fields, as
+        Jina does; a string document as ``{"text": ...}``."""
+        doc = self.documents[index]
+        return {"text": doc} if isinstance(doc, str) else doc.model_dump(exclude_none=True)
+
 
 class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
     text: str
 
 
