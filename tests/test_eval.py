@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from polylate.eval.beir import Dataset, DatasetError, discover, load_beir, subsample
+from polylate.eval.rerank import read_trec_run
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -403,14 +404,6 @@ def test_main_eval(model, shared_data, tmp_path, capsys):
 def test_dataset_repr():
     ds = Dataset("x", {"d": "t"}, {"q": "t"}, {"q": {"d": 1}})
     assert "docs=1" in repr(ds) and "qrels=1" in repr(ds)
-
-
-def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
-    run: dict[str, dict[str, float]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        qid, _, doc, _, score, _ = line.split()
-        run.setdefault(qid, {})[doc] = float(score)
-    return run
 
 
 def test_cli_eval_metrics_and_trec_runs(model, tmp_path):

@@ -1,4 +1,4 @@
-"""Command line: `polylate encode`, `polylate index …`, `polylate qdrant …`, `polylate eval`, `polylate mine`, `polylate train`, `polylate serve`, `polylate demo`."""
+"""Command line: `polylate encode`, `polylate index …`, `polylate qdrant …`, `polylate eval`, `polylate rerank`, `polylate mine`, `polylate train`, `polylate serve`, `polylate demo`."""
 
 from __future__ import annotations
 
@@ -748,6 +748,100 @@ def eval_(
         main_eval([str(p) for p in paths], dims=dim_list, model=m, seed=seed, datasets=read, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
+
+
+@app.command()
+def rerank(
+    run: Optional[Path] = typer.Argument(None, help="first-stage ranking: TREC run file (qid Q0 docid rank score "
+                                         "tag), e.g. from polylate eval --runs, or MS MARCO's 'qid docid rank'"),
+    bm25: bool = typer.Option(False, "--bm25", help="no run file: BM25 over the corpus is the first stage (for "
+                              "the judged queries when there are judgments)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="BEIR folder with corpus.jsonl and queries.jsonl "
+                                        "(and qrels/<split>.tsv, to score the rankings)"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="corpus .jsonl[.gz] (instead of --data's)"),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="queries .jsonl[.gz] (instead of --data's, "
+                                           "e.g. another language's parallel queries)"),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="judgments .tsv (instead of --data's)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="reranked TREC run (default: stdout)"),
+    depth: int = typer.Option(100, "--depth", "-k", help="candidates re-scored per query (its best by the run)"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    dim: int = typer.Option(128, "--dim", "-d", help="output dimension: 128, 96 or 64"),
+    split: str = typer.Option("test", help="qrels split under --data"),
+    metrics: str = typer.Option("ndcg@10,recall@100,mrr@10", help="comma-separated metrics, with judgments"),
+    tag: str = typer.Option("polylate", help="run tag (last TREC column)"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="texts per encoder batch"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (default: the model's)"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+) -> None:
+    """Re-score a first-stage run's top candidates by exact MaxSim (e.g. BM25 → ColBERT), with
+    metrics before and after when judgments are given."""
+    from rich.progress import Progress
+
+    from polylate.eval.beir import DatasetError, find_file, read_corpus, read_qrels, read_queries
+    from polylate.eval.metrics import _ranked, evaluate, parse_metric
+    from polylate.eval.rerank import read_trec_run, rerank_run
+    from polylate.eval.runner import trec_lines, write_trec_run
+
+    if (run is None) == (not bm25):
+        _fail("give a run file or --bm25 (BM25 over the corpus as the first stage), not both" if bm25
+              else "give a run file, or --bm25 to rank the corpus with BM25 first")
+    if data is not None and not data.is_dir():
+        _fail(f"--data {data} is not a folder")
+    files = {}
+    for option, given, name in (("--corpus", corpus, "corpus.jsonl"), ("--queries", queries, "queries.jsonl"),
+                                ("--qrels", qrels, f"{split}.tsv")):
+        found = given or (find_file(data / "qrels" if option == "--qrels" else data, name) if data else None)
+        if found is None and option != "--qrels":
+            _fail(f"no {option[2:]}: give {option}" + (f" ({data} has no {name})" if data else " or --data"))
+        if given is not None and not given.is_file():
+            _fail(f"{option} {given} does not exist")
+        files[option] = found
+    metric_list = [x.strip() for x in metrics.split(",") if x.strip()]
+    if depth < 1:
+        _fail(f"--depth must be positive, got {depth}")
+    if any(ch.isspace() for ch in tag) or not tag:
+        _fail(f"--tag must be one word (it is a TREC column), got {tag!r}")
+    _check_output_file(output)
+    try:
+        for name in metric_list:
+            parse_metric(name)
+        first = read_trec_run(run) if run is not None else None
+        doc_texts, query_texts = read_corpus(files["--corpus"]), read_queries(files["--queries"])
+        judged = read_qrels(files["--qrels"]) if files["--qrels"] else None
+        if first is None:
+            from polylate.eval.bm25 import BM25Baseline
+
+            asked = query_texts if not judged else {q: t for q, t in query_texts.items() if q in judged}
+            with console.status("BM25 first stage"):  # with judgments, the judged queries (as eval does)
+                first = BM25Baseline(doc_texts).search(asked, k=depth)
+    except (DatasetError, ValueError, ImportError) as exc:
+        _fail(str(exc))
+    m = _load_model(model, device, dtype)
+    _check_dim(m, dim)
+    n = sum(1 for docs in first.values() if docs)
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"reranking top {depth}", total=n)
+            reranked = rerank_run(m, first, query_texts, doc_texts, dim=dim, depth=depth, batch_size=batch_size,
+                                  doc_maxlen=doc_maxlen, progress=lambda k: bar.advance(task, k))
+    except ValueError as exc:
+        _fail(f"{run or 'BM25'}: {exc}")
+    if output is not None:
+        write_trec_run(reranked, output, tag)
+    else:
+        sys.stdout.writelines(trec_lines(reranked, tag))
+    if judged:
+        shortlist = {q: {d: first[q][d] for d in _ranked(first[q])[:depth]} for q in reranked}
+        table = Table("metric", "first stage", f"reranked ({dim} d)")
+        try:
+            before, after = evaluate(shortlist, judged, metric_list), evaluate(reranked, judged, metric_list)
+        except ValueError as exc:
+            _fail(f"{files['--qrels']}: {exc}")
+        for name in metric_list:
+            table.add_row(name, f"{before[name]:.4f}", f"{after[name]:.4f}")
+        console.print(table)
+    console.print(f"reranked {n} queries" + (f" → {output}" if output else ""))
 
 
 def _option_names(message: str) -> str:

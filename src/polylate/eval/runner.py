@@ -24,7 +24,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -152,15 +152,20 @@ def _file_name(dataset: str) -> str:
 def write_trec_run(run: dict[str, dict[str, float]], path: str | Path, tag: str) -> Path:
     """``qid Q0 docid rank score tag`` per line, best first (trec_eval's tie order), so the
     rankings can be re-scored or compared for significance (trec_eval, ranx) later."""
-    from polylate.eval.metrics import _ranked
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for qid in sorted(run):
-            for rank, doc in enumerate(_ranked(run[qid]), 1):
-                f.write(f"{qid} Q0 {doc} {rank} {float(run[qid][doc]):.6f} {tag}\n")
+        f.writelines(trec_lines(run, tag))
     return path
+
+
+def trec_lines(run: dict[str, dict[str, float]], tag: str) -> Iterator[str]:
+    """The lines of :func:`write_trec_run`."""
+    from polylate.eval.metrics import _ranked
+
+    for qid in sorted(run):
+        for rank, doc in enumerate(_ranked(run[qid]), 1):
+            yield f"{qid} Q0 {doc} {rank} {float(run[qid][doc]):.6f} {tag}\n"
 
 
 _FIXED = ("dataset", "method", "dim")
