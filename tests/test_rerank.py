@@ -42,6 +42,8 @@ def test_read_trec_run_six_and_three_columns(tmp_path):
 
 @pytest.mark.parametrize("text, words", [
     ("q1 Q0 d1 1 2.0 t\nq1 Q0 d1 2 1.0 t\n", ":2: query 'q1' lists document 'd1' twice"),
+    ("q1\td1\t9.5\n", ":1: rank '9.5' is not a whole number from 1"),  # a score column would reverse the run
+    ("q1\td1\t0\n", ":1: rank '0' is not a whole number from 1"),
     ("q1 Q0 d1 1 2.0\n", ":1: expected TREC's six columns"),
     ("q1 Q0 d1 1 high t\n", ":1: score 'high' is not a number"),
     ("q1 Q0 d1 1 nan t\n", ":1: score 'nan' is not finite"),
@@ -57,18 +59,41 @@ def test_read_trec_run_refuses_bad_lines_naming_them(tmp_path, text, words):
         read_trec_run(tmp_path / "nowhere.trec")
 
 
-@pytest.mark.parametrize("dim, depth, per_step", [(128, 100, 64), (64, 3, 1), (96, 5, 2)])
-def test_rerank_run_scores_the_top_candidates_by_exact_maxsim(model, dim, depth, per_step):
+class Counting:
+    """The model, counting the documents it encodes."""
+
+    def __init__(self, model):
+        self.model, self.docs = model, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def encode(self, texts, is_query=False, **kw):
+        self.docs += 0 if is_query else len(texts)
+        return self.model.encode(texts, is_query=is_query, **kw)
+
+
+@pytest.mark.parametrize("dim, depth, per_step, cap, encoded", [
+    (128, 100, 64, 10**6, 8), (64, 3, 1, 10**6, 6), (96, 5, 2, 10**6, 8),
+    (64, 100, 1, 0, 20),   # nothing kept between steps: each query encodes its own 8, 8 and 4
+    (64, 100, 1, 40, 12),  # room for about one document: the one needed soonest is kept
+])
+def test_rerank_run_scores_the_top_candidates_by_exact_maxsim(model, dim, depth, per_step, cap, encoded):
     run = first_stage()
     seen = []
-    out = rerank_run(model, run, QUERIES, CORPUS, dim=dim, depth=depth, queries_per_step=per_step,
-                     progress=seen.append)
+    counted = Counting(model)
+    out = rerank_run(counted, run, QUERIES, CORPUS, dim=dim, depth=depth, queries_per_step=per_step,
+                     max_cached_tokens=cap, progress=seen.append)
     assert sum(seen) == 3 and set(out) == {"q1", "q2", "q3"}
     for q, docs in run.items():
         top = sorted(docs, key=lambda d: (docs[d], d), reverse=True)[:depth]  # the run's best, trec order
         assert list(out[q]) == top
         exact = model.score(QUERIES[q], [CORPUS[d] for d in top], dim=dim)[0]
-        assert torch.allclose(torch.tensor([out[q][d] for d in top]), exact, atol=2e-3)  # float16 cache
+        assert torch.allclose(torch.tensor([out[q][d] for d in top]), exact, atol=1e-5)
+    if cap != 40:
+        assert counted.docs == encoded
+    else:  # between "all kept" (8) and "none kept" (20)
+        assert 8 < counted.docs < 20
 
 
 def test_rerank_run_refuses_a_run_that_does_not_match_the_texts(model):
@@ -77,8 +102,10 @@ def test_rerank_run_refuses_a_run_that_does_not_match_the_texts(model):
         rerank_run(model, run, {q: t for q, t in QUERIES.items() if q != "q3"}, CORPUS)
     with pytest.raises(ValueError, match=r"1 documents of the run not in the corpus, e.g. \['d6'\]"):
         rerank_run(model, run, QUERIES, {d: t for d, t in CORPUS.items() if d != "d6"})
-    with pytest.raises(ValueError, match="depth must be a positive integer"):
+    with pytest.raises(ValueError, match="depth must be an integer of at least 1"):
         rerank_run(model, run, QUERIES, CORPUS, depth=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer of at least 1"):
+        rerank_run(model, run, QUERIES, CORPUS, batch_size=0)
     with pytest.raises(ValueError, match="dim"):
         rerank_run(model, run, QUERIES, CORPUS, dim=200)
 
@@ -151,7 +178,11 @@ def test_cli_rerank_bm25_first_stage(model, tmp_path):
 @pytest.mark.parametrize("args, words", [
     ([], "give a run file, or --bm25"),
     (["RUN", "--bm25"], "not both"),
-    (["RUN", "--depth", "0"], "--depth must be positive"),
+    (["RUN", "--depth", "0"], "--depth must be at least 1, got 0"),
+    (["RUN", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["RUN", "--doc-maxlen", "2"], "--doc-maxlen must be at least 4, got 2"),
+    (["RUN", "--split", "train"], "--split train: "),
+    (["RUN", "--queries", "."], "--queries . is a folder"),
     (["RUN", "--tag", "two words"], "--tag must be one word"),
     (["RUN", "--metrics", "ndcg@x"], "ndcg@x"),
     (["RUN", "--queries", "nowhere.jsonl"], "--queries nowhere.jsonl does not exist"),
@@ -181,3 +212,23 @@ def test_cli_rerank_names_a_run_that_does_not_match_the_corpus(model, tmp_path):
     res = CliRunner().invoke(app, ["rerank", str(run), "--data", str(data), "-m", str(tmp_path / "m")])
     assert res.exit_code == 2 and "1 documents of the run not in the corpus" in res.output
     assert "doc-from-elsewhere" in res.output
+
+
+def test_cli_rerank_metrics_count_the_judged_queries_the_run_ranks(model, tmp_path):
+    """trec_eval's default: a run of one judged query scores that query, not 1/3 of it."""
+    pytest.importorskip("pytrec_eval")
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+
+    data = _dataset(tmp_path / "toy")
+    run = tmp_path / "one.trec"
+    run.write_text("q1 Q0 d0 1 5 bm25\nq1 Q0 d1 2 4 bm25\n")
+    model.save(tmp_path / "m")
+    res = CliRunner().invoke(app, ["rerank", str(run), "--data", str(data), "-m", str(tmp_path / "m"), "-o",
+                                   str(tmp_path / "out.trec"), "--metrics", "success@2,recall@100", "--depth", "2"])
+    assert res.exit_code == 0, res.output
+    row = next(ln for ln in res.output.splitlines() if "success@2" in ln)
+    assert row.count("1.0000") == 2  # q1's relevant d0 is among its two, in both stages
+    assert "recall@100 (≤ 2 ranked)" in res.output and "1 judged queries, the top 2" in res.output
+    assert "2 judged queries have no ranking in the run and are not counted" in res.output

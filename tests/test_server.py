@@ -110,6 +110,7 @@ def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
     ({"input": ["x"], "embedding_type": []}, "embedding_type", "empty list"),
     ({"input": ["x"], "embedding_type": ["float", "float"]}, "embedding_type", "repeat"),
     ({"inputs": ["x"]}, "input", "Field required"),
+    ({"input": ["x"], "dimensions": True}, "dimensions", "valid integer"),
 ])
 def test_multi_vector_bad_input_is_422_naming_the_problem(client, body, field, words):
     res = client.post("/v1/multi-vector", json=body)
@@ -158,15 +159,22 @@ def test_rerank_top_n_and_objects(client, model):
     assert [r["index"] for r in body["results"]] == [r["index"] for r in ref]
     assert all("document" not in r for r in body["results"])  # omitted, as Jina does
     assert len(client.post("/v1/rerank", json={"query": "x", "documents": DOCS, "top_n": 99}).json()["results"]) == 5
-    # Jina's TextDoc: an id and any other fields come back with the document
-    docs = [{"text": t, "id": f"doc-{i}", "meta": {"n": i}} for i, t in enumerate(DOCS)]
+    # Jina's TextDoc: an id and any other fields (a page url, nulls) come back with the document
+    docs = [{"text": t, "id": f"doc-{i}", "meta": {"n": i, "none": None}, "url": f"https://example.org/{i}",
+             "extra": None} for i, t in enumerate(DOCS)]
     body = client.post("/v1/rerank", json={"query": "germany", "documents": [DOCS[0], *docs[1:]]}).json()
     for r in body["results"]:
         assert r["document"] == ({"text": DOCS[0]} if r["index"] == 0 else docs[r["index"]])
-    res = client.post("/v1/rerank", json={"query": "x", "documents": [{"text": "y", "image": "a.png"}]})
-    assert res.status_code == 422 and "image inputs are not served" in _detail(res)
+    res = client.post("/v1/rerank", json={"query": "x", "documents": [{"image": "a.png"}]})
+    assert res.status_code == 422 and "image inputs are not served" in res.json()["detail"][0]["msg"]
+    # kept fields are sent back, so one that cannot be written as UTF-8 is refused up front, by name
+    for doc, name in (({"text": "a", "id": "\ud800"}, "'id'"), ({"text": "a", "m": {"k": ["\udc00"]}}, "'m'['k'][0]")):
+        res = client.post("/v1/rerank", content=json.dumps({"query": "q", "documents": [doc]}),
+                          headers={"content-type": "application/json"})
+        assert res.status_code == 422 and f"field {name} is not valid Unicode" in _detail(res), res.text
     for bad in ({"query": "x", "documents": []}, {"query": "x", "documents": DOCS, "top_n": 0},
-                {"query": 3, "documents": DOCS}, {"documents": DOCS}):
+                {"query": 3, "documents": DOCS}, {"documents": DOCS}, {"query": "x", "documents": DOCS, "top_n": "2"},
+                {"query": "x", "documents": DOCS, "return_documents": "yes"}):
         assert client.post("/v1/rerank", json=bad).status_code == 422
 
 
@@ -254,7 +262,7 @@ def test_request_limits(model, tmp_path):
         res = c.post("/v1/multi-vector", json={"input": ["Paris is the capital of France."] * 6, **doc})
         assert res.status_code == 413 and "max_request_tokens" in _detail(res)
         res = c.post("/v1/rerank", json={"query": "capital", "documents": ["Paris is the capital of France."] * 6})
-        assert res.status_code == 413 and "documents make the request" in _detail(res)
+        assert res.status_code == 413 and "documents bring the request to" in _detail(res)
         # rerank's limit is the request's total: three documents fill it alone, the query tips it over
         res = c.post("/v1/rerank", json={"query": text, "documents": [text] * 3})
         assert res.status_code == 413 and "max_request_tokens" in _detail(res)

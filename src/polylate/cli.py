@@ -779,8 +779,8 @@ def rerank(
     from rich.progress import Progress
 
     from polylate.eval.beir import DatasetError, find_file, read_corpus, read_qrels, read_queries
-    from polylate.eval.metrics import _ranked, evaluate, parse_metric
-    from polylate.eval.rerank import read_trec_run, rerank_run
+    from polylate.eval.metrics import parse_metric
+    from polylate.eval.rerank import candidates, read_trec_run, rerank_run
     from polylate.eval.runner import trec_lines, write_trec_run
 
     if (run is None) == (not bm25):
@@ -791,15 +791,21 @@ def rerank(
     files = {}
     for option, given, name in (("--corpus", corpus, "corpus.jsonl"), ("--queries", queries, "queries.jsonl"),
                                 ("--qrels", qrels, f"{split}.tsv")):
+        if given is not None and not given.is_file():
+            _fail(f"{option} {given} " + ("is a folder" if given.is_dir() else "does not exist"))
         found = given or (find_file(data / "qrels" if option == "--qrels" else data, name) if data else None)
         if found is None and option != "--qrels":
             _fail(f"no {option[2:]}: give {option}" + (f" ({data} has no {name})" if data else " or --data"))
-        if given is not None and not given.is_file():
-            _fail(f"{option} {given} does not exist")
         files[option] = found
+    if data is not None and files["--qrels"] is None and qrels is None:
+        if split != "test":  # asked for by name: its absence is an error, not a quiet skip
+            _fail(f"--split {split}: {data} has no qrels/{split}.tsv")
+        console.print(f"[yellow]note:[/yellow] {escape(str(data))} has no qrels/test.tsv: no metrics", soft_wrap=True)
     metric_list = [x.strip() for x in metrics.split(",") if x.strip()]
-    if depth < 1:
-        _fail(f"--depth must be positive, got {depth}")
+    for option, value, least in (("--depth", depth, 1), ("--batch-size", batch_size, 1),
+                                 ("--doc-maxlen", 4 if doc_maxlen is None else doc_maxlen, 4)):
+        if value < least:
+            _fail(f"{option} must be at least {least}, got {value}")
     if any(ch.isspace() for ch in tag) or not tag:
         _fail(f"--tag must be one word (it is a TREC column), got {tag!r}")
     _check_output_file(output)
@@ -815,33 +821,54 @@ def rerank(
             asked = query_texts if not judged else {q: t for q, t in query_texts.items() if q in judged}
             with console.status("BM25 first stage"):  # with judgments, the judged queries (as eval does)
                 first = BM25Baseline(doc_texts).search(asked, k=depth)
+            short = sum(1 for q in asked if 0 < len(first.get(q, {})) < depth)
+            none = sum(1 for q in asked if not first.get(q))
+            if short or none:
+                console.print(f"[yellow]note:[/yellow] BM25 found fewer than {depth} candidates for {short + none} "
+                              f"of {len(asked)} queries ({none} with none): only documents sharing a token with "
+                              "the query are candidates", soft_wrap=True)
+        shortlist = candidates(first, query_texts, doc_texts, depth)
     except (DatasetError, ValueError, ImportError) as exc:
-        _fail(str(exc))
+        _fail(f"{run}: {exc}" if run is not None and "of the run not in" in str(exc) else str(exc))
     m = _load_model(model, device, dtype)
     _check_dim(m, dim)
-    n = sum(1 for docs in first.values() if docs)
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"reranking top {depth}", total=n)
-            reranked = rerank_run(m, first, query_texts, doc_texts, dim=dim, depth=depth, batch_size=batch_size,
-                                  doc_maxlen=doc_maxlen, progress=lambda k: bar.advance(task, k))
-    except ValueError as exc:
-        _fail(f"{run or 'BM25'}: {exc}")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"reranking top {depth}", total=len(shortlist))
+        reranked = rerank_run(m, first, query_texts, doc_texts, dim=dim, depth=depth, batch_size=batch_size,
+                              doc_maxlen=doc_maxlen, progress=lambda k: bar.advance(task, k))
     if output is not None:
         write_trec_run(reranked, output, tag)
     else:
         sys.stdout.writelines(trec_lines(reranked, tag))
     if judged:
-        shortlist = {q: {d: first[q][d] for d in _ranked(first[q])[:depth]} for q in reranked}
-        table = Table("metric", "first stage", f"reranked ({dim} d)")
-        try:
-            before, after = evaluate(shortlist, judged, metric_list), evaluate(reranked, judged, metric_list)
-        except ValueError as exc:
-            _fail(f"{files['--qrels']}: {exc}")
-        for name in metric_list:
-            table.add_row(name, f"{before[name]:.4f}", f"{after[name]:.4f}")
-        console.print(table)
-    console.print(f"reranked {n} queries" + (f" → {output}" if output else ""))
+        _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, files["--qrels"])
+    console.print(f"reranked {len(shortlist)} queries" + (f" → {output}" if output else ""))
+
+
+def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrels_path) -> None:
+    """Both stages over the judged queries the run ranks (trec_eval's default), on the same
+    top ``depth`` candidates; says how many judged queries the run leaves out."""
+    from polylate.eval.metrics import evaluate, parse_metric
+
+    both = {q: rels for q, rels in judged.items() if q in reranked and any(r > 0 for r in rels.values())}
+    if not both:
+        console.print(f"[yellow]note:[/yellow] no query of the run has a relevant judgment in "
+                      f"{escape(str(qrels_path))}: no metrics", soft_wrap=True)
+        return
+    shortlist = {q: {d: first[q][d] for d in reranked[q]} for q in both}
+    before = evaluate(shortlist, both, metric_list)
+    after = evaluate({q: reranked[q] for q in both}, both, metric_list)
+    table = Table("metric", "first stage", f"reranked ({dim} d)",
+                  caption=f"{len(both)} judged queries, the top {depth} of the first stage")
+    for name in metric_list:
+        k = parse_metric(name)[1]
+        note = f" (≤ {depth} ranked)" if k is not None and k > depth else ""
+        table.add_row(name + note, f"{before[name]:.4f}", f"{after[name]:.4f}")
+    console.print(table)
+    unranked = sum(1 for q, rels in judged.items() if q not in reranked and any(r > 0 for r in rels.values()))
+    if unranked:
+        console.print(f"[yellow]note:[/yellow] {unranked} judged queries have no ranking in the run "
+                      "and are not counted", soft_wrap=True)
 
 
 def _option_names(message: str) -> str:

@@ -150,7 +150,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             continue
         if len(row) not in (3, 4):
             raise DatasetError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score' (or TREC's four "
-                               f"columns), got {row!r}")
+                               f"columns), got {len(row)}: {line.strip()[:120]!r}")
         qid, did, score = row[0], row[2] if len(row) == 4 else row[1], row[-1]
         try:
             value = float(score)

@@ -129,7 +129,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         # are ~10 minutes of a 2-core CPU, holding the model from every other request
         tokens = runner.count_tokens(texts, is_query) + also
         if tokens > settings.max_request_tokens:
-            raise HTTPException(413, f"{what} make the request {tokens} tokens; this server encodes at most "
+            raise HTTPException(413, f"{what} bring the request to {tokens} tokens; this server encodes at most "
                                      f"{settings.max_request_tokens} per request (max_request_tokens)")
         return tokens
 
@@ -166,7 +166,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
         return Response(await in_thread(work), media_type="application/json")
 
-    @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, dependencies=read,
+    @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_unset=True, dependencies=read,
               tags=["encode"],
               responses=errors(401, 404, 413),
               summary="Order documents by MaxSim against a query (Jina-compatible)")
@@ -175,8 +175,10 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         query, docs = req.query_text(), req.document_texts()
         tokens = texts_ok(docs, "documents", also=texts_ok([query], "query", is_query=True))
         ranked = await in_thread(runner.rerank, query, docs, req.top_n)
+        # a document left out (return_documents false) is unset, so the answer omits it as Jina's does
         results = [{"index": r["index"], "relevance_score": r["score"],
-                    "document": req.returned_document(r["index"]) if req.return_documents else None} for r in ranked]
+                    **({"document": req.returned_document(r["index"])} if req.return_documents else {})}
+                   for r in ranked]
         return RerankResponse(model=runner.name, results=results, usage={"total_tokens": tokens})
 
     # -- indexes -----------------------------------------------------------------------------

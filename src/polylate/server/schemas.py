@@ -24,13 +24,37 @@ class TextInput(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_images(cls, value):
-        if isinstance(value, dict) and {"image", "url", "bytes"} & set(value):
-            raise ValueError("image inputs are not served: this server encodes text ({\"text\": ...})")
+    def _text_documents_only(cls, value):
+        if isinstance(value, dict):
+            if "text" not in value and {"image", "url", "bytes"} & set(value):
+                raise ValueError("image inputs are not served: this server encodes text ({\"text\": ...})")
+            for key, item in value.items():  # kept fields are sent back: they must be writable as UTF-8
+                bad = _not_unicode(item)
+                if bad is not None:
+                    raise ValueError(f"field {key!r}{bad} is not valid Unicode text (a lone surrogate?)")
         return value
 
 
-InputItem = Union[str, TextInput]
+def _not_unicode(value, where: str = "") -> str | None:
+    """Where in a JSON value a string cannot become UTF-8 (``""`` for the value itself), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _not_unicode(key) is not None:
+            return f"{where} (a key)"
+        found = _not_unicode(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
+# TextInput first: an object's own error (no text, an image) leads the 422, not "a valid string"
+InputItem = Union[TextInput, str]
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
 
 
@@ -47,7 +71,7 @@ class MultiVectorRequest(BaseModel):
     input_type: Literal["query", "document"] = Field(
         "document", description="query: padded with [MASK] to query_maxlen vectors when the model expands "
                                 "queries (Jina, ColBERT); document: one vector per non-punctuation token")
-    dimensions: int | None = Field(None, description="Matryoshka size: 128, 96 or 64 (the model's sizes)")
+    dimensions: int | None = Field(None, strict=True, description="Matryoshka size: 128, 96 or 64 (the model's sizes)")
     embedding_type: EmbeddingType | list[EmbeddingType] = Field(
         "float", description="float, base64 (little-endian float32 matrix), binary or ubinary (signs packed 8 "
                              "per byte, signed or unsigned), or a list of them (then `embeddings` is an object "
@@ -99,8 +123,8 @@ class RerankRequest(BaseModel):
     model: str | None = None
     query: InputItem
     documents: list[InputItem] = Field(..., min_length=1)
-    top_n: int | None = Field(None, ge=1, description="return the best n (default: all)")
-    return_documents: bool = True
+    top_n: int | None = Field(None, ge=1, strict=True, description="return the best n (default: all)")
+    return_documents: bool = Field(True, strict=True)
 
     def query_text(self) -> str:
         return _text(self.query)
@@ -112,7 +136,7 @@ class RerankRequest(BaseModel):
         """What a result carries as ``document``: an object document with all its fields, as
         Jina does; a string document as ``{"text": ...}``."""
         doc = self.documents[index]
-        return {"text": doc} if isinstance(doc, str) else doc.model_dump(exclude_none=True)
+        return {"text": doc} if isinstance(doc, str) else doc.model_dump(exclude_unset=True)
 
 
 class RerankDocument(BaseModel):
