@@ -168,10 +168,11 @@ def test_rerank_top_n_and_objects(client, model):
     res = client.post("/v1/rerank", json={"query": "x", "documents": [{"image": "a.png"}]})
     assert res.status_code == 422 and "image inputs are not served" in res.json()["detail"][0]["msg"]
     # kept fields are sent back, so one that cannot be written as UTF-8 is refused up front, by name
-    for doc, name in (({"text": "a", "id": "\ud800"}, "'id'"), ({"text": "a", "m": {"k": ["\udc00"]}}, "'m'['k'][0]")):
+    for doc, name in (({"text": "a", "id": "\ud800"}, "'id'"), ({"text": "a", "m": {"k": ["\udc00"]}}, "'m'['k'][0]"),
+                      ({"text": "a", "\ud800": 1}, "(its name)"), ({"text": "\ud800"}, "'text'")):
         res = client.post("/v1/rerank", content=json.dumps({"query": "q", "documents": [doc]}),
                           headers={"content-type": "application/json"})
-        assert res.status_code == 422 and f"field {name} is not valid Unicode" in _detail(res), res.text
+        assert res.status_code == 422 and f"{name} is not valid Unicode" in _detail(res), res.text
     for bad in ({"query": "x", "documents": []}, {"query": "x", "documents": DOCS, "top_n": 0},
                 {"query": 3, "documents": DOCS}, {"documents": DOCS}, {"query": "x", "documents": DOCS, "top_n": "2"},
                 {"query": "x", "documents": DOCS, "return_documents": "yes"}):

@@ -28,10 +28,9 @@ class TextInput(BaseModel):
         if isinstance(value, dict):
             if "text" not in value and {"image", "url", "bytes"} & set(value):
                 raise ValueError("image inputs are not served: this server encodes text ({\"text\": ...})")
-            for key, item in value.items():  # kept fields are sent back: they must be writable as UTF-8
-                bad = _not_unicode(item)
-                if bad is not None:
-                    raise ValueError(f"field {key!r}{bad} is not valid Unicode text (a lone surrogate?)")
+            bad = _not_unicode(value)  # kept fields are sent back: they must be writable as UTF-8
+            if bad is not None:
+                raise ValueError(f"field {bad.lstrip()} is not valid Unicode text (a lone surrogate?)")
         return value
 
 
@@ -46,8 +45,8 @@ def _not_unicode(value, where: str = "") -> str | None:
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         if isinstance(key, str) and _not_unicode(key) is not None:
-            return f"{where} (a key)"
-        found = _not_unicode(item, f"{where}[{key!r}]")
+            return f"{where}[{ascii(key)}] (its name)"
+        found = _not_unicode(item, f"{where}[{key!r}]" if where else repr(key))
         if found is not None:
             return found
     return None
