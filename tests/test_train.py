@@ -244,22 +244,42 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, layers):
 
 
 def test_keep_checkpoints_deletes_all_but_the_most_recent(tmp_path):
+    def run(folder, keep=2):
+        return Trainer(tiny_model(seed=4), ITEMS, epochs=2, batch_size=2, grad_accum=2, dims=(16,),
+                       checkpoint_dir=folder, checkpoint_every=1, keep_checkpoints=keep)
+
     (tmp_path / "notes").mkdir()  # not a checkpoint: never touched
-    older = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path / "old")
-    older.train()
-    (tmp_path / "old" / "epoch-1").rename(tmp_path / "from-another-run")
+    run(tmp_path / "first-try", keep=None).train()  # the same run, stopped and started again from scratch
+    (tmp_path / "first-try" / "step-1").rename(tmp_path / "from-an-earlier-try")
     # leftovers of a run killed while writing: its partial and the model's temp folder inside it
     (tmp_path / ".step-9.partial").mkdir()
     (tmp_path / "..step-9.partial.tmp-0123abcd").mkdir()
-    trainer = Trainer(tiny_model(seed=4), ITEMS, epochs=2, batch_size=2, grad_accum=2, dims=(16,),
-                      checkpoint_dir=tmp_path, checkpoint_every=1, keep_checkpoints=2)
+    trainer = run(tmp_path)
     trainer.train()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-2", "notes", "old", "step-4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-2", "first-try", "notes", "step-4"]
     from polylate import load_model
 
     assert torch.equal(load_model(tmp_path / "epoch-2").heads["16"].weight, trainer.model.heads["16"].weight)
     with pytest.raises(ValueError, match="keep_checkpoints"):
         Trainer(tiny_model(seed=4), ITEMS, dims=(16,), keep_checkpoints=0)
+
+
+def test_a_new_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
+    """Writing epoch-1 over another run's, or pruning it, would destroy a run that may be resumed."""
+    Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).train()
+    saved = (tmp_path / "epoch-1" / "trainer_state.pt").read_bytes()
+    other = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=2, dims=(16,), checkpoint_dir=tmp_path,
+                    keep_checkpoints=1)
+    with pytest.raises(ValueError, match=r"holds 1 checkpoint\(s\) of another run \(epoch-1\)"):
+        other.train()
+    assert (tmp_path / "epoch-1" / "trainer_state.pt").read_bytes() == saved and other.step == 0
+    # the same run started again (same data, model, options) may write over its own
+    Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).train()
+    # a checkpoint from before run_signature.json existed is recognised by its trainer state
+    (tmp_path / "epoch-1" / "run_signature.json").unlink()
+    with pytest.raises(ValueError, match="of another run"):
+        other.check_checkpoint_dir()
+    Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).check_checkpoint_dir()
 
 
 def test_resume_refuses_another_runs_checkpoint(tmp_path):
@@ -436,11 +456,16 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "--gettext-pairs", "-5"], "must be >= 0"),
                           ([str(data), "--dims", "16,16"], "--dims must list distinct dims"),
                           ([str(data), "--dim-weights", "-1"], "--dim-weights must be numbers >= 0"),
-                          ([str(data), "-m", str(tmp_path / "missing")], "--model")):
+                          ([str(data), "-m", str(tmp_path / "missing")], "--model"),
+                          ([str(data), "--heads-only", "-o", str(tmp_path / "h.safetensors")],
+                           "--heads-only writes heads that load over the bundled default model"),
+                          ([str(data), "--checkpoint-dir", str(ckpt), "--keep-checkpoints", "1"],
+                           "holds 6 checkpoint(s) of another run")):
         res = run(app, base + args + ([] if "-m" in args else ["-m", str(start)])
                   + ([] if "-o" in args else ["-o", str(tmp_path / "x")]))
-        assert res.exit_code == 2 and message in res.output, (args, res.output)
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
         assert "Traceback" not in res.output
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-1", "epoch-2", "step-1", "step-2", "step-3", "step-4"]
 
 
 def test_readers_on_shared_training_data(shared_data):

@@ -994,6 +994,12 @@ def train(
         _fail(f"--teacher data: {unscored} of {len(items)} training items have no teacher_scores (pairs.jsonl "
               "rows without them, qrels-only folders, --gettext-pairs); use --teacher dense or none")
     m = _load_model(model, device)
+    if heads_only:
+        from polylate.model.bundled import BUNDLED_NAME
+
+        if not (getattr(m, "name", "") or "").startswith(BUNDLED_NAME):
+            _fail(f"--heads-only writes heads that load over the bundled default model, but --model {model} is "
+                  f"another model ({getattr(m, 'name', '') or 'unnamed'}): save it whole (drop --heads-only)")
     if teacher_temperature is None:
         teacher_temperature = 0.02 if teacher == "dense" else 1.0
     try:
@@ -1010,6 +1016,8 @@ def train(
         if resume is not None:
             trainer.resume(resume)
             console.print(f"resuming {resume} at optimizer step {trainer.step} of {trainer.total_steps}")
+        else:
+            trainer.check_checkpoint_dir()
     except ValueError as exc:
         _fail(str(exc))
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -195,6 +196,19 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
 
 
 TRAINER_STATE = "trainer_state.pt"
+RUN_SIGNATURE = "run_signature.json"  # the saving run's signature, readable without the optimizer state
+
+
+def checkpoint_signature(checkpoint: Path) -> dict | None:
+    """The signature of the run that saved ``checkpoint`` (None when unreadable)."""
+    try:
+        return json.loads((checkpoint / RUN_SIGNATURE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    try:  # checkpoints written before run_signature.json existed
+        return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)["signature"]
+    except Exception:
+        return None
 
 
 class Trainer:
@@ -282,6 +296,7 @@ class Trainer:
             raise ValueError(f"keep_checkpoints must be a positive number, got {keep_checkpoints!r}")
         self.keep_checkpoints = keep_checkpoints
         self._written: list[Path] = []  # this run's checkpoints, oldest first (for keep_checkpoints)
+        self._resumed = False
         self.seed = seed
         self.temperature = temperature
         self.distill_weight = distill_weight
@@ -433,6 +448,8 @@ class Trainer:
 
     def train(self) -> list[dict]:
         """Run the remaining epochs (all of them, or the rest after :meth:`resume`)."""
+        if not self._resumed:
+            self.check_checkpoint_dir()
         if self.step == 0:
             torch.manual_seed(self.seed)
         self.model.train(self.train_encoder_layers > 0)
@@ -535,6 +552,7 @@ class Trainer:
         for stale in self.checkpoint_dir.glob(".*.partial*"):
             shutil.rmtree(stale, ignore_errors=True)
         self.model.save(partial)
+        (partial / RUN_SIGNATURE).write_text(json.dumps(self._run_signature, sort_keys=True), encoding="utf-8")
         torch.save({"format": 1, "signature": self._run_signature, "step": self.step, "epoch": self._epoch,
                     "micro": self._micro, "epoch_losses": self._epoch_losses, "history": self.history,
                     "trained": {k: v.detach().cpu() for k, v in self.model.named_parameters() if v.requires_grad},
@@ -547,13 +565,33 @@ class Trainer:
             self._prune_checkpoints(final)
         return final
 
+    def _checkpoints(self) -> list[Path]:
+        """The checkpoints in ``checkpoint_dir`` (folders holding a trainer state)."""
+        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
+            return []
+        return sorted(p for p in self.checkpoint_dir.iterdir()
+                      if not p.name.startswith(".") and (p / TRAINER_STATE).is_file())
+
+    def _is_mine(self, checkpoint: Path) -> bool:
+        """Whether this run (same data, model and options) saved ``checkpoint``."""
+        return checkpoint_signature(checkpoint) == self._run_signature
+
+    def check_checkpoint_dir(self) -> None:
+        """A new run refuses a checkpoint folder holding another run's checkpoints: writing
+        ``epoch-1`` over theirs, or pruning them, would destroy a run that may be resumed."""
+        foreign = [p.name for p in self._checkpoints() if not self._is_mine(p)]
+        if foreign:
+            raise ValueError(f"--checkpoint-dir {self.checkpoint_dir} holds {len(foreign)} checkpoint(s) of another "
+                             f"run ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}): resume that run "
+                             "with --resume, or give this one its own --checkpoint-dir")
+
     def _prune_checkpoints(self, newest: Path) -> None:
-        """Delete all but the ``keep_checkpoints`` most recent checkpoints in the folder (each is
+        """Delete all but the ``keep_checkpoints`` most recent of this run's checkpoints (each is
         a whole model, ~0.5 GB for e5-small): a long run with --checkpoint-every fills no disk.
-        This run's own come last in the order it wrote them (mtimes can tie); older ones before."""
+        The ones written now come last in the order they were written (mtimes can tie), earlier
+        ones of the same run (before a resume) before them; other runs' are never touched."""
         self._written = [p for p in self._written if p != newest] + [newest]
-        older = [p for p in self.checkpoint_dir.iterdir()
-                 if not p.name.startswith(".") and (p / TRAINER_STATE).is_file() and p not in self._written]
+        older = [p for p in self._checkpoints() if p not in self._written and self._is_mine(p)]
         older.sort(key=lambda p: (p / TRAINER_STATE).stat().st_mtime_ns)
         ordered = older + self._written
         for old in ordered[:-self.keep_checkpoints]:
@@ -588,6 +626,7 @@ class Trainer:
         self.history = list(state["history"])
         self._epoch_losses = list(state["epoch_losses"])
         torch.set_rng_state(state["rng"])
+        self._resumed = True
 
     def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
         """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
