@@ -111,6 +111,23 @@ def test_cli_encode(model, tmp_path):
     assert (a * b).sum(1).min() > 0.99
     res = runner.invoke(app, ["encode", "hi", "--dtype", "int8"])
     assert res.exit_code == 2 and "use float32, bfloat16 (bf16) or float16 (fp16)" in res.output
+    # an existing output needs --overwrite, and the input file is never the output
+    res = runner.invoke(app, ["encode", "Hello", "-o", str(out), "--dim", "32"])
+    assert res.exit_code == 2 and "exists; pass --overwrite" in res.output
+    res = runner.invoke(app, ["encode", "Hello", "-o", str(out), "--dim", "32", "--overwrite"])
+    assert res.exit_code == 0 and np.load(out)["vectors"].shape[1] == 32  # a Matryoshka truncation
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "x"}\n')
+    res = runner.invoke(app, ["encode", "-i", str(corpus), "-o", str(tmp_path / "." / "c.jsonl"), "--overwrite"])
+    assert res.exit_code == 2 and "is the input file" in res.output and corpus.read_text().startswith('{"_id"')
+    for args, message in ((["extra text", "-i", str(corpus)], "not both"),
+                          (["-i", str(tmp_path / "rows.json")], ".json is not read here; give .txt"),
+                          (["hi", "--dim", "1000"], "--dim must be between 1 and 128")):
+        (tmp_path / "rows.json").write_text('["a", "b"]')
+        res = runner.invoke(app, ["encode", *args])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
+    res = runner.invoke(app, ["encode"], input=b"ok\n\xff\xfe bad\n")
+    assert res.exit_code == 2 and "stdin line 2 is not UTF-8 text" in res.output, res.output
 
 
 def test_cli_demo_indexes_and_answers(model):

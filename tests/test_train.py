@@ -364,9 +364,14 @@ def test_pairs_keep_teacher_scores_aligned_when_negatives_are_missing(tmp_path):
     (tmp_path / "corpus.jsonl").write_text("".join(
         json.dumps({"_id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(4)))
     write_pairs(tmp_path, [{"query": "q?", "pos_id": "d0", "hard_negative_ids": ["gone", "d2", "d3"],
-                            "teacher_scores": [9, 8, 7, 6]}])
-    (t,) = load_triplets(tmp_path, max_negatives=5)
+                            "teacher_scores": [9, 8, 7, 6]},
+                           {"query": "q2", "pos_id": "d1", "hard_negative_ids": ["d1", "d2"], "teacher_scores": [1, 1, 0]},
+                           {"query": " ", "pos_id": "d1"}])
+    with pytest.warns(UserWarning, match="skipped 1 row.s. with an empty query; dropped 1 hard negative id.s. not in "
+                                         "the corpus; dropped 1 hard negative.s. equal to the row's pos_id"):
+        t, u = load_triplets(tmp_path, max_negatives=5)
     assert t.negatives == ["doc 2", "doc 3"] and t.teacher_scores == [9.0, 7.0, 6.0]
+    assert u.negatives == ["doc 2"] and u.teacher_scores == [1.0, 0.0]
     for row, problem in (({"pos_id": "d0"}, "needs a 'query'"),
                          ({"query": "q?", "pos_id": "d0", "hard_negative_ids": ["d1"], "teacher_scores": [1]},
                           "1 \\+ 1 numbers"),
@@ -611,3 +616,15 @@ def test_pairs_whose_positive_is_not_in_the_corpus_are_counted(tmp_path):
                            {"query": "c", "pos_id": "gone-too"}])
     with pytest.warns(UserWarning, match="skipped 2 row"):
         assert len(load_triplets(tmp_path)) == 1
+
+
+def test_qrels_that_point_nowhere_are_skipped_out_loud(tmp_path):
+    """Qrels of another corpus would otherwise train on nothing without a word."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": "x"}) + "\n")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "y"}) + "\n")
+    (tmp_path / "qrels" / "train.tsv").write_text("q0\td0\t1\nq0\tgone\t1\nq9\td0\t1\nq0\td0x\t0\n")
+    for load in (load_pairs, load_triplets):
+        with pytest.warns(UserWarning, match=r"skipped 2 of 3 relevant judgment\(s\): 1 with a query id not in the "
+                                             r"queries \(or an empty query\), 1 with a document id not in the corpus"):
+            assert len(load(tmp_path)) == 1

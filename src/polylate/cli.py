@@ -95,6 +95,11 @@ def _load_model(name: str, device: str | None = None, dtype: str | None = None, 
         _fail(f"{option} {name}: {exc}")
 
 
+# files whose lines are not texts: read as lines they would index JSON syntax or binary data
+NOT_TEXT_LINES = {".json", ".parquet", ".arrow", ".feather", ".csv", ".tsv", ".xlsx", ".npz", ".npy", ".pkl",
+                  ".pickle", ".pt", ".safetensors", ".zip", ".tar", ".bz2", ".xz", ".zst", ".pdf"}
+
+
 def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[list[str], list[str]]:
     """(ids, texts) from arguments, a .txt[.gz] (one per non-blank line) or BEIR .jsonl[.gz]
     file, or stdin. Texts without ids of their own are numbered from ``first_id``."""
@@ -103,9 +108,19 @@ def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[
     if texts:
         lines = texts
     elif path is None or str(path) == "-":
-        lines = [ln.rstrip("\r\n") for ln in sys.stdin]
+        lines = []  # decoded here, strictly: a text stdin may turn bad bytes into lone surrogates
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        for n, line in enumerate(raw.splitlines(), 1):
+            try:
+                lines.append(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                _fail(f"stdin line {n} is not UTF-8 text")
     elif not path.is_file():
         _fail(f"input file {path} " + ("is a folder" if path.is_dir() else "does not exist"))
+    elif path.suffix.lower() in NOT_TEXT_LINES or (path.suffix.lower() == ".gz"
+                                                   and path.with_suffix("").suffix.lower() in NOT_TEXT_LINES):
+        _fail(f"input file {path}: {path.suffix} is not read here; give .txt (one text per line) or "
+              ".jsonl (one JSON object per line with _id and text), optionally .gz")
     elif ".jsonl" in path.suffixes:
         ids, out, where, empty = [], [], {}, []
         try:
@@ -162,21 +177,33 @@ def encode(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npz (packed vectors) or .jsonl; default: JSON lines on stdout"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     query: bool = typer.Option(False, "--query/--document", help="encode as queries (with the query marker; models with query augmentation pad them with mask tokens to query_maxlen, 32 for Jina-ColBERT-v2) or documents"),
-    dim: int = typer.Option(128, "--dim", "-d", help="output dimension: 128, 96 or 64"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="output dimension: 128, 96 or 64 (default: the "
+                                      "model's; any size up to its largest head is a Matryoshka truncation)"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit (default: the model's; past the encoder's window documents are encoded in overlapping windows)"),
+    overwrite: bool = typer.Option(False, help="replace an existing output file"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
     """Encode texts into L2-normalised token vectors."""
-    ids, items = read_texts(input, texts or [])
-    if not items:
-        _fail("no input texts")
+    if texts and input is not None:
+        _fail("give texts as arguments or --input, not both")
     if output is not None and output.suffix not in (".npz", ".jsonl"):
         _fail(f"output must end in .npz or .jsonl, got {output.name}")
     _check_output_file(output)
+    if output is not None and input is not None and output.exists() and output.resolve() == input.resolve():
+        _fail(f"--output {output} is the input file: it would be replaced by its vectors")
+    if output is not None and output.exists() and not overwrite:
+        _fail(f"{output} exists; pass --overwrite to replace it")
+    ids, items = read_texts(input, texts or [])
+    if not items:
+        _fail("no input texts")
     m = _load_model(model, device, dtype)
-    _check_dim(m, dim)
+    dim = m.config.dim if dim is None else dim
+    try:
+        m.source_head(dim)
+    except ValueError:
+        _fail(f"--dim must be between 1 and {m.max_dim} for this model (its sizes: {m.output_dims}), got {dim}")
     try:
         start = time.perf_counter()
         vectors = m.encode(items, is_query=query, dim=dim, batch_size=batch_size,
@@ -185,13 +212,17 @@ def encode(
         _fail(str(exc))
     elapsed = time.perf_counter() - start
     n_tokens = sum(v.shape[0] for v in vectors)
-    if output is not None and output.suffix == ".npz":
-        np.savez(output, ids=np.array(ids), doclens=np.array([v.shape[0] for v in vectors], np.int64),
-                 vectors=np.concatenate(vectors).astype(np.float16), dim=dim)
-    else:
-        with open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as sink:
-            for i, v in zip(ids, vectors):
-                sink.write(json.dumps({"id": i, "embeddings": np.round(v, 6).tolist()}) + "\n")
+    try:
+        if output is not None and output.suffix == ".npz":
+            np.savez(output, ids=np.array(ids), doclens=np.array([v.shape[0] for v in vectors], np.int64),
+                     vectors=np.concatenate(vectors).astype(np.float16), dim=dim)
+        else:
+            with open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as sink:
+                for i, v in zip(ids, vectors):  # rounded in float64: float32 digits print long
+                    sink.write(json.dumps({"id": i, "embeddings": np.round(v.astype(np.float64), 6).tolist()}) + "\n")
+                sink.flush()
+    except OSError as exc:
+        _fail(f"cannot write {output or 'stdout'}: {exc.strerror or exc}")
     console.print(f"encoded {len(items)} {'queries' if query else 'documents'} → {n_tokens} vectors "
                   f"of dim {dim} in {elapsed:.2f}s" + (f" → {output}" if output else ""))
 
@@ -1024,12 +1055,16 @@ def train(
         history = trainer.train()
     except FloatingPointError as exc:
         _fail(str(exc))
-    if heads_only:  # plus the encoder layers trained now or carried over the base already
-        n = len(m.encoder.layers)
-        carried = set(getattr(m, "tuned_layers", ()))
-        save_heads(m, output, encoder_layers=set(range(n - encoder_layers, n)) | carried)
-    else:
-        m.save(output)
+    try:
+        if heads_only:  # plus the encoder layers trained now or carried over the base already
+            n = len(m.encoder.layers)
+            carried = set(getattr(m, "tuned_layers", ()))
+            save_heads(m, output, encoder_layers=set(range(n - encoder_layers, n)) | carried)
+        else:
+            m.save(output)
+    except OSError as exc:
+        kept = trainer.written_checkpoints
+        _fail(f"cannot write {output}: {exc.strerror or exc}" + (f" (last checkpoint: {kept[-1]})" if kept else ""))
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
     console.print(f"trained on {len(items)} items for {epochs} epoch(s), {trainer.step} optimizer steps; "
                   f"mean loss per epoch {', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
@@ -1108,7 +1143,10 @@ def mine(
                                       show_progress=sys.stderr.isatty())
     except ValueError as exc:
         _fail(f"{data}: {exc}")
-    write_pairs(rows, output, overwrite=overwrite)
+    try:
+        write_pairs(rows, output, overwrite=overwrite)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
     counts = [len(r["hard_negative_ids"]) for r in rows]
     bare = sum(c == 0 for c in counts)
     if bare:

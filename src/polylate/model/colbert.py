@@ -7,6 +7,7 @@ smallest larger head, re-normalised — identical to truncating the vectors.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -268,6 +269,11 @@ class ColBERT(nn.Module):
                 os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        # the new model is in place: what an earlier save killed mid-way left beside it (a
+        # model's size each, hidden, and nothing else would ever remove it) is obsolete now
+        for stale in [*folder.parent.glob(f".{glob.escape(folder.name)}.tmp-*"),
+                      *folder.parent.glob(f".{glob.escape(folder.name)}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
         return folder
 
     def _write(self, folder: Path) -> None:

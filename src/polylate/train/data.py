@@ -75,9 +75,22 @@ def load_pairs(folder: str | Path, split: str = "train", limit: int | None = Non
     ``limit`` keeps a seeded random subset of that many pairs.
     """
     corpus, queries, qrels = read_beir(folder, split)
-    pairs = [Pair(queries[q], corpus[d]) for q in sorted(qrels) if q in queries
-             for d, s in sorted(qrels[q].items()) if s > 0 and d in corpus]
+    pairs = [Pair(queries[q], corpus[d]) for q, d in _judged_pairs(folder, split, corpus, queries, qrels)]
     return _subsample(pairs, limit, seed)
+
+
+def _judged_pairs(folder, split, corpus, queries, qrels) -> list[tuple[str, str]]:
+    """(query id, document id) of each relevant judgment whose texts exist; warns about the rest
+    (qrels of another corpus would otherwise train on nothing without a word)."""
+    rows = [(q, d) for q in sorted(qrels) for d, s in sorted(qrels[q].items()) if s > 0]
+    kept = [(q, d) for q, d in rows if q in queries and d in corpus and queries[q]]
+    if len(kept) < len(rows):
+        no_q = sum(q not in queries for q, _ in rows)
+        no_d = sum(d not in corpus for _, d in rows)
+        warnings.warn(f"{Path(folder) / 'qrels' / split}.tsv: skipped {len(rows) - len(kept)} of {len(rows)} relevant "
+                      f"judgment(s): {no_q} with a query id not in the queries (or an empty query), {no_d} with a "
+                      "document id not in the corpus", stacklevel=3)
+    return kept
 
 
 def load_triplets(folder: str | Path, split: str = "train", max_negatives: int = 1,
@@ -94,7 +107,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
     out: list[Triplet] = []
     if max_negatives < 0:
         raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
-    dangling = 0
+    dangling = empty = missing_negs = own_positive = 0
     if _exists(folder / "pairs.jsonl"):
         for line, row in enumerate(read_jsonl(folder / "pairs.jsonl"), 1):
             where = f"{folder / 'pairs.jsonl'} row {line}"
@@ -103,6 +116,9 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             pos = corpus.get(str(row["pos_id"]))
             if pos is None:
                 dangling += 1
+                continue
+            if not row["query"].strip():
+                empty += 1
                 continue
             raw_negs = row.get("hard_negative_ids", [])
             if not isinstance(raw_negs, list) or not all(isinstance(n, (str, int)) and not isinstance(n, bool)
@@ -113,8 +129,10 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             if teacher is not None and (not isinstance(teacher, list) or len(teacher) != 1 + len(neg_ids)):
                 raise ValueError(f"{where}: teacher_scores must be a list of 1 + {len(neg_ids)} numbers "
                                  "(the positive, then each hard negative)")
-            # drop negatives missing from the corpus together with their teacher scores
-            kept = [i for i, n in enumerate(neg_ids) if n in corpus]
+            # drop negatives missing from the corpus (or the positive itself) with their teacher scores
+            kept = [i for i, n in enumerate(neg_ids) if n in corpus and n != str(row["pos_id"])]
+            missing_negs += sum(n not in corpus for n in neg_ids)
+            own_positive += sum(n == str(row["pos_id"]) for n in neg_ids)
             if require_negatives and not kept:
                 continue
             idx = sorted(rng.sample(kept, min(max_negatives, len(kept))))
@@ -124,15 +142,17 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
                     raise ValueError(f"{where}: teacher_scores must be finite numbers")
                 teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
             out.append(Triplet(row["query"], pos, [corpus[neg_ids[i]] for i in idx], teacher))
-        if dangling:
-            warnings.warn(f"{folder / 'pairs.jsonl'}: skipped {dangling} row(s) whose pos_id is not in the corpus",
-                          stacklevel=2)
+        problems = [f"skipped {dangling} row(s) whose pos_id is not in the corpus" if dangling else "",
+                    f"skipped {empty} row(s) with an empty query" if empty else "",
+                    f"dropped {missing_negs} hard negative id(s) not in the corpus" if missing_negs else "",
+                    f"dropped {own_positive} hard negative(s) equal to the row's pos_id" if own_positive else ""]
+        if any(problems):
+            warnings.warn(f"{folder / 'pairs.jsonl'}: " + "; ".join(p for p in problems if p), stacklevel=2)
     else:
         queries, qrels = read_queries(folder), read_qrels(folder, split)
         if require_negatives:
             return []
-        out = [Triplet(queries[q], corpus[d], []) for q in sorted(qrels) if q in queries
-               for d, s in sorted(qrels[q].items()) if s > 0 and d in corpus]
+        out = [Triplet(queries[q], corpus[d], []) for q, d in _judged_pairs(folder, split, corpus, queries, qrels)]
     return _subsample(out, limit, seed)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,11 +27,17 @@ __all__ = ["add_teacher_scores", "mine_hard_negatives", "write_pairs"]
 
 def _positives(qrels: Mapping[str, Mapping[str, int]], corpus: Mapping[str, str],
                queries: Mapping[str, str]) -> dict[str, list[str]]:
-    out = {}
+    out, skipped, total = {}, 0, 0
     for q in sorted(qrels):
-        pos = sorted(d for d, s in qrels[q].items() if int(s) > 0 and d in corpus)
-        if pos and q in queries:
+        judged = [d for d, s in qrels[q].items() if int(s) > 0]
+        pos = sorted(d for d in judged if d in corpus) if q in queries else []
+        total += len(judged)
+        skipped += len(judged) - len(pos)
+        if pos:
             out[q] = pos
+    if skipped:  # qrels of another corpus would otherwise mine nothing without a word
+        warnings.warn(f"skipped {skipped} of {total} relevant judgment(s) whose query or document is not in the "
+                      "queries or corpus", stacklevel=3)
     return out
 
 

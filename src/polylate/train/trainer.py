@@ -561,9 +561,15 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
+        self._written = [p for p in self._written if p != final] + [final]
         if self.keep_checkpoints is not None:
-            self._prune_checkpoints(final)
+            self._prune_checkpoints()
         return final
+
+    @property
+    def written_checkpoints(self) -> list[Path]:
+        """This run's checkpoints still on disk, oldest first."""
+        return [p for p in self._written if p.exists()]
 
     def _checkpoints(self) -> list[Path]:
         """The checkpoints in ``checkpoint_dir`` (folders holding a trainer state)."""
@@ -585,12 +591,11 @@ class Trainer:
                              f"run ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}): resume that run "
                              "with --resume, or give this one its own --checkpoint-dir")
 
-    def _prune_checkpoints(self, newest: Path) -> None:
+    def _prune_checkpoints(self) -> None:
         """Delete all but the ``keep_checkpoints`` most recent of this run's checkpoints (each is
         a whole model, ~0.5 GB for e5-small): a long run with --checkpoint-every fills no disk.
         The ones written now come last in the order they were written (mtimes can tie), earlier
         ones of the same run (before a resume) before them; other runs' are never touched."""
-        self._written = [p for p in self._written if p != newest] + [newest]
         older = [p for p in self._checkpoints() if p not in self._written and self._is_mine(p)]
         older.sort(key=lambda p: (p / TRAINER_STATE).stat().st_mtime_ns)
         ordered = older + self._written
