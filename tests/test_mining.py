@@ -115,7 +115,9 @@ def test_cli_mine(tmp_path):
     for args, message in ((["-o", str(out)], "exists; pass --overwrite"),
                           (["-o", str(tmp_path / "p.jsonl"), "--retriever", "splade"], "retriever must be"),
                           (["-o", str(tmp_path / "p.jsonl"), "--split", "dev"], "dev.tsv"),
-                          (["-o", str(tmp_path / "p.jsonl"), "--teacher", str(tmp_path / "none")], "--teacher")):
+                          (["-o", str(tmp_path / "p.jsonl"), "--teacher", str(tmp_path / "none")], "--teacher"),
+                          (["-o", str(tmp_path / "p.jsonl"), "--depth", "0"], "--depth must be at least 1, got 0"),
+                          (["-o", str(tmp_path / "p.jsonl"), "--skip", "-1"], "--skip must be at least 0")):
         res = run(app, ["mine", str(folder), *args])
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (args, res.output)
     assert out.read_text() == before

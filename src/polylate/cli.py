@@ -905,7 +905,8 @@ def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrel
 def _option_names(message: str) -> str:
     """Library messages name parameters (max_queries); the CLI user typed options (--max-queries)."""
     for param, option in (("max_queries", "--max-queries"), ("max_docs", "--max-docs"), ("nbits", "--nbits"),
-                          ("doc_maxlen", "--doc-maxlen"), ("dim must be", "--dims: dim must be")):
+                          ("doc_maxlen", "--doc-maxlen"), ("dim must be", "--dims: dim must be"),
+                          ("train_encoder_layers", "--encoder-layers")):
         message = message.replace(param, option)
     return message
 
@@ -1050,7 +1051,7 @@ def train(
         else:
             trainer.check_checkpoint_dir()
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(_option_names(str(exc)))
     try:
         history = trainer.train()
     except FloatingPointError as exc:
@@ -1121,6 +1122,9 @@ def mine(
     from polylate.train.data import read_beir
     from polylate.train.mining import add_teacher_scores, mine_hard_negatives, write_pairs
 
+    for option, value, least in (("--negatives", negatives, 1), ("--depth", depth, 1), ("--skip", skip, 0)):
+        if value < least:
+            _fail(f"{option} must be at least {least}, got {value}")
     _check_output_file(output)
     if output.exists() and not overwrite:
         _fail(f"{output} exists; pass --overwrite to replace it")

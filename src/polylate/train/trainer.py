@@ -613,8 +613,10 @@ class Trainer:
                              "start a new run from it with --model instead")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or foreign file
-            raise ValueError(f"{path} cannot be read: {exc}") from None
+        except Exception as exc:  # truncated or foreign file; torch's own advice (weights_only=False) does not apply
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {reason}); "
+                             "it is not a whole trainer state") from None
         mine = self._run_signature
         saved = state["signature"]
         differ = [k for k in mine if saved.get(k, mine[k]) != mine[k]]  # keys older checkpoints lack pass
