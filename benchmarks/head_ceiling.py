@@ -118,11 +118,11 @@ def main() -> None:
         opt = torch.optim.AdamW([weight], lr=args.lr, weight_decay=0.0)
         rng = random.Random(0)
         for step in range(1, args.steps + 1):
-            batch = rng.sample(train, 64)
+            batch = rng.sample(train, min(64, len(train)))
             qh, qm = cache.padded([queries[k] for k in batch], True)
             wanted = sorted({pos[next(iter(qrels[k[1]]))] for k in batch})
             others = [i for i in negatives if i not in set(wanted)]
-            cand = wanted + rng.sample(others, max(0, 96 - len(wanted)))
+            cand = wanted + rng.sample(others, max(0, min(len(others), 96 - len(wanted))))
             where = {d: j for j, d in enumerate(cand)}
             labels = torch.tensor([where[pos[next(iter(qrels[k[1]]))]] for k in batch])
             scores = maxsim_scores(project(qh, weight), qm, project(doc_h[cand], weight), doc_m[cand], doc_chunk=96)
