@@ -175,7 +175,8 @@ def test_rerank_top_n_and_objects(client, model):
         assert res.status_code == 422 and f"{name} is not valid Unicode" in _detail(res), res.text
     for bad in ({"query": "x", "documents": []}, {"query": "x", "documents": DOCS, "top_n": 0},
                 {"query": 3, "documents": DOCS}, {"documents": DOCS}, {"query": "x", "documents": DOCS, "top_n": "2"},
-                {"query": "x", "documents": DOCS, "return_documents": "yes"}):
+                {"query": "x", "documents": DOCS, "return_documents": "yes"}, {"query": " ", "documents": DOCS},
+                {"query": {"text": ""}, "documents": DOCS}):
         assert client.post("/v1/rerank", json=bad).status_code == 422
 
 

@@ -125,6 +125,13 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=1, strict=True, description="return the best n (default: all)")
     return_documents: bool = Field(True, strict=True)
 
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value):
+        if not _text(value).strip():
+            raise ValueError("query is blank: a query needs some text to rank the documents by")
+        return value
+
     def query_text(self) -> str:
         return _text(self.query)
 
