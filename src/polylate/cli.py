@@ -796,7 +796,8 @@ def rerank(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="reranked TREC run (default: stdout)"),
     depth: int = typer.Option(100, "--depth", "-k", help="candidates re-scored per query (its best by the run)"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-    dim: int = typer.Option(128, "--dim", "-d", help="output dimension: 128, 96 or 64"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="output dimension: 128, 96 or 64 (default: the "
+                                      "model's)"),
     split: str = typer.Option("test", help="qrels split under --data"),
     metrics: str = typer.Option("ndcg@10,recall@100,mrr@10", help="comma-separated metrics, with judgments"),
     tag: str = typer.Option("polylate", help="run tag (last TREC column)"),
@@ -862,6 +863,7 @@ def rerank(
     except (DatasetError, ValueError, ImportError) as exc:
         _fail(f"{run}: {exc}" if run is not None and "of the run not in" in str(exc) else str(exc))
     m = _load_model(model, device, dtype)
+    dim = m.config.dim if dim is None else dim
     _check_dim(m, dim)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"reranking top {depth}", total=len(shortlist))
