@@ -161,13 +161,23 @@ def _check_dim(m, dim: int) -> None:
         _fail(f"--dim must be one of {m.output_dims} for this model, got {dim}")
 
 
-def _check_output_file(output: Path | None) -> None:
+def _check_output_file(output: Path | None, overwrite: bool | None = None) -> None:
+    """A writable file name; ``overwrite=False`` also refuses an existing file (None: not asked)."""
     if output is None:
         return
     if output.is_dir():
         _fail(f"--output {output} is a folder; give a file name")
     if not output.parent.is_dir():
         _fail(f"--output {output}: folder {output.parent} does not exist")
+    if overwrite is False and output.exists():
+        _fail(f"{output} exists; pass --overwrite to replace it")
+
+
+def _check_at_least(*checks: tuple[str, int, int]) -> None:
+    """Each (option, value, least): a one-line error for the first value under its least."""
+    for option, value, least in checks:
+        if value < least:
+            _fail(f"{option} must be at least {least}, got {value}")
 
 
 @app.command()
@@ -190,11 +200,9 @@ def encode(
         _fail("give texts as arguments or --input, not both")
     if output is not None and output.suffix not in (".npz", ".jsonl"):
         _fail(f"output must end in .npz or .jsonl, got {output.name}")
-    _check_output_file(output)
     if output is not None and input is not None and output.exists() and output.resolve() == input.resolve():
         _fail(f"--output {output} is the input file: it would be replaced by its vectors")
-    if output is not None and output.exists() and not overwrite:
-        _fail(f"{output} exists; pass --overwrite to replace it")
+    _check_output_file(output, overwrite)
     ids, items = read_texts(input, texts or [])
     if not items:
         _fail("no input texts")
@@ -812,7 +820,7 @@ def rerank(
 
     from polylate.eval.beir import DatasetError, find_file, read_corpus, read_qrels, read_queries
     from polylate.eval.metrics import parse_metric
-    from polylate.eval.rerank import candidates, read_trec_run, rerank_run
+    from polylate.eval.rerank import candidates, read_trec_run, rerank_candidates
     from polylate.eval.runner import trec_lines, write_trec_run
 
     if (run is None) == (not bm25):
@@ -829,15 +837,13 @@ def rerank(
         if found is None and option != "--qrels":
             _fail(f"no {option[2:]}: give {option}" + (f" ({data} has no {name})" if data else " or --data"))
         files[option] = found
-    if data is not None and files["--qrels"] is None and qrels is None:
+    if data is not None and files["--qrels"] is None:
         if split != "test":  # asked for by name: its absence is an error, not a quiet skip
             _fail(f"--split {split}: {data} has no qrels/{split}.tsv")
         console.print(f"[yellow]note:[/yellow] {escape(str(data))} has no qrels/test.tsv: no metrics", soft_wrap=True)
     metric_list = [x.strip() for x in metrics.split(",") if x.strip()]
-    for option, value, least in (("--depth", depth, 1), ("--batch-size", batch_size, 1),
-                                 ("--doc-maxlen", 4 if doc_maxlen is None else doc_maxlen, 4)):
-        if value < least:
-            _fail(f"{option} must be at least {least}, got {value}")
+    _check_at_least(("--depth", depth, 1), ("--batch-size", batch_size, 1),
+                    ("--doc-maxlen", 4 if doc_maxlen is None else doc_maxlen, 4))
     if any(ch.isspace() for ch in tag) or not tag:
         _fail(f"--tag must be one word (it is a TREC column), got {tag!r}")
     _check_output_file(output)
@@ -859,16 +865,19 @@ def rerank(
                 console.print(f"[yellow]note:[/yellow] BM25 found fewer than {depth} candidates for {short + none} "
                               f"of {len(asked)} queries ({none} with none): only documents sharing a token with "
                               "the query are candidates", soft_wrap=True)
-        shortlist = candidates(first, query_texts, doc_texts, depth)
     except (DatasetError, ValueError, ImportError) as exc:
-        _fail(f"{run}: {exc}" if run is not None and "of the run not in" in str(exc) else str(exc))
+        _fail(str(exc))
+    try:
+        shortlist = candidates(first, query_texts, doc_texts, depth)
+    except ValueError as exc:  # the run does not belong to these texts
+        _fail(f"{run or 'BM25'}: {exc}")
     m = _load_model(model, device, dtype)
     dim = m.config.dim if dim is None else dim
     _check_dim(m, dim)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"reranking top {depth}", total=len(shortlist))
-        reranked = rerank_run(m, first, query_texts, doc_texts, dim=dim, depth=depth, batch_size=batch_size,
-                              doc_maxlen=doc_maxlen, progress=lambda k: bar.advance(task, k))
+        reranked = rerank_candidates(m, shortlist, query_texts, doc_texts, dim=dim, batch_size=batch_size,
+                                     doc_maxlen=doc_maxlen, progress=lambda k: bar.advance(task, k))
     if output is not None:
         write_trec_run(reranked, output, tag)
     else:
@@ -883,7 +892,8 @@ def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrel
     top ``depth`` candidates; says how many judged queries the run leaves out."""
     from polylate.eval.metrics import evaluate, parse_metric
 
-    both = {q: rels for q, rels in judged.items() if q in reranked and any(r > 0 for r in rels.values())}
+    relevant = {q: rels for q, rels in judged.items() if any(r > 0 for r in rels.values())}
+    both = {q: rels for q, rels in relevant.items() if q in reranked}
     if not both:
         console.print(f"[yellow]note:[/yellow] no query of the run has a relevant judgment in "
                       f"{escape(str(qrels_path))}: no metrics", soft_wrap=True)
@@ -898,7 +908,7 @@ def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrel
         note = f" (≤ {depth} ranked)" if k is not None and k > depth else ""
         table.add_row(name + note, f"{before[name]:.4f}", f"{after[name]:.4f}")
     console.print(table)
-    unranked = sum(1 for q, rels in judged.items() if q not in reranked and any(r > 0 for r in rels.values()))
+    unranked = len(relevant) - len(both)
     if unranked:
         console.print(f"[yellow]note:[/yellow] {unranked} judged queries have no ranking in the run "
                       "and are not counted", soft_wrap=True)
@@ -1031,9 +1041,10 @@ def train(
     if heads_only:
         from polylate.model.bundled import BUNDLED_NAME
 
-        if not (getattr(m, "name", "") or "").startswith(BUNDLED_NAME):
+        name = getattr(m, "name", "") or ""
+        if not name.startswith(BUNDLED_NAME):
             _fail(f"--heads-only writes heads that load over the bundled default model, but --model {model} is "
-                  f"another model ({getattr(m, 'name', '') or 'unnamed'}): save it whole (drop --heads-only)")
+                  f"another model ({name or 'unnamed'}): save it whole (drop --heads-only)")
     if teacher_temperature is None:
         teacher_temperature = 0.02 if teacher == "dense" else 1.0
     try:
@@ -1124,12 +1135,8 @@ def mine(
     from polylate.train.data import read_beir
     from polylate.train.mining import add_teacher_scores, mine_hard_negatives, write_pairs
 
-    for option, value, least in (("--negatives", negatives, 1), ("--depth", depth, 1), ("--skip", skip, 0)):
-        if value < least:
-            _fail(f"{option} must be at least {least}, got {value}")
-    _check_output_file(output)
-    if output.exists() and not overwrite:
-        _fail(f"{output} exists; pass --overwrite to replace it")
+    _check_at_least(("--negatives", negatives, 1), ("--depth", depth, 1), ("--skip", skip, 0))
+    _check_output_file(output, overwrite)
     try:
         corpus, queries, qrels = read_beir(data, split)
     except (FileNotFoundError, ValueError, KeyError) as exc:

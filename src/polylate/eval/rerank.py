@@ -20,7 +20,7 @@ from polylate.eval.beir import DatasetError, _lines
 from polylate.eval.metrics import _ranked
 from polylate.scoring import maxsim_packed, pack
 
-__all__ = ["candidates", "read_trec_run", "rerank_run"]
+__all__ = ["candidates", "read_trec_run", "rerank_candidates", "rerank_run"]
 
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
@@ -88,30 +88,46 @@ def rerank_run(
     corpus: Mapping[str, str],
     dim: int | None = None,
     depth: int = 100,
+    **kwargs,
+) -> dict[str, dict[str, float]]:
+    """Each query's top ``depth`` candidates of ``run`` (best first-stage score first) →
+    {qid: {docid: MaxSim}} at ``dim``, equal to ``model.score`` (float32 vectors throughout).
+
+    Queries or candidates missing from ``queries`` / ``corpus`` are an error (the run and the
+    texts do not belong together) raised before any encoding. ``kwargs``: those of
+    :func:`rerank_candidates`."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an integer of at least 1, got {depth!r}")
+    dim = model.config.dim if dim is None else dim
+    model.source_head(dim)  # an unknown dim fails before any reading or encoding
+    return rerank_candidates(model, candidates(run, queries, corpus, depth), queries, corpus, dim=dim, **kwargs)
+
+
+def rerank_candidates(
+    model,
+    shortlist: Mapping[str, list[str]],
+    queries: Mapping[str, str],
+    corpus: Mapping[str, str],
+    dim: int | None = None,
     batch_size: int = 32,
     doc_maxlen: int | None = None,
     queries_per_step: int = 32,
     max_cached_tokens: int = 2_000_000,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Each query's top ``depth`` candidates of ``run`` (best first-stage score first) →
-    {qid: {docid: MaxSim}} at ``dim``, equal to ``model.score`` (float32 vectors throughout).
-
-    Queries or candidates missing from ``queries`` / ``corpus`` are an error (the run and the
-    texts do not belong together) raised before any encoding. Encoded candidates stay cached
-    while a later query ranks them, up to ``max_cached_tokens`` token vectors (2M: 1 GB at
-    128 d); past that, those whose next use is furthest away are dropped first (Belady's rule:
-    the whole run is known in advance) and encoded again when needed. ``progress(n)`` is called
-    as each step's ``n`` queries are scored."""
-    for name, value, least in (("depth", depth, 1), ("queries_per_step", queries_per_step, 1),
-                               ("max_cached_tokens", max_cached_tokens, 0), ("batch_size", batch_size, 1)):
+    """Each query's documents in ``shortlist`` (what :func:`candidates` returns) → {qid: {docid:
+    MaxSim}} at ``dim``. Encoded candidates stay cached while a later query ranks them, up to
+    ``max_cached_tokens`` token vectors (2M: 1 GB at 128 d); past that, those whose next use is
+    furthest away are dropped first (Belady's rule: the whole run is known in advance) and
+    encoded again when needed. ``progress(n)`` is called as each step's ``n`` queries are scored."""
+    for name, value, least in (("queries_per_step", queries_per_step, 1), ("max_cached_tokens", max_cached_tokens, 0),
+                               ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
     if doc_maxlen is not None and doc_maxlen < 4:
         raise ValueError(f"doc_maxlen must be at least 4, got {doc_maxlen}")
     dim = model.config.dim if dim is None else dim
     model.source_head(dim)  # an unknown dim fails before any encoding
-    shortlist = candidates(run, queries, corpus, depth)
 
     order = sorted(shortlist)
     steps = [order[i : i + queries_per_step] for i in range(0, len(order), queries_per_step)]

@@ -30,7 +30,7 @@ class TextInput(BaseModel):
                 raise ValueError("image inputs are not served: this server encodes text ({\"text\": ...})")
             bad = _not_unicode(value)  # kept fields are sent back: they must be writable as UTF-8
             if bad is not None:
-                raise ValueError(f"field {bad.lstrip()} is not valid Unicode text (a lone surrogate?)")
+                raise ValueError(f"field {bad} is not valid Unicode text (a lone surrogate?)")
         return value
 
 
@@ -54,7 +54,7 @@ def _not_unicode(value, where: str = "") -> str | None:
 
 # TextInput first: an object's own error (no text, an image) leads the 422, not "a valid string"
 InputItem = Union[TextInput, str]
-EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EmbeddingType = Literal[EMBEDDING_TYPES]  # the formats embedding_types writes, one list
 
 
 def _text(item: InputItem) -> str:

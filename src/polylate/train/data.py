@@ -85,7 +85,7 @@ def _judged_pairs(folder, split, corpus, queries, qrels) -> list[tuple[str, str]
     rows = [(q, d) for q in sorted(qrels) for d, s in sorted(qrels[q].items()) if s > 0]
     kept = [(q, d) for q, d in rows if q in queries and d in corpus and queries[q]]
     if len(kept) < len(rows):
-        no_q = sum(q not in queries for q, _ in rows)
+        no_q = sum(not queries.get(q) for q, _ in rows)
         no_d = sum(d not in corpus for _, d in rows)
         warnings.warn(f"{Path(folder) / 'qrels' / split}.tsv: skipped {len(rows) - len(kept)} of {len(rows)} relevant "
                       f"judgment(s): {no_q} with a query id not in the queries (or an empty query), {no_d} with a "

@@ -296,7 +296,7 @@ class Trainer:
             raise ValueError(f"keep_checkpoints must be a positive number, got {keep_checkpoints!r}")
         self.keep_checkpoints = keep_checkpoints
         self._written: list[Path] = []  # this run's checkpoints, oldest first (for keep_checkpoints)
-        self._resumed = False
+        self._dir_checked = False  # check_checkpoint_dir ran, or a resume made the folder this run's
         self.seed = seed
         self.temperature = temperature
         self.distill_weight = distill_weight
@@ -448,7 +448,7 @@ class Trainer:
 
     def train(self) -> list[dict]:
         """Run the remaining epochs (all of them, or the rest after :meth:`resume`)."""
-        if not self._resumed:
+        if not self._dir_checked:
             self.check_checkpoint_dir()
         if self.step == 0:
             torch.manual_seed(self.seed)
@@ -590,6 +590,7 @@ class Trainer:
             raise ValueError(f"--checkpoint-dir {self.checkpoint_dir} holds {len(foreign)} checkpoint(s) of another "
                              f"run ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}): resume that run "
                              "with --resume, or give this one its own --checkpoint-dir")
+        self._dir_checked = True
 
     def _prune_checkpoints(self) -> None:
         """Delete all but the ``keep_checkpoints`` most recent of this run's checkpoints (each is
@@ -633,7 +634,7 @@ class Trainer:
         self.history = list(state["history"])
         self._epoch_losses = list(state["epoch_losses"])
         torch.set_rng_state(state["rng"])
-        self._resumed = True
+        self._dir_checked = True
 
     def evaluate_loss(self, items: Sequence[Pair | Triplet], batch_size: int | None = None) -> float:
         """Mean batch loss on ``items`` without updating (texts must be cacheable)."""
