@@ -123,7 +123,7 @@ def _hf_bert(hidden, layers, heads, ff, vocab, seed):
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=heads, intermediate_size=ff, max_position_embeddings=64,
+                     num_attention_heads=heads, intermediate_size=ff, max_position_embeddings=512,
                      type_vocab_size=2, pad_token_id=0, hidden_act="gelu")
     model = BertModel(cfg, add_pooling_layer=True).eval()
     _randomise(model, seed)

@@ -115,7 +115,7 @@ def test_pylate_layout(tmp_path):
     model = load_model(folder)
     q_id, d_id = hf_tok.token_to_id("[Q] "), hf_tok.token_to_id("[D] ")
     assert model.tokenizer.query_marker_ids == [q_id] and model.tokenizer.doc_marker_ids == [d_id]
-    assert model.head_dims == [16] and model.config.doc_maxlen == 180
+    assert model.head_dims == [16] and model.config.doc_maxlen == 180 and model.config.strip_text
     query = "hello world"
     ids = model.tokenizer.sequences([query], is_query=True)[0]
     mask_id = model.tokenizer.mask_id
@@ -264,3 +264,19 @@ def test_score_without_query_expansion(tmp_path):
     assert scores.shape == (2, 2)
     for i, q in enumerate(["hello", "hello world search engine"]):
         assert torch.allclose(scores[i], model.score([q], ["hello world", "late interaction"])[0], atol=1e-5)
+
+
+def test_strip_text_as_sentence_transformers_does():
+    """PyLate's texts go through sentence-transformers, which strips them; with a sentencepiece
+    vocabulary a trailing space is a token of its own otherwise."""
+    from polylate.config import ColBERTConfig
+    from polylate.text.tokenizer import ColBERTTokenizer
+    from tests.layouts import xlmr_tokenizer
+
+    keep = ColBERTTokenizer(xlmr_tokenizer(), ColBERTConfig())
+    strip = ColBERTTokenizer(xlmr_tokenizer(), ColBERTConfig(strip_text=True))
+    text = "  hello world \n"
+    assert keep.content_ids([text]) != keep.content_ids(["hello world"])
+    assert strip.content_ids([text]) == strip.content_ids(["hello world"])
+    spans = [(s.start, s.end) for s in strip.token_spans(text, is_query=False) if s.start is not None]
+    assert [text[a:b] for a, b in spans] == ["hello", "world"]

@@ -235,6 +235,46 @@ def encode(
                   f"of dim {dim} in {elapsed:.2f}s" + (f" → {output}" if output else ""))
 
 
+@app.command()
+def convert(
+    source: str = typer.Argument(..., help="model to convert: a checkpoint folder in any layout polylate reads, "
+                                 "a hub id, a heads file, or 'default'"),
+    output: Path = typer.Argument(..., help="folder to write"),
+    to: str = typer.Option("polylate", "--to", "-t", help="layout: polylate (native, every Matryoshka head), "
+                           "pylate (sentence-transformers), stanford (colbert-ai HF_ColBERT) or jina "
+                           "(jina-colbert-v2, rotary encoders)"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="head size written (default: the model's); "
+                                      "PyLate and Stanford hold one head, the native layout keeps all and "
+                                      "makes this its default"),
+    dtype: Optional[str] = typer.Option(None, help="weights' precision: float32, bfloat16 or float16 "
+                                        "(default: as loaded, float32)"),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="write even where the layout's library "
+                                       "would encode some texts differently (the differences are printed)"),
+    overwrite: bool = typer.Option(False, help="replace an existing output folder"),
+) -> None:
+    """Write a model in another checkpoint layout, for PyLate, colbert-ai or Jina's code to load."""
+    from polylate.model.export import LAYOUTS, ExportError, export_model
+
+    if to not in LAYOUTS:
+        _fail(f"--to must be one of {', '.join(LAYOUTS)}, got {to!r}")
+    if output.exists() and not output.is_dir():
+        _fail(f"{output} is a file; the output is a folder")
+    if output.exists() and not overwrite:
+        _fail(f"{output} exists; pass --overwrite to replace it")
+    torch_dtype = _check_dtype(dtype)
+    m = _load_model(source, option="model")
+    try:
+        changes = export_model(m, output, to, dim=dim, dtype=torch_dtype, allow_changes=allow_changes)
+    except ExportError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    for change in changes:
+        console.print(f"[yellow]changed:[/yellow] {escape(change)}", soft_wrap=True)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    console.print(f"wrote {to} layout at dim {dim or m.config.dim} → {output} ({size / 1e6:.1f} MB)")
+
+
 index_app = typer.Typer(no_args_is_help=True, help="Build, update and search a PLAID index on disk.")
 app.add_typer(index_app, name="index")
 

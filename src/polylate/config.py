@@ -45,6 +45,9 @@ class ColBERTConfig:
     #   "colbert" Stanford ColBERT (and Jina through it): the first id the word tokenises to
     #   "exact"   PyLate: the id of the word as one token (the unknown token's id if it is none)
     skiplist_rule: str = "pieces"
+    # strip whitespace around each text before tokenising, as sentence-transformers (so PyLate)
+    # does; with sentencepiece vocabularies a trailing space is otherwise a token of its own
+    strip_text: bool = False
 
     def __post_init__(self) -> None:
         if self.query_maxlen < 4:

@@ -181,6 +181,18 @@ def _take(state: dict, key: str) -> torch.Tensor:
         raise CheckpointError(f"checkpoint lacks weight {key!r}") from None
 
 
+# native encoder key part ↔ published key part; the writers (model/export.py) use the same tables
+HF_LAYER_NAMES = {"attn.out": "attention.output.dense", "norm1": "attention.output.LayerNorm",
+                  "fc1": "intermediate.dense", "fc2": "output.dense", "norm2": "output.LayerNorm"}
+HF_QKV = ("query", "key", "value")  # three HF linears, one native attn.qkv (concatenated in this order)
+JINA_LAYER_NAMES = {"attn.qkv": "mixer.Wqkv", "attn.out": "mixer.out_proj", "norm1": "norm1",
+                    "fc1": "mlp.fc1", "fc2": "mlp.fc2", "norm2": "norm2"}
+EMBEDDING_NAMES = {"word.weight": "embeddings.word_embeddings.weight",
+                   "token_type.weight": "embeddings.token_type_embeddings.weight"}
+HF_EMBEDDING_NORM, JINA_EMBEDDING_NORM = "embeddings.LayerNorm", "emb_ln"
+HF_POSITIONS = "embeddings.position_embeddings.weight"
+
+
 def hf_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """HF BertModel / XLMRobertaModel keys (any of bert./roberta./no prefix) → native keys."""
     s = {
@@ -189,43 +201,33 @@ def hf_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[st
         ): v
         for k, v in state.items()
     }
-    out = {
-        "embeddings.word.weight": _take(s, "embeddings.word_embeddings.weight"),
-        "embeddings.token_type.weight": _take(s, "embeddings.token_type_embeddings.weight"),
-        "embeddings.norm.weight": _take(s, "embeddings.LayerNorm.weight"),
-        "embeddings.norm.bias": _take(s, "embeddings.LayerNorm.bias"),
-    }
-    if "embeddings.position_embeddings.weight" in s:
-        out["embeddings.position.weight"] = s.pop("embeddings.position_embeddings.weight")
+    out = _embedding_state(s, HF_EMBEDDING_NORM)
+    if HF_POSITIONS in s:
+        out["embeddings.position.weight"] = s.pop(HF_POSITIONS)
     for n in range(num_layers):
         p, o = f"encoder.layer.{n}.", f"layers.{n}."
         for part in ("weight", "bias"):
-            out[o + f"attn.qkv.{part}"] = torch.cat(
-                [_take(s, p + f"attention.self.{x}.{part}") for x in ("query", "key", "value")]
-            )
-            out[o + f"attn.out.{part}"] = _take(s, p + f"attention.output.dense.{part}")
-            out[o + f"norm1.{part}"] = _take(s, p + f"attention.output.LayerNorm.{part}")
-            out[o + f"fc1.{part}"] = _take(s, p + f"intermediate.dense.{part}")
-            out[o + f"fc2.{part}"] = _take(s, p + f"output.dense.{part}")
-            out[o + f"norm2.{part}"] = _take(s, p + f"output.LayerNorm.{part}")
+            out[o + f"attn.qkv.{part}"] = torch.cat([_take(s, p + f"attention.self.{x}.{part}") for x in HF_QKV])
+            for native, hf in HF_LAYER_NAMES.items():
+                out[o + f"{native}.{part}"] = _take(s, p + f"{hf}.{part}")
     return out
 
 
 def jina_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """Jina flash XLM-R keys (roberta.emb_ln, encoder.layers.N.mixer.Wqkv, ...) → native."""
     s = {k[len("roberta.") :]: v for k, v in state.items() if k.startswith("roberta.")}
-    out = {
-        "embeddings.word.weight": _take(s, "embeddings.word_embeddings.weight"),
-        "embeddings.token_type.weight": _take(s, "embeddings.token_type_embeddings.weight"),
-        "embeddings.norm.weight": _take(s, "emb_ln.weight"),
-        "embeddings.norm.bias": _take(s, "emb_ln.bias"),
-    }
-    names = {"mixer.Wqkv": "attn.qkv", "mixer.out_proj": "attn.out", "norm1": "norm1",
-             "mlp.fc1": "fc1", "mlp.fc2": "fc2", "norm2": "norm2"}
+    out = _embedding_state(s, JINA_EMBEDDING_NORM)
     for n in range(num_layers):
-        for src, dst in names.items():
+        for native, jina in JINA_LAYER_NAMES.items():
             for part in ("weight", "bias"):
-                out[f"layers.{n}.{dst}.{part}"] = _take(s, f"encoder.layers.{n}.{src}.{part}")
+                out[f"layers.{n}.{native}.{part}"] = _take(s, f"encoder.layers.{n}.{jina}.{part}")
+    return out
+
+
+def _embedding_state(s: dict[str, torch.Tensor], norm: str) -> dict[str, torch.Tensor]:
+    out = {f"embeddings.{native}": _take(s, published) for native, published in EMBEDDING_NAMES.items()}
+    for part in ("weight", "bias"):
+        out[f"embeddings.norm.{part}"] = _take(s, f"{norm}.{part}")
     return out
 
 
@@ -413,6 +415,7 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
         # PyLate's default skiplist is string.punctuation, each looked up as one token
         skiplist_words=list(st["skiplist_words"] if st.get("skiplist_words") is not None else string.punctuation),
         skiplist_rule="exact",
+        strip_text=True,  # sentence-transformers' Transformer.tokenize strips each text
     )
     return assemble(enc_cfg, enc_state, _linear_heads(weight, bias), tok, config)
 

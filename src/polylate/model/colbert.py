@@ -251,30 +251,7 @@ class ColBERT(nn.Module):
 
     def save(self, folder: str | Path) -> Path:
         """Write the native layout: polylate.json + model.safetensors + tokenizer.json."""
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise FileExistsError(f"{folder} is a file, not a folder")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        # written whole beside the target, then swapped in: a crash leaves the old model or the new
-        tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(mode=0o777)
-        try:
-            self._write(tmp)
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        # the new model is in place: what an earlier save killed mid-way left beside it (a
-        # model's size each, hidden, and nothing else would ever remove it) is obsolete now
-        for stale in [*folder.parent.glob(f".{glob.escape(folder.name)}.tmp-*"),
-                      *folder.parent.glob(f".{glob.escape(folder.name)}.old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
-        return folder
+        return replace_folder(folder, self._write)
 
     def _write(self, folder: Path) -> None:
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -290,6 +267,34 @@ class ColBERT(nn.Module):
             "head_bias": self.heads[str(self.max_dim)].bias is not None,
         }
         (folder / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def replace_folder(folder: str | Path, write) -> Path:
+    """Run ``write(tmp)`` on a fresh folder beside ``folder``, then swap it in: a crash leaves
+    the old folder or the new one, never a mix."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not a folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(mode=0o777)
+    try:
+        write(tmp)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # the new folder is in place: what an earlier write killed mid-way left beside it (a
+    # model's size each, hidden, and nothing else would ever remove it) is obsolete now
+    for stale in [*folder.parent.glob(f".{glob.escape(folder.name)}.tmp-*"),
+                  *folder.parent.glob(f".{glob.escape(folder.name)}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:

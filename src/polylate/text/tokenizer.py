@@ -142,6 +142,8 @@ class ColBERTTokenizer:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+        if self.config.strip_text:
+            texts = [t.strip() for t in texts]
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def query_ids(self, content: list[int]) -> list[int]:
@@ -218,7 +220,8 @@ class ColBERTTokenizer:
         Spans leave out surrounding whitespace; a bare word-start marker has no span."""
         if not isinstance(text, str):
             raise TypeError(f"text is {type(text).__name__}, expected str")
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        lead = len(text) - len(text.lstrip()) if self.config.strip_text else 0
+        enc = self.tokenizer.encode(text.strip() if self.config.strip_text else text, add_special_tokens=False)
         if is_query:
             seq = self.query_ids(enc.ids)
             markers = self.query_marker_ids
@@ -236,7 +239,7 @@ class ColBERTTokenizer:
             start = end = None
             k = pos - first
             if 0 <= k < n_content and piece.strip("".join(_SPACE_MARKERS)):
-                start, end = enc.offsets[k]
+                start, end = (o + lead for o in enc.offsets[k])
                 while start < end and text[start].isspace():
                     start += 1
                 while end > start and text[end - 1].isspace():
