@@ -85,8 +85,10 @@ def test_a_smaller_dim_writes_the_truncated_head(sources, tmp_path):
 
 def test_native_export_keeps_every_head_and_sets_the_default_dim(sources, tmp_path):
     model = load_model(sources / "stanford")
+    before = _vectors(model)
     export_model(model, tmp_path / "n", "polylate", dim=16, dtype=torch.bfloat16)
     assert model.config.dim == 24 and model.dtype == torch.float32  # the source model is untouched
+    _assert_same(_vectors(model), before, tol=1e-12)
     again = load_model(tmp_path / "n")
     assert again.config.dim == 16 and again.head_dims == [24]
     _assert_same(_vectors(again), _vectors(model, dim=16), tol=0.05)

@@ -249,12 +249,14 @@ class ColBERT(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the native layout: polylate.json + model.safetensors + tokenizer.json."""
-        return replace_folder(folder, self._write)
+    def save(self, folder: str | Path, dtype: torch.dtype | None = None, config: ColBERTConfig | None = None) -> Path:
+        """Write the native layout: polylate.json + model.safetensors + tokenizer.json, with the
+        weights in ``dtype`` and ``config`` recorded (defaults: as they are; the model is unchanged)."""
+        return replace_folder(folder, lambda tmp: self._write(tmp, dtype, config or self.config))
 
-    def _write(self, folder: Path) -> None:
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+    def _write(self, folder: Path, dtype: torch.dtype | None, config: ColBERTConfig) -> None:
+        state = {k: (v if dtype is None else v.to(dtype)).detach().contiguous().cpu()
+                 for k, v in self.state_dict().items()}
         write_safetensors(state, folder / "model.safetensors")
         self.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
         meta = {
@@ -262,7 +264,7 @@ class ColBERT(nn.Module):
             "format_version": NATIVE_FORMAT_VERSION,
             "name": self.name,
             "encoder": self.encoder.config.to_dict(),
-            "colbert": self.config.to_dict(),
+            "colbert": config.to_dict(),
             "heads": self.head_dims,
             "head_bias": self.heads[str(self.max_dim)].bias is not None,
         }

@@ -10,6 +10,7 @@ is written; settings that only change some vectors can be accepted with ``allow_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -298,15 +299,7 @@ def _write_json(path: Path, data) -> None:
 
 def _export_native(model: ColBERT, folder: Path, dim: int, dtype) -> list[str]:
     """Every head kept (Matryoshka); ``dim`` becomes the model's default."""
-    saved_dim, saved_dtype = model.config.dim, model.dtype
-    try:
-        model.config.dim = dim
-        if dtype is not None:
-            model.to(dtype)
-        model.save(folder)
-    finally:
-        model.config.dim = saved_dim
-        model.to(saved_dtype)
+    model.save(folder, dtype=dtype, config=dataclasses.replace(model.config, dim=dim))
     return []
 
 
