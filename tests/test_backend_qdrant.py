@@ -276,7 +276,7 @@ def test_cli_import_moves_a_plaid_index(tmp_path):
     PlaidIndex.build(tmp_path / "other", ["a"], vectors, texts=["x"], model={"name": "other", "dim": 128})
     PlaidIndex.build(tmp_path / "other-kv", ["z"], vectors, keep_vectors=True, model={"name": "other", "dim": 128})
     for args, message in ((["import", "o", str(tmp_path / "other")], "does not record a loadable model"),
-                          (["import", "o", str(tmp_path / "other"), "-m", "default"], "was built with 'other'"),
+                          (["import", "o", str(tmp_path / "other"), "-m", "default"], "the vectors were made with 'other'"),
                           (["import", "plain", str(tmp_path / "other-kv"), "--replace"], "holds vectors of")):
         res = run(app, ["qdrant", *args, *store])
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)

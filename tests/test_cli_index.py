@@ -137,3 +137,31 @@ def test_text_files_bad_input_and_locked_indexes(corpus, tmp_path):
     res = runner.invoke(app, ["index", "add", str(index), "-i", str(bad)])
     assert res.exit_code == 0 and "skipped 1 row" in res.output, res.output
     assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 4
+
+
+def test_vectors_of_another_model_are_never_mixed_in(corpus, tmp_path):
+    """The index records its model's signature: adding or searching with another model is
+    refused, the same model moved to another folder or loaded in bf16 is not."""
+    import shutil
+
+    from tests.layouts import write_jina
+
+    path, more = corpus
+    write_jina(tmp_path / "tiny")
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(path), "-m", str(tmp_path / "tiny")]).exit_code == 0
+    before = (index / "MANIFEST.json").read_bytes()
+    for args in (["index", "add", str(index), "-i", str(more), "-m", "default"],
+                 ["index", "search", str(index), "capital", "-m", "default"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "is not the one these vectors were made with" in " ".join(res.output.split())
+    assert (index / "MANIFEST.json").read_bytes() == before
+    shutil.copytree(tmp_path / "tiny", tmp_path / "moved")  # another folder name, the same weights
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "-m", str(tmp_path / "moved")])
+    assert res.exit_code == 0, res.output
+    _search(runner, index, "capital", "-m", str(tmp_path / "moved"), "--dtype", "bf16")
+    write_jina(tmp_path / "retrained", seed=5)  # same shapes and name, other weights
+    res = runner.invoke(app, ["index", "search", str(index), "capital", "-m", str(tmp_path / "retrained")])
+    assert res.exit_code == 2 and "weights are not those" in " ".join(res.output.split())

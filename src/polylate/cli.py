@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from polylate.model import identity  # no torch import: the CLI starts fast
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multilingual late-interaction (ColBERT) retrieval.")
 console = Console(stderr=True)
@@ -294,7 +296,12 @@ def _index_model(recorded: dict | None, dim: int, override: str | None, device: 
     """(model, dim, doc_maxlen) an index or collection was built with, as it recorded them."""
     recorded = recorded or {}
     name = override or recorded.get("name_or_path") or "default"
-    return _load_model(name, device, dtype), recorded.get("dim", dim), recorded.get("doc_maxlen")
+    m = _load_model(name, device, dtype)
+    reason = identity.model_mismatch(recorded, m)
+    if reason:
+        _fail(f"model {name} is not the one these vectors were made with: {reason}. Vectors of two models "
+              "are not comparable: pass -m with the model that built them, or rebuild with this one")
+    return m, recorded.get("dim", dim), recorded.get("doc_maxlen")
 
 
 def _encode_docs(model, texts, dim, batch_size, doc_maxlen):
@@ -342,7 +349,7 @@ def index_build(
     try:
         with console.status("training centroids and compressing"):
             idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
-                                   model={"name_or_path": model, "name": m.name, "dim": dim, "doc_maxlen": doc_maxlen},
+                                   model=identity.model_record(m, model, dim, doc_maxlen),
                                    overwrite=overwrite)
     except (IndexStoreError, ValueError) as exc:
         _fail(str(exc))
@@ -620,8 +627,7 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
         if not exists:
             idx = QdrantIndex.create(client, collection, dim, pooled=pooled, shards=shards,
                                      replication_factor=replicas,
-                                     model={"name_or_path": model or "default", "name": m.name, "dim": dim,
-                                            "doc_maxlen": doc_maxlen})
+                                     model=identity.model_record(m, model or "default", dim, doc_maxlen))
         with console.status(f"uploading {len(ids)} documents"):
             replaced = idx.add(ids, vectors, texts=texts, replace=replace)
     except ValueError as exc:
@@ -671,11 +677,12 @@ def qdrant_import(
             _fail(f"index {index} does not record a loadable model to re-encode its texts with; pass -m")
         name = model or recorded["name_or_path"]
         m = _load_model(name, device, dtype)
-        if recorded.get("name") and m.name != recorded["name"]:
-            _fail(f"index {index} was built with {recorded['name']!r}, -m {name} is {m.name!r}; its vectors "
+        reason = identity.model_mismatch(recorded, m)
+        if reason:
+            _fail(f"index {index} was built with another model than -m {name}: {reason}; its vectors "
                   "would not match queries encoded the way the collection records")
         _check_dim(m, src.dim)
-        made = {"name_or_path": name, "name": m.name, "dim": src.dim, "doc_maxlen": recorded.get("doc_maxlen")}
+        made = identity.model_record(m, name, src.dim, recorded.get("doc_maxlen"))
     with closing(_qdrant(url, path, api_key)) as client:
         if client.collection_exists(collection):
             idx = _collection(client, collection)

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polylate.model.identity import model_mismatch, model_record
 from polylate.index.plaid import PlaidIndex, SearchSettings
 from polylate.index.storage import MANIFEST, IndexStoreError, WriterLock, read_manifest
 from polylate.server.runner import ModelRunner
@@ -127,9 +128,13 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
 def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
     """An index this server can search and add to: built by the served model (as far as it
     records one), at a dim that model makes. Either backend's indexes."""
-    if model.get("name") and model["name"] != runner.name:
+    if model.get("name") and model["name"] != runner.name and not model.get("signature"):
         raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
                                  f"serves {runner.name!r}")
+    reason = model_mismatch(model, runner.model)
+    if reason:
+        raise RegistryError(409, f"index {name!r} cannot be searched or added to by the served model "
+                                 f"{runner.name!r}: {reason}")
     if dim not in runner.dims:
         raise RegistryError(409, f"index {name!r} holds {dim}-d vectors; the served model makes {runner.dims}")
 
@@ -240,8 +245,7 @@ class IndexRegistry:
             if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
                 raise RegistryError(409, f"{name!r} is taken by a folder that is not an index")
             vectors = self.runner.encode(texts, is_query=False, dim=dim) if ids else []
-            model = {"name_or_path": self.runner.name_or_path, "name": self.runner.name, "dim": dim,
-                     "doc_maxlen": None}
+            model = model_record(self.runner.model, self.runner.name_or_path, dim, None)
             meta = {"dim": dim, "nbits": nbits, "keep_vectors": keep_vectors, "model": model,
                     "created": time.time(), "trained_tokens": 0}
             folder.mkdir(parents=True, exist_ok=True)

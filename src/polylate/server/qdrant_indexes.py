@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 
+from polylate.model.identity import model_record
 from polylate.server.indexes import _NAME, RegistryError, SearchResult, _usable, check_documents, check_served
 from polylate.server.runner import ModelRunner
 
@@ -85,7 +86,7 @@ class QdrantRegistry:
             if self.client.collection_exists(collection):  # before the encoding, not after
                 raise RegistryError(409, f"an index named {name!r} already exists")
         vectors = self.runner.encode(texts, is_query=False, dim=dim) if ids else []
-        model = {"name_or_path": self.runner.name_or_path, "name": self.runner.name, "dim": dim, "doc_maxlen": None}
+        model = model_record(self.runner.model, self.runner.name_or_path, dim, None)
         with self._serial():
             if self.client.collection_exists(collection):
                 raise RegistryError(409, f"an index named {name!r} already exists")
