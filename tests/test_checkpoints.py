@@ -3,6 +3,8 @@ against independent computations (the rotary reference, `transformers`)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -202,16 +204,32 @@ def test_punctuation_dropped_as_each_reference_library_does(jina_folder, tmp_pat
     assert len(jina.encode("hello, world.")) == sum(i not in stanford_rule for i in ids)
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "wrong head shape", "hidden size", "bad tokenizer",
-                                    "config field", "unknown marker"])
-def test_malformed_checkpoints_are_checkpoint_errors(tmp_path, damage):
+@pytest.mark.parametrize("damage, names", [
+    ("truncated weights", "model.safetensors|cannot be loaded"),
+    ("wrong head shape", r"size mismatch for weight.*\[128, 7\].*\[128, 32\]"),
+    ("hidden size", r"size mismatch for embeddings\.word\.weight"),
+    ("bad tokenizer", r"tokenizer\.json is not a readable tokenizer"),
+    ("config field", "config.json lacks hidden_size"),
+    ("string field", "config.json: hidden_size must be an integer, got '32'"),
+    ("config list", r"config\.json holds a JSON list, expected an object"),
+    ("metadata field", "artifact.metadata: query_maxlen must be an integer, got 'abc'"),
+    ("unknown marker", r"\[NoSuchMarker\]"),
+])
+def test_malformed_checkpoints_are_checkpoint_errors(tmp_path, damage, names):
+    """Each on one line that names the file, the field or the tensor and its shapes."""
     import json
 
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "jina"
-    write_jina(folder)
+    write_jina(folder, dtype=torch.float32)
     weights = folder / "model.safetensors"
+
+    def edit(name, change):
+        data = json.loads((folder / name).read_text())
+        data = change(data) or data
+        (folder / name).write_text(json.dumps(data))
+
     if damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[:1000])
     elif damage == "wrong head shape":
@@ -219,21 +237,23 @@ def test_malformed_checkpoints_are_checkpoint_errors(tmp_path, damage):
         state["linear.weight"] = torch.zeros(128, 7)
         save_file(state, str(weights))
     elif damage == "hidden size":
-        cfg = json.loads((folder / "config.json").read_text())
-        cfg["hidden_size"] = 48
-        (folder / "config.json").write_text(json.dumps(cfg))
+        edit("config.json", lambda c: c.update(hidden_size=48))
     elif damage == "bad tokenizer":
         (folder / "tokenizer.json").write_text("{not json")
     elif damage == "config field":
-        cfg = json.loads((folder / "config.json").read_text())
-        del cfg["hidden_size"]
-        (folder / "config.json").write_text(json.dumps(cfg))
+        edit("config.json", lambda c: c.pop("hidden_size") and None)
+    elif damage == "string field":
+        edit("config.json", lambda c: c.update(hidden_size="32"))
+    elif damage == "config list":
+        edit("config.json", lambda c: [c])
+    elif damage == "metadata field":
+        edit("artifact.metadata", lambda m: m.update(query_maxlen="abc"))
     else:
-        meta = json.loads((folder / "artifact.metadata").read_text())
-        meta["query_token_id"] = "[NoSuchMarker]"
-        (folder / "artifact.metadata").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=str(folder)):
+        edit("artifact.metadata", lambda m: m.update(query_token_id="[NoSuchMarker]"))
+    with pytest.raises(CheckpointError, match=str(folder)) as caught:
         load_model(folder)
+    message = str(caught.value)
+    assert "\n" not in message and re.search(names, message), message
 
 
 def test_score_and_rerank_inputs():

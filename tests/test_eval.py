@@ -449,6 +449,29 @@ def test_cli_eval_metrics_and_trec_runs(model, tmp_path):
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
     res = CliRunner().invoke(app, ["eval", str(tmp_path / "nowhere"), "-m", str(tmp_path / "no-model")])
     assert res.exit_code == 2 and "nowhere is not a folder" in res.output  # before the model is looked at
+    if Path("/proc/self").is_dir():  # a place nobody, root included, can create files in
+        for args in (["--json", "/proc/x.json"], ["--plot", "/proc/x.png"], ["--runs", "/proc/runs"]):
+            res = CliRunner().invoke(app, ["eval", str(data), "-m", str(tmp_path / "no-model"), *args])
+            assert res.exit_code == 2 and "cannot write in /proc" in res.output, (args, res.output)
+
+
+def test_cli_eval_and_index_default_to_the_models_dims(tmp_path):
+    """A 16-d PyLate checkpoint: eval's dims and index build's dim are its own, not 128."""
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+    from tests.layouts import write_pylate
+
+    write_pylate(tmp_path / "pl")
+    data = make_dataset(tmp_path / "capitals")
+    res = CliRunner().invoke(app, ["eval", str(data), "-m", str(tmp_path / "pl"), "--no-bm25",
+                                   "--json", str(tmp_path / "rows.json")])
+    assert res.exit_code == 0, res.output
+    assert [r["dim"] for r in json.loads((tmp_path / "rows.json").read_text())] == [16]
+    res = CliRunner().invoke(app, ["index", "build", str(tmp_path / "idx"), "-i", str(data / "corpus.jsonl"),
+                                   "-m", str(tmp_path / "pl")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "idx" / "MANIFEST.json").read_text())["dim"] == 16
 
 
 def test_two_datasets_with_one_name_stay_apart(tmp_path):

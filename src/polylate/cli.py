@@ -317,7 +317,7 @@ def index_build(
     path: Path = typer.Argument(..., help="index folder to create"),
     input: Path = typer.Option(..., "--input", "-i", help="documents: .jsonl[.gz] (BEIR corpus: _id, title, text) or .txt"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-    dim: int = typer.Option(128, "--dim", "-d", help="128, 96 or 64"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="128, 96 or 64 (default: the model's)"),
     nbits: int = typer.Option(2, help="residual bits per dimension: 1, 2 or 4"),
     keep_vectors: bool = typer.Option(False, help="also store float16 vectors for exact re-ranking"),
     doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen"),
@@ -343,6 +343,7 @@ def index_build(
     if not texts:
         _fail(f"{input} holds no documents")
     m = _load_model(model, device, dtype)
+    dim = m.config.dim if dim is None else dim
     _check_dim(m, dim)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     start = time.perf_counter()
@@ -583,7 +584,7 @@ def qdrant_add(
     api_key: QdrantKey = None,
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + "; default: the one the "
                                         "collection recorded, else 'default'"),
-    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="128, 96 or 64 (default 128; an existing "
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="128, 96 or 64 (default: the model's; an existing "
                                       "collection keeps its own)"),
     replace: bool = typer.Option(False, help="replace documents whose id is already stored"),
     pooled: bool = typer.Option(True, help="also store each document's mean vector for --prefetch searches "
@@ -620,7 +621,7 @@ def _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, 
         m, dim, doc_maxlen = _qdrant_model(idx, model, device, dtype)
     else:
         m = _load_model(model or "default", device, dtype)
-        dim = 128 if dim is None else dim
+        dim = m.config.dim if dim is None else dim
         _check_dim(m, dim)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     try:
@@ -792,7 +793,8 @@ def qdrant_stats(
 def eval_(
     paths: list[Path] = typer.Argument(..., help="BEIR dataset folders or roots holding them (e.g. ../shared/data/xquad_r)"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-    dims: str = typer.Option("128,96,64", help="comma-separated output dims"),
+    dims: Optional[str] = typer.Option(None, help="comma-separated output dims (default: the model's "
+                                       "Matryoshka dims, e.g. 128,96,64)"),
     max_queries: Optional[int] = typer.Option(None, help="subsample queries per dataset"),
     max_docs: Optional[int] = typer.Option(None, help="subsample documents (judged ones are kept)"),
     bm25: bool = typer.Option(True, help="also run the BM25 baseline"),
@@ -818,7 +820,7 @@ def eval_(
     from polylate.eval.runner import check_eval_args, main_eval
 
     try:
-        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+        dim_list = None if dims is None else [int(d) for d in dims.split(",") if d.strip()]
     except ValueError:
         _fail(f"--dims must be comma-separated integers, got {dims!r}")
     args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
@@ -831,9 +833,11 @@ def eval_(
         _fail(_option_names(str(exc)))
     m = _load_model(model, device, dtype)
     try:
-        main_eval([str(p) for p in paths], dims=dim_list, model=m, seed=seed, datasets=read, **args)
+        main_eval([str(p) for p in paths], dims=m.output_dims if dim_list is None else dim_list, model=m, seed=seed, datasets=read, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
+    except OSError as exc:  # a disk that filled up mid-way
+        _fail(f"cannot write {exc.filename or 'an output'}: {exc.strerror or exc}")
 
 
 @app.command()
@@ -1283,7 +1287,7 @@ def serve(
 @app.command()
 def demo(
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-    dim: int = typer.Option(128, "--dim", "-d"),
+    dim: Optional[int] = typer.Option(None, "--dim", "-d", help="default: the model's"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:

@@ -349,10 +349,27 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
             raise ValueError(f"{what} {target}: {_file_in_the_way(Path(target).parent)} is a file, not a folder")
     if runs_dir is not None and _file_in_the_way(Path(runs_dir)):
         raise ValueError(f"runs folder {runs_dir}: {_file_in_the_way(Path(runs_dir))} is a file, not a folder")
+    for what, folder in (("JSON output", output_json and Path(output_json).parent), ("plot", plot and Path(plot).parent),
+                         ("runs folder", runs_dir and Path(runs_dir))):
+        if folder:
+            _check_writable(what, folder)
     found = _resolve_datasets([paths] if isinstance(paths, (str, Path)) else paths, split)
     if read_data:
         _check_datasets(found, split, keep)
     return found
+
+
+def _check_writable(what: str, folder: Path) -> None:
+    """Make the folder and a file in it now: an eval that cannot write its outputs fails before
+    hours of encoding, not after."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".polylate-write-check-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 def _file_in_the_way(folder: Path) -> Path | None:

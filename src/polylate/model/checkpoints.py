@@ -83,7 +83,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return Path(snapshot_download(name, etag_timeout=10))
     except Exception as exc:  # offline, unknown repo, gated, ...
         raise CheckpointError(
-            f"could not fetch {name!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            f"could not fetch {name!r} from the Hugging Face hub ({type(exc).__name__}: {' '.join(str(exc).split())}). "
             "If this machine is offline, download the repository elsewhere and pass its local "
             "folder path instead."
         ) from exc
@@ -114,7 +114,8 @@ def _as_checkpoint_error(where: Path):
         raise
     except Exception as exc:  # noqa: BLE001 — safetensors, tokenizers and torch raise their own types
         what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"{where} cannot be loaded: {what}".splitlines()[0][:500]) from exc
+        # whole, on one line: torch puts the tensor and both shapes after a first line ending in ':'
+        raise CheckpointError(" ".join(f"{where} cannot be loaded: {what}".split())[:600]) from exc
 
 
 def load_folder(folder: Path) -> ColBERT:
@@ -244,21 +245,24 @@ def _num_layers(keys, pattern: re.Pattern) -> int:
 _ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
-def encoder_config_from_hf(hf: dict, vocab_size: int, rotary: bool) -> EncoderConfig:
+def encoder_config_from_hf(hf: dict, vocab_size: int, rotary: bool, source: str = "config.json") -> EncoderConfig:
     """HF config.json → EncoderConfig; vocab size comes from the weights (may be resized)."""
     model_type = hf.get("model_type", "bert")
     act = hf.get("hidden_act", "gelu")
     if act not in _ACT:
         raise CheckpointError(f"unsupported hidden_act {act!r}")
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if key not in hf:
+            raise CheckpointError(f"{source} lacks {key}")
     common = dict(
         vocab_size=vocab_size,
-        hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=hf["num_attention_heads"],
-        intermediate_size=hf["intermediate_size"],
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        max_positions=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
+        hidden_size=_integer(hf, "hidden_size", None, source),
+        num_layers=_integer(hf, "num_hidden_layers", None, source),
+        num_heads=_integer(hf, "num_attention_heads", None, source),
+        intermediate_size=_integer(hf, "intermediate_size", None, source),
+        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+        max_positions=_integer(hf, "max_position_embeddings", 512, source),
+        type_vocab_size=_integer(hf, "type_vocab_size", 2, source),
         activation=_ACT[act],
     )
     if rotary:
@@ -269,16 +273,30 @@ def encoder_config_from_hf(hf: dict, vocab_size: int, rotary: bool) -> EncoderCo
     return EncoderConfig(position="absolute", position_offset=offset, **common)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, kind: type = dict):
+    """A JSON file of the checkpoint (empty when absent); a malformed one is named."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError as exc:
+        return kind()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, kind):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, expected "
+                              f"{'an object' if kind is dict else 'a list'}")
+    return data
 
 
-def colbert_config_from_metadata(meta: dict, tokenizer_vocab: dict, dim: int) -> ColBERTConfig:
+def _integer(fields: dict, key: str, default, source: str) -> int:
+    value = fields.get(key)
+    value = default if value is None else value  # null in a published config: the default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"{source}: {key} must be an integer, got {value!r}")
+    return value
+
+
+def colbert_config_from_metadata(meta: dict, tokenizer_vocab: dict, dim: int,
+                                 source: str = "artifact.metadata") -> ColBERTConfig:
     """Stanford/Jina ``artifact.metadata`` → ColBERTConfig (defaults: Stanford's)."""
     jina = "[QueryMarker]" in tokenizer_vocab
     default_q, default_d = ("[QueryMarker]", "[DocumentMarker]") if jina else ("[unused0]", "[unused1]")
@@ -292,13 +310,13 @@ def colbert_config_from_metadata(meta: dict, tokenizer_vocab: dict, dim: int) ->
     return ColBERTConfig(
         query_marker=marker(meta.get("query_token_id"), default_q),
         doc_marker=marker(meta.get("doc_token_id"), default_d),
-        query_maxlen=int(meta.get("query_maxlen", 32)),
-        doc_maxlen=int(meta.get("doc_maxlen", 300 if jina else 220)),  # colbert-ai's DocSettings: 220
+        query_maxlen=_integer(meta, "query_maxlen", 32, source),
+        doc_maxlen=_integer(meta, "doc_maxlen", 300 if jina else 220, source),  # colbert-ai's DocSettings: 220
         dim=dim,
         attend_to_mask_tokens=bool(meta.get("attend_to_mask_tokens", jina)),
         mask_punctuation=bool(meta.get("mask_punctuation", True)),
         similarity=meta.get("similarity", "cosine"),
-        nbits=int(meta.get("nbits", 2)),
+        nbits=_integer(meta, "nbits", 2, source),
         skiplist_rule="colbert",
     )
 
@@ -311,7 +329,10 @@ def load_tokenizer_file(folder: Path):
     import tokenizers
 
     if (folder / "tokenizer.json").exists():
-        return tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        try:
+            return tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 — tokenizers raises a bare Exception
+            raise CheckpointError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {exc}") from exc
     if (folder / "vocab.txt").exists():
         from tokenizers.implementations import BertWordPieceTokenizer
 
@@ -352,7 +373,8 @@ def _load_hf_colbert(folder: Path) -> ColBERT:
     enc_cfg, enc_state = hf_encoder(folder, state)
     tok = load_tokenizer_file(folder)
     meta = _read_json(folder / "artifact.metadata")
-    config = colbert_config_from_metadata(meta, tok.get_vocab(with_added_tokens=True), next(iter(heads)))
+    config = colbert_config_from_metadata(meta, tok.get_vocab(with_added_tokens=True), next(iter(heads)),
+                                          str(folder / "artifact.metadata"))
     return assemble(enc_cfg, enc_state, heads, tok, config)
 
 
@@ -375,12 +397,12 @@ def hf_encoder(folder: Path, state: dict[str, torch.Tensor] | None = None):
     if hf.get("num_hidden_layers", n) != n:
         raise CheckpointError(f"config says {hf['num_hidden_layers']} layers, weights have {n}")
     rotary = rotary or hf.get("position_embedding_type") == "rotary"
-    return encoder_config_from_hf(hf, vocab, rotary=rotary), enc_state
+    return encoder_config_from_hf(hf, vocab, rotary=rotary, source=str(folder / "config.json")), enc_state
 
 
 def _load_sentence_transformers(folder: Path) -> ColBERT:
     """PyLate: modules.json → Transformer (HF folder) then Dense layer(s) with no activation."""
-    modules = json.loads((folder / "modules.json").read_text())
+    modules = _read_json(folder / "modules.json", list)
     transformer = [m for m in modules if m["type"].endswith("Transformer")]
     dense = [m for m in modules if m["type"].endswith("Dense")]
     if len(transformer) != 1 or not dense:
@@ -406,8 +428,8 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
     config = ColBERTConfig(
         query_marker=st.get("query_prefix", "[Q] "),
         doc_marker=st.get("document_prefix", "[D] "),
-        query_maxlen=int(st.get("query_length", 32)),
-        doc_maxlen=int(st.get("document_length", 180)),
+        query_maxlen=_integer(st, "query_length", 32, str(folder / "config_sentence_transformers.json")),
+        doc_maxlen=_integer(st, "document_length", 180, str(folder / "config_sentence_transformers.json")),
         dim=weight.shape[0],
         attend_to_mask_tokens=bool(st.get("attend_to_expansion_tokens", False)),
         query_expansion=bool(st.get("do_query_expansion", True)),
