@@ -131,6 +131,17 @@ def test_pylate_layout(tmp_path):
     assert np.abs(model.encode(doc) - expected[keep]).max() < 1e-4
 
 
+def test_pylate_dense_config_must_match_its_weights(tmp_path):
+    import json
+
+    folder = tmp_path / "pylate-colbert"
+    write_pylate(folder)
+    cfg = json.loads((folder / "1_Dense" / "config.json").read_text())
+    (folder / "1_Dense" / "config.json").write_text(json.dumps({**cfg, "out_features": 99}))
+    with pytest.raises(CheckpointError, match=r"out_features is 99 but linear.weight has shape \[16, 32\]"):
+        load_model(folder)
+
+
 def test_pylate_without_query_expansion(tmp_path):
     folder = tmp_path / "pylate-colbert"
     bert, linear, _ = write_pylate(folder, query_expansion=False)

@@ -419,6 +419,10 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
             raise CheckpointError(f"{ddir}: Dense activation {act} is not supported (identity only)")
         ds = read_weights(ddir)
         w, b = _take(ds, "linear.weight"), ds.get("linear.bias")
+        for key, size in (("out_features", w.shape[0]), ("in_features", w.shape[1])):
+            if dcfg.get(key) not in (None, size):
+                raise CheckpointError(f"{ddir / 'config.json'}: {key} is {dcfg[key]!r} but linear.weight has "
+                                      f"shape {list(w.shape)}")
         # (w, b) ∘ (W, c): x ↦ w(Wx + c) + b
         carried = None if bias is None else w @ bias
         bias = b if carried is None else carried if b is None else carried + b
