@@ -13,7 +13,8 @@ Sources: tiny random checkpoints in the Stanford and PyLate layouts (tests/layou
 bundled e5-small encoder with its trained 128-d head under Jina-ColBERT-v2's settings
 (query expansion, colbert-ai's punctuation rule) and single-token markers ``▁Q``/``▁D`` (PyLate
 and colbert-ai insert one marker token; the bundled model's own ``query:``/``passage:`` markers
-are refused by both layouts).
+are refused by both layouts); and that model again with XLM-R's position numbering, which is
+written as an ``xlm-roberta`` encoder (``roberta.`` keys) rather than a BERT one.
 
 Peers run in their own venvs (``--pylate-python``, ``--colbert-python``; see peers/README.md);
 a missing one is skipped.
@@ -78,6 +79,27 @@ def e5_single_markers() -> ColBERT:
     return ColBERT(bundled.encoder, {128: bundled.heads["128"]}, tok, config, name="e5-small-colbert-Q-D")
 
 
+def as_xlmr_positions(model: ColBERT) -> ColBERT:
+    """The same model with XLM-R's position numbering (from pad id + 1 = 2): the position table
+    shifted by two rows, so it computes the same vectors and is written as ``xlm-roberta``."""
+    import dataclasses
+
+    import torch
+
+    from polylate.model.encoder import Encoder
+
+    offset = model.tokenizer.pad_id + 1
+    cfg = dataclasses.replace(model.encoder.config, position_offset=offset,
+                              max_positions=model.encoder.config.max_positions + offset)
+    state = model.encoder.state_dict()
+    table = state["embeddings.position.weight"]
+    state["embeddings.position.weight"] = torch.cat([torch.zeros(offset, table.shape[1]), table])
+    encoder = Encoder(cfg)
+    encoder.load_state_dict(state)
+    return ColBERT(encoder, {d: model.heads[str(d)] for d in model.head_dims}, model.tokenizer, model.config,
+                   name=model.name + "-xlmr")
+
+
 def tiny(kind: str, folder: Path) -> ColBERT:
     from tests.layouts import write_pylate, write_stanford
 
@@ -125,7 +147,8 @@ def main() -> None:
         texts.write_text(json.dumps({"queries": queries, "documents": docs}, ensure_ascii=False))
         sources = {"stanford (tiny)": lambda: tiny("stanford", tmp / "src-stanford"),
                    "pylate (tiny)": lambda: tiny("pylate", tmp / "src-pylate"),
-                   "e5-small + ▁Q/▁D": e5_single_markers}
+                   "e5-small + ▁Q/▁D": e5_single_markers,
+                   "the same, XLM-R positions": lambda: as_xlmr_positions(e5_single_markers())}
         for name, make in sources.items():
             model = make()
             ours_q = [model.encode(q, is_query=True) for q in queries]
