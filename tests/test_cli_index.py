@@ -165,3 +165,46 @@ def test_vectors_of_another_model_are_never_mixed_in(corpus, tmp_path):
     write_jina(tmp_path / "retrained", seed=5)  # same shapes and name, other weights
     res = runner.invoke(app, ["index", "search", str(index), "capital", "-m", str(tmp_path / "retrained")])
     assert res.exit_code == 2 and "weights are not those" in " ".join(res.output.split())
+
+
+def test_write_problems_are_found_before_encoding(corpus, tmp_path, monkeypatch):
+    from polylate import cli
+    from polylate.index.storage import WriterLock
+
+    path, more = corpus
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded although the write could not happen")
+
+    monkeypatch.setattr(cli, "_encode_docs", no_encoding)
+    lock = WriterLock(index)
+    lock.acquire()  # another writer
+    try:
+        for args in (["index", "add", str(index), "-i", str(more)],
+                     ["index", "build", str(index), "-i", str(more), "--overwrite"]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 2 and "being written by another process" in res.output, res.output
+    finally:
+        lock.release()
+    # a folder that cannot be written (here: its LOCK is a folder) is one line, not a traceback
+    (index / "LOCK").unlink()
+    (index / "LOCK").mkdir()
+    for args in (["index", "add", str(index), "-i", str(more)], ["index", "delete", str(index), "x"],
+                 ["index", "compact", str(index)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "cannot be written" in res.output and "Traceback" not in res.output, res.output
+    (tmp_path / "file").write_text("x")
+    res = runner.invoke(app, ["index", "build", str(tmp_path / "file" / "idx"), "-i", str(path)])
+    assert res.exit_code == 2 and "cannot create index folder" in res.output, res.output
+
+
+def test_a_query_that_is_not_utf8_is_named(corpus, tmp_path):
+    path, _ = corpus
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
+    res = runner.invoke(app, ["index", "search", str(index), "caf\udce9"])  # b"caf\xe9" from a Latin-1 shell
+    assert res.exit_code == 2 and "not valid Unicode" in res.output, res.output

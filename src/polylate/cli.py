@@ -291,6 +291,21 @@ def _open_index(path: Path):
         _fail(str(exc))
 
 
+def _check_writer(path: Path, create: bool = False) -> None:
+    """Before any encoding: the index folder can be written and no other process writes it
+    (``create``: a new index's folder is made now)."""
+    from polylate.index.storage import IndexStoreError, check_writer
+
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        check_writer(path)
+    except IndexStoreError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot create index folder {path}: {exc.strerror or exc}")
+
+
 def _index_model(recorded: dict | None, dim: int, override: str | None, device: str | None = None,
                  dtype: str | None = None):
     """(model, dim, doc_maxlen) an index or collection was built with, as it recorded them."""
@@ -337,11 +352,12 @@ def index_build(
         _fail(f"an index already exists at {path}; pass --overwrite to replace it")
     if path.exists() and not path.is_dir():
         _fail(f"{path} is a file, not an index folder")
-    if path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir()):
+    if path.is_dir() and not (path / MANIFEST).exists() and any(p.name != "LOCK" for p in path.iterdir()):
         _fail(f"{path} is not empty and holds no index; build into a new or empty folder")
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")
+    _check_writer(path, create=True)
     m = _load_model(model, device, dtype)
     dim = m.config.dim if dim is None else dim
     _check_dim(m, dim)
@@ -354,6 +370,8 @@ def index_build(
                                    overwrite=overwrite)
     except (IndexStoreError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     st = idx.stats()
     console.print(f"built {path}: {st['documents']} documents, {st['tokens']} tokens, {st['centroids']} centroids, "
                   f"{st['bytes_per_token']:.1f} bytes/token, in {time.perf_counter() - start:.1f}s")
@@ -388,6 +406,7 @@ def index_add(
     if present and not replace:
         _fail(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; delete them first or pass --replace")
     m, dim, doc_maxlen = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
+    _check_writer(path)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     try:
         with Progress(console=console, transient=True) as bar:
@@ -395,6 +414,8 @@ def index_add(
             idx.add(ids, vectors, replace=replace, texts=texts, progress=lambda n: bar.advance(task, n))
     except (ValueError, KeyError, IndexStoreError) as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"added {len(ids)} documents; {len(idx)} in the index")
 
 
@@ -419,6 +440,8 @@ def index_delete(
         _fail(exc.args[0])
     except IndexStoreError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"deleted {n} documents; {len(idx)} remain")
 
 
@@ -432,6 +455,8 @@ def index_compact(path: Path = typer.Argument(..., help="existing index folder")
         idx.compact()
     except IndexStoreError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"compacted: {idx.stats()['segments']} segment, {len(idx)} documents")
 
 

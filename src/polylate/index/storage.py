@@ -93,7 +93,10 @@ class WriterLock:
         self.fd: int | None = None
 
     def acquire(self, blocking: bool = False) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only mount, another user's index, ...
+            raise IndexStoreError(f"index {self.path.parent} cannot be written: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except OSError as exc:
@@ -115,6 +118,14 @@ class WriterLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def check_writer(root: Path) -> None:
+    """Fail now if the index at ``root`` cannot be written, or another process is writing it:
+    before minutes of encoding, not after. (The write itself takes the lock again.)"""
+    lock = WriterLock(root)
+    lock.acquire()
+    lock.release()
 
 
 def new_name(prefix: str) -> str:

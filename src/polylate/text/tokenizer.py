@@ -144,7 +144,11 @@ class ColBERTTokenizer:
                 raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
         if self.config.strip_text:
             texts = [t.strip() for t in texts]
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        try:
+            return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        except TypeError:  # tokenizers' message for a lone surrogate says nothing of the text
+            _check_unicode(texts)
+            raise
 
     def query_ids(self, content: list[int]) -> list[int]:
         ids = [self.cls_id, *self.query_marker_ids, *content[: self.max_query_content], self.sep_id]
@@ -251,3 +255,13 @@ class ColBERTTokenizer:
 
     def __call__(self, texts: list[str], is_query: bool) -> TokenBatch:
         return self.batch(self.sequences(texts, is_query), is_query)
+
+
+def _check_unicode(texts: list[str]) -> None:
+    """Lone surrogates (undecodable bytes passed through, e.g. a non-UTF-8 command line) named."""
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text #{i} is not valid Unicode at character {exc.start} ({exc.reason}): "
+                             "was it UTF-8?") from None
