@@ -141,9 +141,14 @@ def test_add_delete_reopen_and_compact(built, corpus, tmp_path):
     assert again.search(new.query_for(25), k=1)[0].id == "new-25"
     queries = {i: corpus.query_for(i) for i in (150, 300)}
     before = {i: again.search(q, k=5, settings=EXHAUSTIVE) for i, q in queries.items()}
+    live_tokens = sum(corpus.docs[corpus.ids.index(i)].shape[0] if i in corpus.ids
+                      else new.docs[new_ids.index(i)].shape[0] for i in again.ids)
+    st = again.stats()
+    assert st["tokens"] == live_tokens < st["tokens_stored"]  # deleted documents' tokens wait for compaction
     again.compact()
     assert len(again.segments) == 1 and len(again) == 540
-    assert again.stats()["deleted_pending_compaction"] == 0
+    st = again.stats()
+    assert st["deleted_pending_compaction"] == 0 and st["tokens"] == st["tokens_stored"] == live_tokens
     for i, hits in before.items():
         assert again.search(queries[i], k=5, settings=EXHAUSTIVE) == hits
     # files of superseded segments and tombstones are swept

@@ -1289,6 +1289,8 @@ def serve(
         _check_device(device)
     except ValueError as exc:
         _fail(str(exc))
+    if index_root.exists() and not index_root.is_dir():
+        _fail(f"--index-root {index_root} is a file, not a folder")
     if protect_reads and not settings.api_keys:
         _fail("--protect-reads needs API keys (--api-key or $POLYLATE_API_KEYS)")
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):

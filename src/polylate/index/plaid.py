@@ -220,19 +220,21 @@ class PlaidIndex:
         return list(self._locator)
 
     def stats(self) -> dict:
-        tokens = sum(int(s.offsets[-1]) for s in self.segments)
+        stored = sum(int(s.offsets[-1]) for s in self.segments)  # deleted documents' too, until compaction
+        tokens = sum(int(np.diff(s.offsets)[~s.deleted].sum()) for s in self.segments)
         disk = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
         return {
             "documents": len(self),
             "deleted_pending_compaction": sum(int(s.deleted.sum()) for s in self.segments),
             "tokens": tokens,
+            "tokens_stored": stored,
             "segments": len(self.segments),
             "dim": self.dim,
             "nbits": self.codec.nbits,
             "centroids": self.codec.num_centroids,
             "keeps_vectors": bool(self.manifest.get("keep_vectors")),
             "bytes_on_disk": disk,
-            "bytes_per_token": disk / max(tokens, 1),
+            "bytes_per_token": disk / max(stored, 1),
             "generation": self.manifest["generation"],
             "model": self.manifest.get("model"),
         }

@@ -104,11 +104,12 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     app = FastAPIOffline(title="polylate", version=__version__, description=DESCRIPTION,
                          static_url="/static-docs")
     app.state.settings, app.state.runner, app.state.registry = settings, runner, registry
+    public = getattr(registry, "public", lambda message: message)  # messages without the server's paths
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.exception_handler(RegistryError)
     async def _registry_error(request, exc: RegistryError):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return JSONResponse({"detail": public(exc.message)}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request, exc: RequestValidationError):
@@ -190,8 +191,12 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
             for name in registry.names():
                 try:
                     out.append(registry.stats(name))
-                except RegistryError:
-                    continue  # dropped meanwhile, or unreadable: not listed
+                except RegistryError as exc:
+                    if exc.status == 404 or not getattr(registry, "lists_damaged", False):
+                        continue  # dropped meanwhile, or (Qdrant) a collection that may be someone else's
+                    # damaged (a corrupt manifest, a missing segment): listed, with what is wrong
+                    out.append({"name": name, "documents": 0, "dim": None, "nbits": None, "built": False,
+                                "searchable": False, "problem": public(exc.message)})
             return out
 
         return IndexList(indexes=await in_thread(work))
@@ -211,7 +216,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         return await in_thread(registry.stats, name)
 
     @app.delete("/v1/indexes/{name}", status_code=204, dependencies=write, tags=["indexes"],
-                responses=errors(401, 404),
+                responses=errors(401, 404, 409),
                 summary="Delete an index and all its files")
     async def drop_index(name: IndexNameParam) -> Response:
         await in_thread(registry.drop, name)

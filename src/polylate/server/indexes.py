@@ -193,6 +193,15 @@ class IndexRegistry:
         except (OSError, ValueError) as exc:
             raise RegistryError(409, f"index folder {folder.name!r} is damaged: {path.name}: {exc}") from exc
 
+    #: a folder that cannot be opened is a damaged index of ours: listed, with its problem
+    lists_damaged = True
+
+    def public(self, message: str) -> str:
+        """A message as a client sees it: index folders by their name, not the server's paths."""
+        for root in {str(self.root), str(self.root.resolve())}:
+            message = message.replace(root + os.sep, "")
+        return message
+
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()
                       if p.is_dir() and _NAME.fullmatch(p.name) and self._exists(p))
@@ -243,7 +252,8 @@ class IndexRegistry:
             if self._exists(folder):
                 raise RegistryError(409, f"an index named {name!r} already exists")
             if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-                raise RegistryError(409, f"{name!r} is taken by a folder that is not an index")
+                kind = "folder" if folder.is_dir() else "file"
+                raise RegistryError(409, f"{name!r} is taken by a {kind} that is not an index")
             vectors = self.runner.encode(texts, is_query=False, dim=dim) if ids else []
             model = model_record(self.runner.model, self.runner.name_or_path, dim, None)
             meta = {"dim": dim, "nbits": nbits, "keep_vectors": keep_vectors, "model": model,
@@ -381,6 +391,7 @@ class IndexRegistry:
             idx = self._current(name, entry)
             meta = self._meta(self.folder(name)) or {}
             usable = _usable(lambda: self._recorded(name, idx))
+            usable["problem"] = usable["problem"] and self.public(usable["problem"])
             if idx is None:
                 return {"name": name, "documents": 0, "dim": meta["dim"], "nbits": meta["nbits"], "built": False,
                         "keeps_vectors": meta.get("keep_vectors", False), "model": meta.get("model"), **usable}

@@ -239,11 +239,11 @@ class IndexStats(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
     documents: int
-    dim: int
-    nbits: int
+    dim: int | None = Field(..., description="null only for a damaged index (see problem)")
+    nbits: int | None = Field(..., description="null only for a damaged index (see problem)")
     built: bool
     searchable: bool = Field(True, description="false when this server cannot search it (built with another "
-                             "model, or at a dim the served model does not make)")
+                             "model, at a dim the served model does not make, or damaged)")
     problem: str | None = Field(None, description="why it is not searchable")
 
 
