@@ -208,3 +208,42 @@ def test_a_query_that_is_not_utf8_is_named(corpus, tmp_path):
     assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
     res = runner.invoke(app, ["index", "search", str(index), "caf\udce9"])  # b"caf\xe9" from a Latin-1 shell
     assert res.exit_code == 2 and "not valid Unicode" in res.output, res.output
+
+
+def test_an_index_grown_by_adds_gets_centroids_that_fit_it(tmp_path, monkeypatch):
+    """Built on 3 documents, grown to the whole sample: the add retrains the codec (small
+    indexes, automatically), and compact --retrain does it on request, from kept vectors
+    without encoding anything."""
+    from polylate import cli
+    from polylate.index.plaid import PlaidIndex
+
+    runner = CliRunner()
+    first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
+    for path, docs in ((first, SAMPLE_DOCUMENTS[:3]), (rest, SAMPLE_DOCUMENTS[3:])):
+        path.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
+                                for d in docs), encoding="utf-8")
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(first)]).exit_code == 0
+    trained = json.loads((index / "MANIFEST.json").read_text())["trained_tokens"]
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest)])
+    assert res.exit_code == 0 and "retrained the centroids" in res.output, res.output
+    stats = json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)
+    assert stats["trained_tokens"] == stats["tokens"] > 2 * trained
+    assert stats["documents"] == len(SAMPLE_DOCUMENTS)
+    assert _search(runner, index, SAMPLE_DOCUMENTS[-1]["text"])["hits"][0]["id"] == SAMPLE_DOCUMENTS[-1]["id"]
+
+    kept = tmp_path / "kept"
+    assert runner.invoke(app, ["index", "build", str(kept), "-i", str(first), "--keep-vectors"]).exit_code == 0
+    monkeypatch.setattr(PlaidIndex, "AUTO_RETRAIN_BELOW_TOKENS", 0)  # as if it were large: a note, no retrain
+    res = runner.invoke(app, ["index", "add", str(kept), "-i", str(rest)])
+    assert res.exit_code == 0 and "compact --retrain" in " ".join(res.output.split()), res.output
+    assert "retrained" not in res.output
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("re-encoded although the vectors are kept")
+
+    monkeypatch.setattr(cli, "_encode_docs", no_encoding)
+    res = runner.invoke(app, ["index", "compact", str(kept), "--retrain"])
+    assert res.exit_code == 0 and "retrained the centroids" in res.output, res.output
+    stats = json.loads(runner.invoke(app, ["index", "stats", str(kept)]).stdout)
+    assert stats["trained_tokens"] == stats["tokens"] and stats["documents"] == len(SAMPLE_DOCUMENTS)

@@ -291,6 +291,38 @@ def _open_index(path: Path):
         _fail(str(exc))
 
 
+def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: int) -> None:
+    """Rebuild the index's codec and segments from its kept vectors or, re-encoded by ``m``, its
+    stored texts, in one commit that fails if another writer committed meanwhile."""
+    from polylate.index.plaid import PlaidIndex
+    from polylate.index.storage import IndexStoreError
+
+    state = (idx.manifest["generation"], idx.manifest["codec"])
+    ids, texts, vectors = [], [], []
+    for batch_ids, batch_texts, batch_vectors in idx.export():
+        ids += batch_ids
+        texts += batch_texts
+        vectors += batch_vectors or []
+    if len(vectors) != len(ids):
+        if m is None or any(t is None for t in texts):
+            _fail(f"index {path} keeps neither vectors (--keep-vectors) nor all its texts: nothing to retrain from")
+        vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+    before = idx.manifest.get("trained_tokens")
+    try:
+        with console.status("retraining centroids and compressing"):
+            new = PlaidIndex.build(path, ids, vectors, nbits=idx.codec.nbits,
+                                   keep_vectors=bool(idx.manifest.get("keep_vectors")),
+                                   texts=None if any(t is None for t in texts) else texts,
+                                   model=idx.manifest.get("model"), overwrite=True, replaces=state)
+    except (IndexStoreError, ValueError) as exc:
+        _fail(f"not retrained: {exc}")
+    except OSError as exc:
+        _fail(f"cannot write index {path}: {exc.strerror or exc}")
+    console.print(f"retrained the centroids on {new.manifest['trained_tokens']} tokens (they were trained on "
+                  f"{before if before is not None else 'an unknown number of'}): {new.codec.num_centroids} centroids, "
+                  f"{len(new)} documents")
+
+
 def _check_writer(path: Path, create: bool = False) -> None:
     """Before any encoding: the index folder can be written and no other process writes it
     (``create``: a new index's folder is made now)."""
@@ -417,6 +449,14 @@ def index_add(
     except OSError as exc:
         _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"added {len(ids)} documents; {len(idx)} in the index")
+    if idx.outgrown():
+        trained = idx.manifest["trained_tokens"]
+        if trained < idx.AUTO_RETRAIN_BELOW_TOKENS:
+            _retrain(path, idx, m, dim, doc_maxlen, batch_size)
+        else:
+            console.print(f"[yellow]note:[/yellow] the index's centroids were trained on {trained} tokens and it "
+                          f"now holds {idx.live_tokens()}: `polylate index compact --retrain {path}` fits them to "
+                          "the collection (recall drops as an index outgrows them)", soft_wrap=True)
 
 
 @index_app.command("delete")
@@ -446,11 +486,30 @@ def index_delete(
 
 
 @index_app.command("compact")
-def index_compact(path: Path = typer.Argument(..., help="existing index folder")) -> None:
-    """Merge segments and drop deleted documents."""
+def index_compact(
+    path: Path = typer.Argument(..., help="existing index folder"),
+    retrain: bool = typer.Option(False, help="also retrain the centroids on the whole collection (from the kept "
+                                 "vectors, or by re-encoding the stored texts): for an index grown by adds"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index "
+                                        "(--retrain re-encodes with it)"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+) -> None:
+    """Merge segments and drop deleted documents (and, with --retrain, refit the centroids)."""
     from polylate.index.storage import IndexStoreError
 
     idx = _open_index(path)
+    if retrain:
+        if not len(idx):
+            _fail(f"index {path} holds no documents to retrain on")
+        _check_writer(path)
+        m = None
+        if not idx.manifest.get("keep_vectors"):
+            m, _, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
+        recorded = idx.manifest.get("model") or {}
+        _retrain(path, idx, m, idx.dim, recorded.get("doc_maxlen"), batch_size)
+        return
     try:
         idx.compact()
     except IndexStoreError as exc:

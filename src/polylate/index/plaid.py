@@ -219,9 +219,23 @@ class PlaidIndex:
     def ids(self) -> list[str]:
         return list(self._locator)
 
+    #: an outgrown codec this small is retrained after an add by the CLI and the server (cheap);
+    #: a larger one on request (``polylate index compact --retrain``)
+    AUTO_RETRAIN_BELOW_TOKENS = 1 << 16
+
+    def live_tokens(self) -> int:
+        return sum(int(np.diff(s.offsets)[~s.deleted].sum()) for s in self.segments)
+
+    def outgrown(self, factor: float = 2.0) -> bool:
+        """The codec was trained on fewer than 1/``factor`` of the tokens the index now holds (an
+        index built small and grown by adds): its centroids no longer fit, and recall drops
+        until it is retrained. Unknown (False) for indexes from before the count was kept."""
+        trained = self.manifest.get("trained_tokens")
+        return bool(trained) and self.live_tokens() > factor * trained
+
     def stats(self) -> dict:
         stored = sum(int(s.offsets[-1]) for s in self.segments)  # deleted documents' too, until compaction
-        tokens = sum(int(np.diff(s.offsets)[~s.deleted].sum()) for s in self.segments)
+        tokens = self.live_tokens()
         disk = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
         return {
             "documents": len(self),
@@ -236,6 +250,7 @@ class PlaidIndex:
             "bytes_on_disk": disk,
             "bytes_per_token": disk / max(stored, 1),
             "generation": self.manifest["generation"],
+            "trained_tokens": self.manifest.get("trained_tokens"),
             "model": self.manifest.get("model"),
         }
 
@@ -307,6 +322,7 @@ class PlaidIndex:
                 "format": FORMAT, "format_version": FORMAT_VERSION, "generation": generation,
                 "dim": dim, "nbits": nbits, "codec": codec_name, "segments": [],
                 "keep_vectors": keep_vectors, "model": model or {}, "created": time.time(),
+                "trained_tokens": int(sample.shape[0]),
             }
             index = cls.__new__(cls)
             index.root, index.manifest, index.codec, index.segments, index._locator = root, manifest, codec, [], {}

@@ -33,7 +33,7 @@ from polylate.server.runner import ModelRunner
 from polylate.server.schemas import INDEX_NAME_PATTERN
 
 SERVER_META = "SERVER.json"
-RETRAIN_BELOW_TOKENS = 1 << 16
+RETRAIN_BELOW_TOKENS = PlaidIndex.AUTO_RETRAIN_BELOW_TOKENS
 _NAME = re.compile(INDEX_NAME_PATTERN.strip("^$"))
 
 
