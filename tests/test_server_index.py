@@ -189,6 +189,32 @@ def test_cli_reads_a_server_index_and_server_lists_cli_index(client, tmp_path):
     assert "de-berlin" in [h["id"] for h in json.loads(res.stdout.strip().splitlines()[-1])["hits"]]
 
 
+def test_an_index_the_server_created_empty_works_from_the_cli(client, tmp_path):
+    from typer.testing import CliRunner
+
+    from polylate.cli import app as cli
+
+    assert client.post("/v1/indexes", json={"name": "e2", "dim": 96, "nbits": 4}).status_code == 201
+    folder = str(tmp_path / "indexes" / "e2")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["index", "stats", folder])
+    assert res.exit_code == 0 and json.loads(res.stdout) | {"model": None} == {
+        "documents": 0, "built": False, "dim": 96, "nbits": 4, "keeps_vectors": False, "model": None}
+    res = runner.invoke(cli, ["index", "search", folder, "capital", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout.strip().splitlines()[-1])["hits"] == []
+    res = runner.invoke(cli, ["index", "build", folder, "-i", str(tmp_path / "x.jsonl")])
+    assert res.exit_code == 2 and "created empty by the server" in res.output
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
+                            for d in DOCS), encoding="utf-8")
+    res = runner.invoke(cli, ["index", "add", folder, "-i", str(docs)])
+    assert res.exit_code == 0 and f"{len(DOCS)} in the index" in res.output, res.output
+    stats = client.get("/v1/indexes/e2").json()  # the server sees what the CLI built, at its settings
+    assert stats["documents"] == len(DOCS) and stats["dim"] == 96 and stats["nbits"] == 4
+    res = client.post("/v1/indexes/e2/search", json={"query": "What is the capital of Germany?", "top_k": 3})
+    assert "de-berlin" in _ids(res)
+
+
 def test_concurrent_searches_and_writes(model, tmp_path):
     """Readers keep getting answers while a writer adds and deletes (real server, threads)."""
     app = app_for(model, tmp_path)

@@ -291,6 +291,43 @@ def _open_index(path: Path):
         _fail(str(exc))
 
 
+def _empty_index(path: Path) -> dict | None:
+    """The settings of an index the server created empty (None: a built index, or none)."""
+    from polylate.index.storage import IndexStoreError, empty_index_settings
+
+    try:
+        return empty_index_settings(path)
+    except IndexStoreError as exc:
+        _fail(str(exc))
+
+
+def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch_size: int,
+               device: str | None, dtype: str | None) -> None:
+    """The first documents of an index the server created empty: they build it, with the
+    settings and model it records (as the server's own first add does)."""
+    from polylate.index.plaid import PlaidIndex
+    from polylate.index.storage import SERVER_META, IndexStoreError, write_json
+
+    ids, texts = read_texts(input, [])
+    if not texts:
+        _fail(f"{input} holds no documents")
+    recorded = settings.get("model") or {}
+    m, dim, doc_maxlen = _index_model(recorded, settings["dim"], model, device, dtype)
+    _check_writer(path)
+    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+    try:
+        with console.status("training centroids and compressing"):
+            idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"],
+                                   keep_vectors=bool(settings.get("keep_vectors")), texts=texts,
+                                   model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
+        write_json(path / SERVER_META, {**settings, "trained_tokens": idx.manifest["trained_tokens"]})
+    except (IndexStoreError, ValueError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write index {path}: {exc.strerror or exc}")
+    console.print(f"added {len(ids)} documents; {len(idx)} in the index (its first: the centroids were trained on them)")
+
+
 def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: int) -> None:
     """Rebuild the index's codec and segments from its kept vectors or, re-encoded by ``m``, its
     stored texts, in one commit that fails if another writer committed meanwhile."""
@@ -384,7 +421,10 @@ def index_build(
         _fail(f"an index already exists at {path}; pass --overwrite to replace it")
     if path.exists() and not path.is_dir():
         _fail(f"{path} is a file, not an index folder")
-    if path.is_dir() and not (path / MANIFEST).exists() and any(p.name != "LOCK" for p in path.iterdir()):
+    if _empty_index(path) is not None and not overwrite:
+        _fail(f"{path} holds an index created empty by the server: add documents with `polylate index add`, "
+              "or pass --overwrite to build it here with this command's settings")
+    if path.is_dir() and not (path / MANIFEST).exists() and any(p.name not in ("LOCK", "SERVER.json") for p in path.iterdir()):
         _fail(f"{path} is not empty and holds no index; build into a new or empty folder")
     ids, texts = read_texts(input, [])
     if not texts:
@@ -404,6 +444,7 @@ def index_build(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write index {path}: {exc.strerror or exc}")
+    (path / "SERVER.json").unlink(missing_ok=True)  # a server's record of what was replaced: obsolete
     st = idx.stats()
     console.print(f"built {path}: {st['documents']} documents, {st['tokens']} tokens, {st['centroids']} centroids, "
                   f"{st['bytes_per_token']:.1f} bytes/token, in {time.perf_counter() - start:.1f}s")
@@ -424,6 +465,10 @@ def index_add(
 
     from polylate.index.storage import IndexStoreError
 
+    empty = _empty_index(path)
+    if empty is not None:
+        _add_first(path, empty, input, model, batch_size, device, dtype)
+        return
     idx = _open_index(path)
     positional = ".jsonl" not in input.suffixes
     if positional and replace:
@@ -469,6 +514,11 @@ def index_delete(
     """Delete documents by id (one atomic commit)."""
     from polylate.index.storage import IndexStoreError
 
+    if _empty_index(path) is not None:
+        if not missing_ok:
+            _fail(f"index {path} is empty (created by the server, no documents yet): nothing to delete")
+        console.print("deleted 0 documents; 0 remain")
+        return
     idx = _open_index(path)
     if not ids:
         if input is None:
@@ -499,6 +549,9 @@ def index_compact(
     """Merge segments and drop deleted documents (and, with --retrain, refit the centroids)."""
     from polylate.index.storage import IndexStoreError
 
+    if _empty_index(path) is not None:
+        console.print(f"index {path} is empty (created by the server, no documents yet): nothing to compact")
+        return
     idx = _open_index(path)
     if retrain:
         if not len(idx):
@@ -522,6 +575,11 @@ def index_compact(
 @index_app.command("stats")
 def index_stats(path: Path = typer.Argument(..., help="existing index folder")) -> None:
     """Print the index's size and settings as JSON."""
+    empty = _empty_index(path)
+    if empty is not None:  # created empty by the server: settings only, until documents are added
+        print(json.dumps({"documents": 0, "built": False, "dim": empty["dim"], "nbits": empty["nbits"],
+                          "keeps_vectors": bool(empty.get("keep_vectors")), "model": empty.get("model")}, indent=2))
+        return
     print(json.dumps(_open_index(path).stats(), indent=2))
 
 
@@ -562,6 +620,12 @@ def index_search(
     allowed = None
     if filter_ids is not None:
         allowed = _read_ids(filter_ids)
+    empty = _empty_index(path)
+    if empty is not None:  # created empty by the server: no hits, once the model is known to fit
+        _index_model(empty.get("model"), empty["dim"], model, device, dtype)
+        for query in queries:
+            _print_hits(Console(), query, 0.0, [], [], as_json)
+        return
     idx = _open_index(path)
     m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
     out = Console()

@@ -29,6 +29,10 @@ import numpy as np
 FORMAT = "polylate-plaid"
 FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
+# settings of an index created through the server (dim, nbits, keep_vectors, model,
+# trained_tokens); alone in a folder (no MANIFEST yet) it is an index created empty, which the
+# first documents added build
+SERVER_META = "SERVER.json"
 
 
 class IndexStoreError(RuntimeError):
@@ -118,6 +122,31 @@ class WriterLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Written whole or not at all (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def empty_index_settings(root: Path) -> dict | None:
+    """The recorded settings of an index created empty (by the server) that no documents have
+    built yet; None when ``root`` holds a built index or none."""
+    path = root / SERVER_META
+    if (root / MANIFEST).exists() or not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("dim"), int) or not isinstance(meta.get("nbits"), int):
+            raise ValueError("no dim and nbits")
+    except (OSError, ValueError) as exc:
+        raise IndexStoreError(f"index {root} is damaged: {SERVER_META}: {exc}") from exc
+    return meta
 
 
 def check_writer(root: Path) -> None:

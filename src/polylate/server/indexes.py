@@ -28,11 +28,11 @@ from pathlib import Path
 
 from polylate.model.identity import model_mismatch, model_record
 from polylate.index.plaid import PlaidIndex, SearchSettings
-from polylate.index.storage import MANIFEST, IndexStoreError, WriterLock, read_manifest
+from polylate.index.storage import MANIFEST, SERVER_META, IndexStoreError, WriterLock, read_manifest
+from polylate.index.storage import write_json as _write_json
 from polylate.server.runner import ModelRunner
 from polylate.server.schemas import INDEX_NAME_PATTERN
 
-SERVER_META = "SERVER.json"
 RETRAIN_BELOW_TOKENS = PlaidIndex.AUTO_RETRAIN_BELOW_TOKENS
 _NAME = re.compile(INDEX_NAME_PATTERN.strip("^$"))
 
@@ -97,15 +97,6 @@ class SearchResult:
     texts: list[str | None]
     dim: int
     doc_maxlen: int | None
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def check_documents(ids: list[str], texts: list[str]) -> None:
