@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -413,7 +414,7 @@ def index_build(
     """Encode a collection and build a compressed index."""
     from polylate.index.codec import NBITS
     from polylate.index.plaid import PlaidIndex
-    from polylate.index.storage import MANIFEST, IndexStoreError
+    from polylate.index.storage import MANIFEST, SERVER_META, IndexStoreError
 
     if nbits not in NBITS:
         _fail(f"--nbits must be one of {NBITS}, got {nbits}")
@@ -424,27 +425,34 @@ def index_build(
     if _empty_index(path) is not None and not overwrite:
         _fail(f"{path} holds an index created empty by the server: add documents with `polylate index add`, "
               "or pass --overwrite to build it here with this command's settings")
-    if path.is_dir() and not (path / MANIFEST).exists() and any(p.name not in ("LOCK", "SERVER.json") for p in path.iterdir()):
+    if path.is_dir() and not (path / MANIFEST).exists() and any(p.name not in ("LOCK", SERVER_META)
+                                                                for p in path.iterdir()):
         _fail(f"{path} is not empty and holds no index; build into a new or empty folder")
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")
-    _check_writer(path, create=True)
     m = _load_model(model, device, dtype)
     dim = m.config.dim if dim is None else dim
     _check_dim(m, dim)
-    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
-    start = time.perf_counter()
+    created = not path.exists()
+    _check_writer(path, create=True)
     try:
-        with console.status("training centroids and compressing"):
-            idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
-                                   model=identity.model_record(m, model, dim, doc_maxlen),
-                                   overwrite=overwrite)
-    except (IndexStoreError, ValueError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot write index {path}: {exc.strerror or exc}")
-    (path / "SERVER.json").unlink(missing_ok=True)  # a server's record of what was replaced: obsolete
+        vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+        start = time.perf_counter()
+        try:
+            with console.status("training centroids and compressing"):
+                idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
+                                       model=identity.model_record(m, model, dim, doc_maxlen),
+                                       overwrite=overwrite)
+        except (IndexStoreError, ValueError) as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"cannot write index {path}: {exc.strerror or exc}")
+    except BaseException:
+        if created and not (path / MANIFEST).exists():  # a failed build leaves no folder it made
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    (path / SERVER_META).unlink(missing_ok=True)  # a server's record of what was replaced: obsolete
     st = idx.stats()
     console.print(f"built {path}: {st['documents']} documents, {st['tokens']} tokens, {st['centroids']} centroids, "
                   f"{st['bytes_per_token']:.1f} bytes/token, in {time.perf_counter() - start:.1f}s")
