@@ -316,9 +316,11 @@ class IndexRegistry:
 
     def _maybe_retrain(self, entry: _Entry, folder: Path, idx: PlaidIndex, rec: dict) -> bool:
         meta = rec["meta"]
-        if not meta or meta.get("trained_tokens", 0) >= self.retrain_below_tokens:
+        # the manifest's count is the codec's own (a CLI retrain updates it); SERVER.json's for older indexes
+        trained = idx.manifest.get("trained_tokens", meta.get("trained_tokens", 0))
+        if not meta or trained >= self.retrain_below_tokens:
             return False
-        if idx.stats()["tokens"] <= 2 * meta.get("trained_tokens", 0):
+        if idx.live_tokens() <= 2 * trained:
             return False
         state = (idx.manifest["generation"], idx.manifest["codec"])
         ids = idx.ids
