@@ -103,7 +103,10 @@ def as_xlmr_positions(model: ColBERT) -> ColBERT:
 def tiny(kind: str, folder: Path) -> ColBERT:
     from tests.layouts import write_pylate, write_stanford
 
-    (write_stanford if kind == "stanford" else write_pylate)(folder)
+    if kind == "stanford":
+        write_stanford(folder)
+    else:
+        write_pylate(folder, query_expansion=kind != "pylate-noexp")
     return load_model(folder)
 
 
@@ -116,6 +119,13 @@ def peer_vectors(python: str, engine: str, folder: Path, texts: Path, out: Path)
     z = np.load(out)
     return ([z[f"q{i}"] for i in range(sum(k.startswith("q") for k in z.files))],
             [z[f"d{i}"] for i in range(sum(k.startswith("d") for k in z.files))])
+
+
+def _version(python: str, engine: str) -> str:
+    dist = "pylate" if engine == "pylate" else "colbert-ai"
+    done = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                          capture_output=True, text=True)
+    return f"{engine} {done.stdout.strip() or '?'}"
 
 
 def max_diff(ours: list[np.ndarray], theirs: list[np.ndarray]) -> str:
@@ -133,12 +143,14 @@ def max_diff(ours: list[np.ndarray], theirs: list[np.ndarray]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", type=int, default=4, help="queries and paragraphs per language")
-    ap.add_argument("--pylate-python", default=str(ROOT / ".venv-pylate" / "bin" / "python"))
+    ap.add_argument("--pylate-python", action="append", help="a PyLate venv's python (repeatable; default: "
+                    ".venv-pylate*/bin/python, e.g. 1.6.0 and 1.2.0 side by side)")
     ap.add_argument("--colbert-python", default=str(ROOT / ".venv-colbert" / "bin" / "python"))
     args = ap.parse_args()
     queries, docs = real_texts(args.texts)
-    peers = [(layout, engine, python) for layout, engine, python in
-             (("pylate", "pylate", args.pylate_python), ("stanford", "colbert-ai", args.colbert_python))
+    pylates = args.pylate_python or [str(p / "bin" / "python") for p in sorted(ROOT.glob(".venv-pylate*"))]
+    peers = [("pylate", "pylate", p) for p in pylates] + [("stanford", "colbert-ai", args.colbert_python)]
+    peers = [(layout, engine, python, _version(python, engine)) for layout, engine, python in peers
              if Path(python).exists()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -147,16 +159,17 @@ def main() -> None:
         texts.write_text(json.dumps({"queries": queries, "documents": docs}, ensure_ascii=False))
         sources = {"stanford (tiny)": lambda: tiny("stanford", tmp / "src-stanford"),
                    "pylate (tiny)": lambda: tiny("pylate", tmp / "src-pylate"),
+                   "pylate, no query expansion": lambda: tiny("pylate-noexp", tmp / "src-pylate-noexp"),
                    "e5-small + ▁Q/▁D": e5_single_markers,
                    "the same, XLM-R positions": lambda: as_xlmr_positions(e5_single_markers())}
         for name, make in sources.items():
             model = make()
             ours_q = [model.encode(q, is_query=True) for q in queries]
             ours_d = [model.encode(d) for d in docs]
-            for layout, engine, python in peers:
+            for layout, engine, python, version in peers:
                 blockers, changes = check_layout(model, layout)
                 if blockers:
-                    rows.append((name, engine, "refused: " + "; ".join(blockers), "", "", ""))
+                    rows.append((name, version, "refused: " + "; ".join(blockers), "", "", ""))
                     continue
                 folder = tmp / f"out-{layout}"
                 export_model(model, folder, layout, allow_changes=True)
@@ -164,7 +177,7 @@ def main() -> None:
                 back = load_model(folder)  # polylate's own loader of the written folder
                 back_q = [back.encode(q, is_query=True) for q in queries]
                 back_d = [back.encode(d) for d in docs]
-                rows.append((name, engine, max_diff(ours_q, theirs_q), max_diff(ours_d, theirs_d),
+                rows.append((name, version, max_diff(ours_q, theirs_q), max_diff(ours_d, theirs_d),
                              max_diff(back_q + back_d, theirs_q + theirs_d), "; ".join(changes) or "none"))
     print(f"{len(queries)} queries, {len(docs)} documents ({', '.join(LANGS)}); max |polylate − peer|, float32")
     header = ("source model", "peer", "queries", "documents", "polylate re-loading it", "declared changes")

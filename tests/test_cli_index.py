@@ -161,10 +161,24 @@ def test_vectors_of_another_model_are_never_mixed_in(corpus, tmp_path):
     shutil.copytree(tmp_path / "tiny", tmp_path / "moved")  # another folder name, the same weights
     res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "-m", str(tmp_path / "moved")])
     assert res.exit_code == 0, res.output
+    json_bytes_after_add = (index / "MANIFEST.json").read_bytes()
     _search(runner, index, "capital", "-m", str(tmp_path / "moved"), "--dtype", "bf16")
     write_jina(tmp_path / "retrained", seed=5)  # same shapes and name, other weights
     res = runner.invoke(app, ["index", "search", str(index), "capital", "-m", str(tmp_path / "retrained")])
-    assert res.exit_code == 2 and "weights are not those" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "weights differ" in " ".join(res.output.split())
+    # one layer changed, everything else the same: still another model
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tmp_path / "tiny", tmp_path / "one-layer")
+    weights = tmp_path / "one-layer" / "model.safetensors"
+    state = load_file(str(weights))
+    key = "roberta.encoder.layers.0.mlp.fc1.weight"
+    state[key] = state[key] + 0.05 * torch.randn(state[key].shape, generator=torch.Generator().manual_seed(3)).to(state[key].dtype)
+    save_file(state, str(weights))
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "-m", str(tmp_path / "one-layer"), "--replace"])
+    assert res.exit_code == 2 and "weights differ" in " ".join(res.output.split())
+    assert (index / "MANIFEST.json").read_bytes() == json_bytes_after_add
 
 
 def test_write_problems_are_found_before_encoding(corpus, tmp_path, monkeypatch):
@@ -247,3 +261,23 @@ def test_an_index_grown_by_adds_gets_centroids_that_fit_it(tmp_path, monkeypatch
     assert res.exit_code == 0 and "retrained the centroids" in res.output, res.output
     stats = json.loads(runner.invoke(app, ["index", "stats", str(kept)]).stdout)
     assert stats["trained_tokens"] == stats["tokens"] and stats["documents"] == len(SAMPLE_DOCUMENTS)
+
+
+def test_an_add_that_cannot_retrain_still_succeeds(tmp_path):
+    """An index built in Python without texts or kept vectors: the add commits and says why the
+    centroids stay, instead of failing after its commit."""
+    from polylate import load_model
+    from polylate.index.plaid import PlaidIndex
+    from polylate.model.identity import model_record
+
+    model = load_model()
+    first = SAMPLE_DOCUMENTS[:3]
+    PlaidIndex.build(tmp_path / "idx", [d["id"] for d in first], model.encode([d["text"] for d in first]),
+                     model=model_record(model, "default", 128, None))
+    rest = tmp_path / "rest.jsonl"
+    rest.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
+                            for d in SAMPLE_DOCUMENTS[3:]), encoding="utf-8")
+    res = CliRunner().invoke(app, ["index", "add", str(tmp_path / "idx"), "-i", str(rest)])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert f"{len(SAMPLE_DOCUMENTS)} in the index" in out and "were not retrained" in out

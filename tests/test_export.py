@@ -57,6 +57,12 @@ def test_exported_model_encodes_as_the_source(sources, tmp_path, source, layout)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left beside it
 
 
+def test_queries_without_expansion_are_a_change_for_pylate_before_1_3(tmp_path):
+    write_pylate(tmp_path / "src", query_expansion=False)
+    blockers, changes = check_layout(load_model(tmp_path / "src"), "pylate")
+    assert blockers == [] and len(changes) == 1 and "PyLate before 1.3" in changes[0]
+
+
 def test_what_a_layout_would_encode_differently_is_refused_unless_accepted(tmp_path):
     """colbert-ai always pads queries with mask tokens: a PyLate model without query expansion
     keeps its document vectors in the Stanford layout, not its query vectors."""
@@ -129,12 +135,20 @@ def test_the_bundled_models_multi_token_markers_fit_only_the_native_layout(tmp_p
         assert any(re.search(r"'query:' is \d+ tokens", b) for b in blockers), blockers
 
 
-def test_an_existing_folder_is_replaced_whole(sources, tmp_path):
+def test_an_existing_folder_is_replaced_whole_only_if_it_is_a_model(sources, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    export_model(load_model(sources / "stanford"), out, "stanford")
     (out / "stale.bin").write_bytes(b"x")
-    export_model(load_model(sources / "pylate"), out, "pylate")
+    export_model(load_model(sources / "pylate"), out, "pylate")  # an earlier export: replaced whole
     assert not (out / "stale.bin").exists() and (out / "1_Dense" / "model.safetensors").exists()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.txt").write_text("years of work")
+    with pytest.raises(ExportError, match="not a model checkpoint"):
+        export_model(load_model(sources / "pylate"), notes, "pylate")
+    assert (notes / "thesis.txt").read_text() == "years of work"
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        export_model(load_model(sources / "pylate"), notes / "thesis.txt" / "out", "pylate")
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +208,32 @@ def test_convert_cli(sources, tmp_path):
     res = runner.invoke(app, ["convert", str(tmp_path / "nothing"), str(tmp_path / "x")])
     assert res.exit_code == 2 and "no checkpoint folder" in res.output
     assert not (tmp_path / "x").exists()
+    # the source itself, or a folder holding it, is never the output (it would be deleted)
+    import shutil
+
+    shutil.copytree(sources / "stanford", tmp_path / "proj" / "model")
+    for target in (tmp_path / "proj" / "model", tmp_path / "proj"):
+        res = runner.invoke(app, ["convert", str(tmp_path / "proj" / "model"), str(target), "--to", "pylate",
+                                  "--overwrite"])
+        assert res.exit_code == 2 and "is (or holds) the source model" in res.output, res.output
+    assert load_model(tmp_path / "proj" / "model").config.dim == 24
+
+
+def test_a_write_error_of_safetensors_is_one_line(sources, tmp_path, monkeypatch):
+    """safetensors reports a full disk with its own error type: the CLI still prints one line,
+    and no half-written folder is left."""
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+    from polylate.model import colbert
+
+    class SafetensorError(Exception):
+        pass
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(colbert, "save_file", full_disk)
+    res = CliRunner().invoke(app, ["convert", str(sources / "stanford"), str(tmp_path / "out"), "--to", "pylate"])
+    assert res.exit_code == 2 and "No space left on device" in res.output and "Traceback" not in res.output
+    assert list(tmp_path.iterdir()) == []

@@ -260,8 +260,12 @@ def convert(
 
     if to not in LAYOUTS:
         _fail(f"--to must be one of {', '.join(LAYOUTS)}, got {to!r}")
-    if output.exists() and not output.is_dir():
-        _fail(f"{output} is a file; the output is a folder")
+    in_the_way = next((p for p in (output, *output.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        _fail(f"{in_the_way} is a file, not a folder")
+    source_dir = Path(source).expanduser()
+    if source_dir.is_dir() and (output.resolve() == source_dir.resolve() or output.resolve() in source_dir.resolve().parents):
+        _fail(f"{output} is (or holds) the source model, which writing it would delete; choose another folder")
     if output.exists() and not overwrite:
         _fail(f"{output} exists; pass --overwrite to replace it")
     torch_dtype = _check_dtype(dtype)
@@ -329,9 +333,16 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
     console.print(f"added {len(ids)} documents; {len(idx)} in the index (its first: the centroids were trained on them)")
 
 
-def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: int) -> None:
+def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: int, after_add: bool = False) -> None:
     """Rebuild the index's codec and segments from its kept vectors or, re-encoded by ``m``, its
-    stored texts, in one commit that fails if another writer committed meanwhile."""
+    stored texts, in one commit that fails if another writer committed meanwhile. ``after_add``:
+    the add is committed already, so what stops the retrain is a note, not a failed command."""
+
+    def cannot(message: str) -> None:
+        if not after_add:
+            _fail(message)
+        console.print(f"[yellow]note:[/yellow] the centroids were not retrained: {escape(message)}", soft_wrap=True)
+
     from polylate.index.plaid import PlaidIndex
     from polylate.index.storage import IndexStoreError
 
@@ -343,7 +354,8 @@ def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: i
         vectors += batch_vectors or []
     if len(vectors) != len(ids):
         if m is None or any(t is None for t in texts):
-            _fail(f"index {path} keeps neither vectors (--keep-vectors) nor all its texts: nothing to retrain from")
+            return cannot(f"index {path} keeps neither vectors (--keep-vectors) nor all its texts: nothing to "
+                          "retrain from")
         vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     before = idx.manifest.get("trained_tokens")
     try:
@@ -353,9 +365,9 @@ def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: i
                                    texts=None if any(t is None for t in texts) else texts,
                                    model=idx.manifest.get("model"), overwrite=True, replaces=state)
     except (IndexStoreError, ValueError) as exc:
-        _fail(f"not retrained: {exc}")
+        return cannot(f"not retrained: {exc}")
     except OSError as exc:
-        _fail(f"cannot write index {path}: {exc.strerror or exc}")
+        return cannot(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"retrained the centroids on {new.manifest['trained_tokens']} tokens (they were trained on "
                   f"{before if before is not None else 'an unknown number of'}): {new.codec.num_centroids} centroids, "
                   f"{len(new)} documents")
@@ -505,7 +517,7 @@ def index_add(
     if idx.outgrown():
         trained = idx.manifest["trained_tokens"]
         if trained < idx.AUTO_RETRAIN_BELOW_TOKENS:
-            _retrain(path, idx, m, dim, doc_maxlen, batch_size)
+            _retrain(path, idx, m, dim, doc_maxlen, batch_size, after_add=True)
         else:
             console.print(f"[yellow]note:[/yellow] the index's centroids were trained on {trained} tokens and it "
                           f"now holds {idx.live_tokens()}: `polylate index compact --retrain {path}` fits them to "

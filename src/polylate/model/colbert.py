@@ -305,7 +305,12 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        try:
+            save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        except Exception as exc:  # safetensors' own error type for a full disk, a vanished folder, ...
+            if isinstance(exc, OSError):
+                raise
+            raise OSError(f"cannot write {path}: {' '.join(str(exc).split())}") from exc
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

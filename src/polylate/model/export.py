@@ -52,7 +52,9 @@ def export_model(
     if not 1 <= dim <= model.max_dim:
         raise ExportError(f"dim must be in [1, {model.max_dim}], got {dim}")
     if layout == "polylate":
+        _check_replaceable(Path(folder))
         return _export_native(model, Path(folder), dim, dtype)
+    _check_replaceable(Path(folder))
     blockers, changes = check_layout(model, layout)
     if blockers:
         raise ExportError(f"the {layout} layout cannot hold this model: " + "; ".join(blockers))
@@ -62,6 +64,21 @@ def export_model(
     writer = {"pylate": _write_pylate, "stanford": _write_stanford, "jina": _write_jina}[layout]
     replace_folder(folder, lambda tmp: writer(model, tmp, dim, dtype))
     return changes
+
+
+def _check_replaceable(folder: Path) -> None:
+    """The output folder is replaced whole: only a model checkpoint or an empty folder may be."""
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            raise ExportError(f"{p} is a file, not a folder" if p != folder else f"{folder} is a file; the output is a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        from polylate.model.checkpoints import CheckpointError, detect_layout
+
+        try:
+            detect_layout(folder)
+        except (CheckpointError, OSError):
+            raise ExportError(f"{folder} holds files that are not a model checkpoint; the output folder is "
+                              "replaced whole, so give a new or empty folder") from None
 
 
 def check_layout(model: ColBERT, layout: str) -> tuple[list[str], list[str]]:
@@ -84,6 +101,9 @@ def check_layout(model: ColBERT, layout: str) -> tuple[list[str], list[str]]:
         elif enc.position_offset not in (0, _xlmr_offset(model)):
             blockers.append(f"its positions start at {enc.position_offset}; HF BERT starts at 0 and "
                             f"XLM-R at pad id + 1 = {_xlmr_offset(model)}")
+    if layout == "pylate" and not cfg.query_expansion:
+        changes.append("PyLate before 1.3 ignores do_query_expansion and pads queries with mask tokens "
+                       "(1.3 and later honour it; this model does not expand queries)")
     strips = layout == "pylate"
     if cfg.strip_text != strips and _whitespace_is_tokenised(model):
         changes.append(f"{_library(layout)} {'strips' if strips else 'keeps'} whitespace around each "

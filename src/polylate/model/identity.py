@@ -2,50 +2,55 @@
 collection metadata), so vectors of another model are never mixed in or searched with.
 
 A model's name is not enough: it is a folder name for most layouts and changes when the folder
-moves, and a retrained head keeps it. The record holds a signature instead: a few weights
-sampled from the embeddings, the last layer and the head, compared with a tolerance that
-survives loading in bf16/fp16 or on another device.
+moves, and a retrained head keeps it. The record holds a signature instead: a few values
+sampled from every encoder tensor and from the projection to the stored dim, compared with a
+tolerance that survives loading in bf16/fp16, on another device or from another layout.
 """
 
 from __future__ import annotations
 
 import math
 
-_SAMPLES = 16  # per tensor
+_PER_TENSOR = 8
 
 
-def signature(model) -> list[float]:
+def signature(model, dim: int) -> list[float]:
+    """Values that change when any weight behind ``dim``-d vectors does (raises ValueError when
+    the model makes no such vectors)."""
     import torch
 
-    picks = (model.encoder.embeddings.word.weight, model.encoder.layers[-1].fc2.weight,
-             model.heads[str(model.max_dim)].weight)
+    weight, bias = model._projection(dim)
+    tensors = [t for _, t in sorted(model.encoder.state_dict().items())] + [weight] + ([bias] if bias is not None else [])
     out: list[float] = []
-    for weight in picks:
-        flat = weight.detach().flatten()
-        at = torch.tensor([i * (flat.numel() - 1) // (_SAMPLES - 1) for i in range(_SAMPLES)], device=flat.device)
-        out += [round(float(v), 5) for v in flat[at].float().cpu()]
+    for tensor in tensors:
+        flat = tensor.detach().flatten()
+        n = flat.numel()
+        at = torch.tensor([i * (n - 1) // (_PER_TENSOR - 1) for i in range(_PER_TENSOR)], device=flat.device)
+        out += [float(f"{float(v):.7g}") for v in flat[at].float().cpu()]
     return out
 
 
 def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> dict:
     """What a store records about the model that encodes its vectors."""
     return {"name_or_path": name_or_path, "name": model.name, "dim": dim, "doc_maxlen": doc_maxlen,
-            "signature": signature(model)}
+            "signature": signature(model, dim)}
 
 
 def model_mismatch(recorded: dict | None, model) -> str | None:
     """Why ``model`` is not the one ``recorded`` (None: it is, or the record cannot tell).
-    Records from before signatures are compared by name."""
+    Records from before signatures (or of another signature format) are compared by name."""
     recorded = recorded or {}
-    theirs = recorded.get("signature")
-    if theirs:
-        ours = signature(model)
-        same = len(ours) == len(theirs) and all(
-            math.isclose(a, b, rel_tol=0.02, abs_tol=2e-3) for a, b in zip(ours, theirs))
-        if same:
-            return None
-        return (f"its weights are not those of the model the vectors were made with "
-                f"({recorded.get('name') or recorded.get('name_or_path')!r})")
+    made_by = recorded.get("name") or recorded.get("name_or_path")
+    theirs, dim = recorded.get("signature"), recorded.get("dim")
+    if theirs and isinstance(dim, int):
+        try:
+            ours = signature(model, dim)
+        except ValueError:
+            return f"it makes no {dim}-d vectors (its sizes: {model.output_dims})"
+        if len(ours) == len(theirs):
+            if all(math.isclose(a, b, rel_tol=0.01, abs_tol=1e-6) for a, b in zip(ours, theirs)):
+                return None
+            return f"its weights differ from those of {made_by!r}, which made them"
     if recorded.get("name") and model.name and recorded["name"] != model.name:
         return f"it is {model.name!r}, the vectors were made with {recorded['name']!r}"
     return None
