@@ -237,3 +237,20 @@ def test_a_write_error_of_safetensors_is_one_line(sources, tmp_path, monkeypatch
     res = CliRunner().invoke(app, ["convert", str(sources / "stanford"), str(tmp_path / "out"), "--to", "pylate"])
     assert res.exit_code == 2 and "No space left on device" in res.output and "Traceback" not in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_head_with_a_bias_goes_to_pylate_not_to_hf_colbert(sources, tmp_path):
+    from torch import nn
+
+    model = load_model(sources / "stanford")
+    old = model.heads["24"]
+    head = nn.Linear(old.in_features, 24, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.copy_(0.1 * torch.randn(24, generator=torch.Generator().manual_seed(4)))
+    model.heads["24"] = head
+    blockers, _ = check_layout(model, "stanford")
+    assert any("bias" in b for b in blockers)
+    export_model(model, tmp_path / "pl", "pylate")
+    assert json.loads((tmp_path / "pl" / "1_Dense" / "config.json").read_text())["bias"] is True
+    _assert_same(_vectors(load_model(tmp_path / "pl")), _vectors(model))

@@ -51,11 +51,10 @@ def export_model(
     dim = model.config.dim if dim is None else dim
     if not 1 <= dim <= model.max_dim:
         raise ExportError(f"dim must be in [1, {model.max_dim}], got {dim}")
-    if layout == "polylate":
-        _check_replaceable(Path(folder))
-        return _export_native(model, Path(folder), dim, dtype)
     _check_replaceable(Path(folder))
-    blockers, changes = check_layout(model, layout)
+    if layout == "polylate":
+        return _export_native(model, Path(folder), dim, dtype)
+    blockers, changes = check_layout(model, layout, dim)
     if blockers:
         raise ExportError(f"the {layout} layout cannot hold this model: " + "; ".join(blockers))
     if changes and not allow_changes:
@@ -81,8 +80,9 @@ def _check_replaceable(folder: Path) -> None:
                               "replaced whole, so give a new or empty folder") from None
 
 
-def check_layout(model: ColBERT, layout: str) -> tuple[list[str], list[str]]:
-    """(what makes ``layout`` impossible, what it would encode differently) for ``model``."""
+def check_layout(model: ColBERT, layout: str, dim: int | None = None) -> tuple[list[str], list[str]]:
+    """(what makes ``layout`` impossible, what it would encode differently) for ``model``
+    written at ``dim`` (default: its own)."""
     tok, cfg, enc = model.tokenizer, model.config, model.encoder.config
     blockers, changes = [], []
     for what, ids, marker in (("query", tok.query_marker_ids, cfg.query_marker),
@@ -113,8 +113,8 @@ def check_layout(model: ColBERT, layout: str) -> tuple[list[str], list[str]]:
         changes.append(f"documents are cut at {model.max_doc_tokens} tokens, the encoder's positions "
                        f"(this model encodes up to {cfg.doc_maxlen} in overlapping windows)")
     if layout in ("stanford", "jina"):
-        head = model.heads[str(model.max_dim)]
-        if head.bias is not None and bool(head.bias.detach().abs().max() > 0):
+        _, bias = model._projection(model.config.dim if dim is None else dim)
+        if bias is not None and bool(bias.detach().abs().max() > 0):
             blockers.append("its projection head has a bias, which HF_ColBERT's linear layer lacks")
         if not cfg.query_expansion:
             changes.append("queries are padded with mask tokens to query_maxlen (colbert-ai always "
