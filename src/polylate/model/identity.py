@@ -36,17 +36,21 @@ def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> 
             "signature": signature(model, dim)}
 
 
-def model_mismatch(recorded: dict | None, model) -> str | None:
+def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> str | None:
     """Why ``model`` is not the one ``recorded`` (None: it is, or the record cannot tell).
-    Records from before signatures (or of another signature format) are compared by name."""
+    Records from before signatures (or of another signature format) are compared by name.
+    ``cache``: {dim: signature} of a model whose weights do not change (a server's), kept
+    across calls (a signature takes a few ms)."""
     recorded = recorded or {}
     made_by = recorded.get("name") or recorded.get("name_or_path")
     theirs, dim = recorded.get("signature"), recorded.get("dim")
     if theirs and isinstance(dim, int):
         try:
-            ours = signature(model, dim)
+            ours = cache[dim] if cache is not None and dim in cache else signature(model, dim)
         except ValueError:
             return f"it makes no {dim}-d vectors (its sizes: {model.output_dims})"
+        if cache is not None:
+            cache[dim] = ours
         if len(ours) == len(theirs):
             if all(math.isclose(a, b, rel_tol=0.01, abs_tol=1e-6) for a, b in zip(ours, theirs)):
                 return None

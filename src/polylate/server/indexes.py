@@ -122,7 +122,7 @@ def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
     if model.get("name") and model["name"] != runner.name and not model.get("signature"):
         raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
                                  f"serves {runner.name!r}")
-    reason = model_mismatch(model, runner.model)
+    reason = model_mismatch(model, runner.model, runner.signatures)
     if reason:
         raise RegistryError(409, f"index {name!r} cannot be searched or added to by the served model "
                                  f"{runner.name!r}: {reason}")
