@@ -43,6 +43,8 @@ def maxsim(queries: ArrayLike, docs: ArrayLike, doc_mask: ArrayLike | None = Non
 def maxsim_packed(query: ArrayLike, doc_tokens: ArrayLike, doclens: ArrayLike) -> torch.Tensor:
     """Packed form. query [Lq, d]; doc_tokens [Σ doclens, d] → scores [n_docs]."""
     q = _tensor(query)
+    if q.ndim != 2:
+        raise ValueError(f"query must have shape [tokens, dim], got {list(q.shape)}")
     toks = _tensor(doc_tokens)
     lens = torch.as_tensor(np.asarray(doclens) if not isinstance(doclens, torch.Tensor) else doclens)
     lens = lens.to(torch.long)
@@ -64,17 +66,17 @@ def pack(docs: Sequence[ArrayLike]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_top_n(top_n) -> None:
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1):
         raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
 
 
 def rerank(query: ArrayLike, docs: Sequence[ArrayLike], top_n: int | None = None):
     """Order documents by MaxSim against one query → [(doc_index, score)], best first."""
+    check_top_n(top_n)
     if len(docs) == 0:
         return []
     packed, lens = pack(docs)
     scores = maxsim_packed(query, packed, lens)
-    check_top_n(top_n)
     k = len(docs) if top_n is None else min(top_n, len(docs))
     # stable: equal scores keep the documents' order (torch.topk leaves ties in any order)
     order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[:k]

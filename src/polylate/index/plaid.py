@@ -84,6 +84,13 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return shift + np.arange(total, dtype=np.int64)
 
 
+def _id_list(ids, name: str) -> list:
+    """A collection of ids as a list; one string would be read as its characters ("12" → "1", "2")."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{name} must be a collection of ids, not one string (wrap it: [{ids!r}])")
+    return list(ids)
+
+
 def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) -> None:
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids but {len(vectors)} documents")
@@ -418,7 +425,7 @@ class PlaidIndex:
 
     def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
         """Remove documents by id in one commit; unknown ids are an error unless missing_ok."""
-        ids = list(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(_id_list(ids, "ids")))
         lock, manifest = self._begin()
         try:
             unknown = [i for i in ids if i not in self._locator]
@@ -485,7 +492,7 @@ class PlaidIndex:
 
     def documents(self, ids: Iterable[str]) -> list[str | None]:
         """Stored texts of documents (None where no text was stored or the id is unknown)."""
-        ids = list(ids)
+        ids = _id_list(ids, "ids")
         try:
             return self._documents(ids)
         except FileNotFoundError:

@@ -44,12 +44,15 @@ _JINA_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> ColBERT:
     """Load any supported checkpoint; ``None`` gives the bundled offline default, and a
     ``.safetensors`` heads file (``polylate train --heads-only``) the bundled encoder with it."""
     from polylate.model.bundled import load_bundled
 
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a folder, a hub id or None, got {type(name_or_path).__name__}")
+    dtype = _torch_dtype(dtype)
     path = None if name_or_path is None else Path(name_or_path).expanduser()
     if name_or_path is None or str(name_or_path) == "default":
         model = load_bundled()
@@ -64,6 +67,19 @@ def load_model(
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def _torch_dtype(dtype) -> torch.dtype | None:
+    """A torch dtype, or its name as the CLI's --dtype takes it ("bf16")."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise TypeError(f"dtype must be a torch dtype or one of {', '.join(_DTYPES)}, got {dtype!r}")
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +159,8 @@ class ColBERT(nn.Module):
     ) -> dict[int, list]:
         """Texts at several Matryoshka dims from one encoder pass → ``{dim: [array per text]}``:
         each dim costs only its projection, so comparing 128/96/64 costs one encoding."""
-        if not (isinstance(texts, str) or hasattr(texts, "__iter__")) or isinstance(texts, (bytes, bytearray)):
+        if (not (isinstance(texts, str) or hasattr(texts, "__iter__")) or isinstance(texts, (bytes, bytearray))
+                or isinstance(texts, Mapping)):  # a dict would give its keys
             raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if isinstance(dims, (int, np.integer, str, bytes)) or not hasattr(dims, "__iter__"):
@@ -175,8 +176,11 @@ class ColBERT(nn.Module):
             self._projection(d)  # validate early
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if doc_maxlen is not None and (isinstance(doc_maxlen, bool) or not isinstance(doc_maxlen, (int, np.integer))):
+            raise TypeError(f"doc_maxlen must be an integer, got {doc_maxlen!r}")
         if doc_maxlen is not None and doc_maxlen < 4:
             raise ValueError(f"doc_maxlen must be at least 4, got {doc_maxlen}")
+        dtype = _output_dtype(dtype, to_numpy)
         if is_query:
             sequences = self.tokenizer.sequences(texts, True)
             pieces = [(i, seq, 0, len(seq)) for i, seq in enumerate(sequences)]
@@ -216,6 +220,9 @@ class ColBERT(nn.Module):
     def score(self, queries: Sequence[str], documents: Sequence[str], dim: int | None = None):
         """MaxSim of every query against every document → [n_queries, n_documents]
         (a single string counts as one query or one document)."""
+        for name, value in (("queries", queries), ("documents", documents)):
+            if not isinstance(value, str) and (not hasattr(value, "__iter__") or isinstance(value, (bytes, Mapping))):
+                raise TypeError(f"{name} must be a string or a sequence of strings, got {type(value).__name__}")
         queries = [queries] if isinstance(queries, str) else list(queries)
         documents = [documents] if isinstance(documents, str) else list(documents)
         dim = self.config.dim if dim is None else dim
@@ -227,8 +234,8 @@ class ColBERT(nn.Module):
         for i, t in enumerate(d):
             padded[i, : t.shape[0]] = t.float().cpu()
             mask[i, : t.shape[0]] = True
-        if not q:
-            return torch.zeros(0, len(d))
+        if not q or not d:
+            return torch.zeros(len(q), len(d))
         if len({t.shape[0] for t in q}) == 1:  # mask-expanded queries all have query_maxlen rows
             return maxsim(torch.stack([t.float().cpu() for t in q]), padded, mask)
         # without query expansion each query has its own length
@@ -331,6 +338,35 @@ def build_colbert(
     encoder = Encoder(encoder_config)
     heads = {d: nn.Linear(encoder_config.hidden_size, d, bias=head_bias) for d in head_dims}
     return ColBERT(encoder, heads, tokenizer, config, name=name)
+
+
+_TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
+
+
+def _output_dtype(dtype, to_numpy: bool):
+    """``dtype`` as the kind of array asked for: numpy (``to_numpy``) or torch; a numpy, torch
+    or string spelling of float16/32/64 (and bfloat16 for torch) is accepted either way."""
+    if to_numpy:
+        if isinstance(dtype, torch.dtype):
+            if dtype not in _TORCH_TO_NUMPY:
+                raise TypeError(f"dtype {dtype} has no numpy equivalent; pass to_numpy=False for torch tensors")
+            return _TORCH_TO_NUMPY[dtype]
+        try:
+            return np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be a float type, got {dtype!r}") from None
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype in ("bfloat16", "bf16"):
+        return torch.bfloat16
+    try:
+        as_numpy = np.dtype(dtype).type
+    except TypeError:
+        raise TypeError(f"dtype must be a float type, got {dtype!r}") from None
+    found = [t for t, n in _TORCH_TO_NUMPY.items() if n == as_numpy]
+    if not found:
+        raise TypeError(f"dtype must be a float type, got {dtype!r}")
+    return found[0]
 
 
 def _convert(vec: torch.Tensor, to_numpy: bool, dtype):

@@ -49,6 +49,8 @@ def export_model(
     if layout not in LAYOUTS:
         raise ExportError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     dim = model.config.dim if dim is None else dim
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise ExportError(f"dim must be an integer, got {dim!r}")
     if not 1 <= dim <= model.max_dim:
         raise ExportError(f"dim must be in [1, {model.max_dim}], got {dim}")
     _check_replaceable(Path(folder))
