@@ -42,7 +42,9 @@ def bert_vocab() -> list[str]:
     vocab = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab += list(string.punctuation) + list(string.ascii_lowercase) + list(string.digits)
     vocab += ["##" + c for c in string.ascii_lowercase + string.digits] + list(WORDS)
-    return vocab
+    # one line per token: "a" is a letter and a word, and a repeated line leaves BERT's vocab.txt
+    # with a hole (PyLate then shrinks the embeddings below the largest id)
+    return list(dict.fromkeys(vocab))
 
 
 def _randomise(module: torch.nn.Module, seed: int, std: float = 0.2) -> None:
