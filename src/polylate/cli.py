@@ -256,16 +256,17 @@ def convert(
     overwrite: bool = typer.Option(False, help="replace an existing output folder"),
 ) -> None:
     """Write a model in another checkpoint layout, for PyLate, colbert-ai or Jina's code to load."""
-    from polylate.model.export import LAYOUTS, ExportError, export_model
+    from polylate.model.export import LAYOUTS, ExportError, check_output_folder, export_model
 
     if to not in LAYOUTS:
         _fail(f"--to must be one of {', '.join(LAYOUTS)}, got {to!r}")
-    in_the_way = next((p for p in (output, *output.parents) if p.exists() and not p.is_dir()), None)
-    if in_the_way is not None:
-        _fail(f"{in_the_way} is a file, not a folder")
     source_dir = Path(source).expanduser()
     if source_dir.is_dir() and (output.resolve() == source_dir.resolve() or output.resolve() in source_dir.resolve().parents):
         _fail(f"{output} is (or holds) the source model, which writing it would delete; choose another folder")
+    try:
+        check_output_folder(output)  # before the model loads; export_model checks it again
+    except ExportError as exc:
+        _fail(str(exc))
     if output.exists() and not overwrite:
         _fail(f"{output} exists; pass --overwrite to replace it")
     torch_dtype = _check_dtype(dtype)

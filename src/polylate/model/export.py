@@ -53,7 +53,7 @@ def export_model(
         raise ExportError(f"dim must be an integer, got {dim!r}")
     if not 1 <= dim <= model.max_dim:
         raise ExportError(f"dim must be in [1, {model.max_dim}], got {dim}")
-    _check_replaceable(Path(folder))
+    check_output_folder(Path(folder))
     if layout == "polylate":
         return _export_native(model, Path(folder), dim, dtype)
     blockers, changes = check_layout(model, layout, dim)
@@ -67,7 +67,7 @@ def export_model(
     return changes
 
 
-def _check_replaceable(folder: Path) -> None:
+def check_output_folder(folder: Path) -> None:
     """The output folder is replaced whole: only a model checkpoint or an empty folder may be."""
     for p in (folder, *folder.parents):
         if p.exists() and not p.is_dir():

@@ -119,9 +119,6 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
 def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
     """An index this server can search and add to: built by the served model (as far as it
     records one), at a dim that model makes. Either backend's indexes."""
-    if model.get("name") and model["name"] != runner.name and not model.get("signature"):
-        raise RegistryError(409, f"index {name!r} was built with model {model['name']!r}; this server "
-                                 f"serves {runner.name!r}")
     reason = model_mismatch(model, runner.model, runner.signatures)
     if reason:
         raise RegistryError(409, f"index {name!r} cannot be searched or added to by the served model "
