@@ -174,6 +174,49 @@ def test_export_yields_every_live_document_once(tmp_path, corpus):
     assert [(b[1], b[2]) for b in plain.export()] == [([None] * 5, None)]  # lossy residuals are not exported
 
 
+def test_retrain_refits_the_codec_to_the_grown_collection(tmp_path, corpus):
+    """Built on 30 documents and grown to 600, the codec is refit on all of them: from kept
+    vectors with no encoder, else from ``encode`` of the stored texts; the rebuild is one
+    commit that refuses a state another writer changed, and refusals leave the index as it was."""
+    texts = [f"text {i}" for i in corpus.ids]
+    kept = PlaidIndex.build(tmp_path / "kv", corpus.ids[:30], corpus.docs[:30], keep_vectors=True, texts=texts[:30])
+    kept.add(corpus.ids[30:], corpus.docs[30:], texts=texts[30:])
+    kept.delete(corpus.ids[:5])
+    assert kept.outgrown()
+    small = kept.codec.num_centroids
+    new = kept.retrain()  # no encoder needed: the originals are kept
+    assert not new.outgrown() and new.codec.num_centroids > small and len(new.segments) == 1
+    assert sorted(new.ids) == sorted(corpus.ids[5:]) and new.documents(["doc-7"]) == ["text doc-7"]
+    assert new.manifest["trained_tokens"] == new.live_tokens()
+    for i in (50, 400):  # kept vectors: exact scores, as before the retrain
+        assert [h.id for h in new.search(corpus.query_for(i), k=1)] == [corpus.ids[i]]
+
+    plain = PlaidIndex.build(tmp_path / "plain", corpus.ids[:30], corpus.docs[:30], texts=texts[:30])
+    plain.add(corpus.ids[30:], corpus.docs[30:], texts=texts[30:])
+    before = dict(plain.manifest)
+    with pytest.raises(ValueError, match="needs the model"):
+        plain.retrain()
+    by_text = dict(zip(texts, corpus.docs))
+    with pytest.raises(ValueError, match="dim 64"):
+        plain.retrain(lambda batch: [by_text[t][:, :32] for t in batch])
+    stale = PlaidIndex.open(plain.root)
+    plain.add(["late"], [corpus.docs[0]], texts=["late text"])  # another writer commits
+    with pytest.raises(IndexStoreError, match="changed since it was read"):
+        stale.retrain(lambda batch: [by_text[t] for t in batch])
+    assert PlaidIndex.open(plain.root).manifest["codec"] == before["codec"]
+    seen = []
+    new = PlaidIndex.open(plain.root).retrain(lambda batch: seen.extend(batch) or
+                                              [corpus.docs[0] if t == "late text" else by_text[t] for t in batch])
+    assert sorted(seen) == sorted(texts + ["late text"]) and len(new) == 601 and not new.outgrown()
+
+    bare = PlaidIndex.build(tmp_path / "bare", corpus.ids[:30], corpus.docs[:30])
+    with pytest.raises(IndexStoreError, match="nothing to retrain from"):
+        bare.retrain(lambda batch: [])
+    bare.delete(corpus.ids[:30])
+    with pytest.raises(IndexStoreError, match="no documents"):
+        bare.retrain()
+
+
 def test_replace_duplicates_and_filters(built, corpus):
     with pytest.raises(ValueError, match="already in the index"):
         built.add([corpus.ids[0]], [corpus.docs[0]])

@@ -177,6 +177,22 @@ def test_small_index_grows_and_retrains(model, tmp_path):
         assert texts == {d["id"]: d["text"] for d in DOCS[:8]}
 
 
+def test_an_index_that_keeps_vectors_retrains_without_re_encoding(model, tmp_path):
+    with TestClient(app_for(model, tmp_path)) as client:
+        body = {"name": "kv", "keep_vectors": True, "documents": DOCS[:1]}
+        assert client.post("/v1/indexes", json=body).status_code == 201
+        runner = client.app.state.registry.runner
+        encode, encoded = runner.encode, []
+        runner.encode = lambda texts, **kw: encoded.extend(texts) or encode(texts, **kw)
+        try:
+            res = client.post("/v1/indexes/kv/documents", json={"documents": DOCS[1:6]})
+        finally:
+            runner.encode = encode
+        assert res.status_code == 200 and res.json()["retrained"] is True
+        assert encoded == [d["text"] for d in DOCS[1:6]]  # the new documents only: the rest were kept
+        assert "de-berlin" in _ids(client.post("/v1/indexes/kv/search", json={"query": "capital of Germany", "k": 3}))
+
+
 def test_cli_reads_a_server_index_and_server_lists_cli_index(client, tmp_path):
     from typer.testing import CliRunner
 

@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 import warnings
-from contextlib import closing, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -312,7 +312,7 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
     """The first documents of an index the server created empty: they build it, with the
     settings and model it records (as the server's own first add does)."""
     from polylate.index.plaid import PlaidIndex
-    from polylate.index.storage import SERVER_META, IndexStoreError, write_json
+    from polylate.index.storage import SERVER_META, write_json
 
     ids, texts = read_texts(input, [])
     if not texts:
@@ -321,57 +321,52 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
     m, dim, doc_maxlen = _index_model(recorded, settings["dim"], model, device, dtype)
     _check_writer(path)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
-    try:
-        with console.status("training centroids and compressing"):
-            idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"],
-                                   keep_vectors=bool(settings.get("keep_vectors")), texts=texts,
-                                   model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
+    with _writing(path), console.status("training centroids and compressing"):
+        idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"],
+                               keep_vectors=bool(settings.get("keep_vectors")), texts=texts,
+                               model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
         write_json(path / SERVER_META, {**settings, "trained_tokens": idx.manifest["trained_tokens"]})
-    except (IndexStoreError, ValueError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"added {len(ids)} documents; {len(idx)} in the index (its first: the centroids were trained on them)")
 
 
 def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: int, after_add: bool = False) -> None:
-    """Rebuild the index's codec and segments from its kept vectors or, re-encoded by ``m``, its
-    stored texts, in one commit that fails if another writer committed meanwhile. ``after_add``:
-    the add is committed already, so what stops the retrain is a note, not a failed command."""
-
-    def cannot(message: str) -> None:
-        if not after_add:
-            _fail(message)
-        console.print(f"[yellow]note:[/yellow] the centroids were not retrained: {escape(message)}", soft_wrap=True)
-
-    from polylate.index.plaid import PlaidIndex
+    """``PlaidIndex.retrain``, its texts re-encoded by ``m`` where no vectors were kept.
+    ``after_add``: the add is committed already, so what stops the retrain is a note, not a
+    failed command."""
     from polylate.index.storage import IndexStoreError
 
-    state = (idx.manifest["generation"], idx.manifest["codec"])
-    ids, texts, vectors = [], [], []
-    for batch_ids, batch_texts, batch_vectors in idx.export():
-        ids += batch_ids
-        texts += batch_texts
-        vectors += batch_vectors or []
-    if len(vectors) != len(ids):
-        if m is None or any(t is None for t in texts):
-            return cannot(f"index {path} keeps neither vectors (--keep-vectors) nor all its texts: nothing to "
-                          "retrain from")
-        vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     before = idx.manifest.get("trained_tokens")
     try:
         with console.status("retraining centroids and compressing"):
-            new = PlaidIndex.build(path, ids, vectors, nbits=idx.codec.nbits,
-                                   keep_vectors=bool(idx.manifest.get("keep_vectors")),
-                                   texts=None if any(t is None for t in texts) else texts,
-                                   model=idx.manifest.get("model"), overwrite=True, replaces=state)
-    except (IndexStoreError, ValueError) as exc:
-        return cannot(f"not retrained: {exc}")
-    except OSError as exc:
-        return cannot(f"cannot write index {path}: {exc.strerror or exc}")
+            new = idx.retrain(None if m is None else lambda texts: _encode_docs(m, texts, dim, batch_size, doc_maxlen))
+    except (IndexStoreError, ValueError, OSError) as exc:
+        message = _write_error(path, exc)
+        if not after_add:
+            _fail(message)
+        console.print(f"[yellow]note:[/yellow] the centroids were not retrained: {escape(message)}", soft_wrap=True)
+        return
     console.print(f"retrained the centroids on {new.manifest['trained_tokens']} tokens (they were trained on "
                   f"{before if before is not None else 'an unknown number of'}): {new.codec.num_centroids} centroids, "
                   f"{len(new)} documents")
+
+
+def _write_error(path: Path, exc: Exception) -> str:
+    """One line for what stopped a write to the index at ``path``."""
+    if isinstance(exc, OSError):
+        return f"cannot write index {path}: {exc.strerror or exc}"
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+@contextmanager
+def _writing(path: Path):
+    """A write to the index at ``path``: its refusals (a store problem, bad input, unknown ids)
+    and the disk's errors end the command with one line, never a traceback."""
+    from polylate.index.storage import IndexStoreError
+
+    try:
+        yield
+    except (IndexStoreError, ValueError, KeyError, OSError) as exc:
+        _fail(_write_error(path, exc))
 
 
 def _check_writer(path: Path, create: bool = False) -> None:
@@ -427,7 +422,7 @@ def index_build(
     """Encode a collection and build a compressed index."""
     from polylate.index.codec import NBITS
     from polylate.index.plaid import PlaidIndex
-    from polylate.index.storage import MANIFEST, SERVER_META, IndexStoreError
+    from polylate.index.storage import MANIFEST, SERVER_META
 
     if nbits not in NBITS:
         _fail(f"--nbits must be one of {NBITS}, got {nbits}")
@@ -452,15 +447,9 @@ def index_build(
     try:
         vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
         start = time.perf_counter()
-        try:
-            with console.status("training centroids and compressing"):
-                idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
-                                       model=identity.model_record(m, model, dim, doc_maxlen),
-                                       overwrite=overwrite)
-        except (IndexStoreError, ValueError) as exc:
-            _fail(str(exc))
-        except OSError as exc:
-            _fail(f"cannot write index {path}: {exc.strerror or exc}")
+        with _writing(path), console.status("training centroids and compressing"):
+            idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
+                                   model=identity.model_record(m, model, dim, doc_maxlen), overwrite=overwrite)
     except BaseException:
         if created and not (path / MANIFEST).exists():  # a failed build leaves no folder it made
             shutil.rmtree(path, ignore_errors=True)
@@ -484,8 +473,6 @@ def index_add(
     """Add documents without rebuilding (each 10k documents commit atomically)."""
     from rich.progress import Progress
 
-    from polylate.index.storage import IndexStoreError
-
     empty = _empty_index(path)
     if empty is not None:
         _add_first(path, empty, input, model, batch_size, device, dtype)
@@ -506,14 +493,9 @@ def index_add(
     m, dim, doc_maxlen = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
     _check_writer(path)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("committing", total=len(ids))
-            idx.add(ids, vectors, replace=replace, texts=texts, progress=lambda n: bar.advance(task, n))
-    except (ValueError, KeyError, IndexStoreError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot write index {path}: {exc.strerror or exc}")
+    with _writing(path), Progress(console=console, transient=True) as bar:
+        task = bar.add_task("committing", total=len(ids))
+        idx.add(ids, vectors, replace=replace, texts=texts, progress=lambda n: bar.advance(task, n))
     console.print(f"added {len(ids)} documents; {len(idx)} in the index")
     if idx.outgrown():
         trained = idx.manifest["trained_tokens"]
@@ -533,8 +515,6 @@ def index_delete(
     missing_ok: bool = typer.Option(False, help="ignore ids that are not in the index"),
 ) -> None:
     """Delete documents by id (one atomic commit)."""
-    from polylate.index.storage import IndexStoreError
-
     if _empty_index(path) is not None:
         if not missing_ok:
             _fail(f"index {path} is empty (created by the server, no documents yet): nothing to delete")
@@ -545,14 +525,8 @@ def index_delete(
         if input is None:
             _fail("give ids as arguments or --input")
         ids = _read_ids(input)
-    try:
+    with _writing(path):
         n = idx.delete(ids, missing_ok=missing_ok)
-    except KeyError as exc:
-        _fail(exc.args[0])
-    except IndexStoreError as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"deleted {n} documents; {len(idx)} remain")
 
 
@@ -568,8 +542,6 @@ def index_compact(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
     """Merge segments and drop deleted documents (and, with --retrain, refit the centroids)."""
-    from polylate.index.storage import IndexStoreError
-
     if _empty_index(path) is not None:
         console.print(f"index {path} is empty (created by the server, no documents yet): nothing to compact")
         return
@@ -584,12 +556,8 @@ def index_compact(
         recorded = idx.manifest.get("model") or {}
         _retrain(path, idx, m, idx.dim, recorded.get("doc_maxlen"), batch_size)
         return
-    try:
+    with _writing(path):
         idx.compact()
-    except IndexStoreError as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot write index {path}: {exc.strerror or exc}")
     console.print(f"compacted: {idx.stats()['segments']} segment, {len(idx)} documents")
 
 

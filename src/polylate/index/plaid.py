@@ -14,7 +14,7 @@ writes new tombstones; both become visible in one atomic manifest commit (storag
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -337,6 +337,36 @@ class PlaidIndex:
             commit_manifest(root, manifest)
             sweep(root, manifest)
         return cls.open(root)
+
+    def retrain(self, encode: Callable[[list[str]], Sequence[np.ndarray]] | None = None) -> PlaidIndex:
+        """Refit the codec to the whole collection (an index grown well past what its centroids
+        were trained on) and rewrite it as one segment, from the kept vectors or, for an index
+        without them, ``encode(texts)`` of its stored texts. One commit, refused
+        (IndexStoreError) if another writer committed since this object last read the index:
+        the rebuild would drop that writer's changes."""
+        state = (self.manifest["generation"], self.manifest["codec"])
+        ids, texts, vectors = [], [], []
+        for batch_ids, batch_texts, batch_vectors in self.export():
+            ids += batch_ids
+            texts += batch_texts
+            vectors += batch_vectors or []
+        if not ids:
+            raise IndexStoreError(f"index {self.root} holds no documents to retrain on")
+        stored_texts = None if any(t is None for t in texts) else texts
+        if len(vectors) != len(ids):
+            if stored_texts is None:
+                raise IndexStoreError(f"index {self.root} keeps neither vectors (keep_vectors) nor all its "
+                                      "texts: nothing to retrain from")
+            if encode is None:
+                raise ValueError(f"index {self.root} keeps no vectors: retraining re-encodes its texts, "
+                                 "so it needs the model (encode)")
+            vectors = list(encode(stored_texts))
+            if len(vectors) != len(ids) or any(np.shape(v)[-1] != self.dim for v in vectors):
+                raise ValueError(f"encode gave {len(vectors)} documents' vectors for {len(ids)} texts, or not "
+                                 f"of the index's dim {self.dim}")
+        return PlaidIndex.build(self.root, ids, vectors, nbits=self.codec.nbits,
+                                keep_vectors=bool(self.manifest.get("keep_vectors")), texts=stored_texts,
+                                model=self.manifest.get("model"), overwrite=True, replaces=state)
 
     def _append_segment(self, ids: list[str], vectors: list[np.ndarray], manifest: dict, texts=None) -> None:
         flat = np.concatenate(vectors).astype(np.float32)

@@ -266,10 +266,15 @@ class IndexRegistry:
             raise RegistryError(409, str(exc)) from exc
         except ValueError as exc:
             raise RegistryError(422, str(exc)) from exc
-        meta["trained_tokens"] = int(sum(v.shape[0] for v in vectors))
+        self._built(entry, folder, meta, idx)
+        return idx
+
+    @staticmethod
+    def _built(entry: _Entry, folder: Path, meta: dict, idx: PlaidIndex) -> None:
+        """Serve a newly built codec and note in SERVER.json the tokens it was trained on."""
+        meta["trained_tokens"] = idx.manifest["trained_tokens"]
         _write_json(folder / SERVER_META, meta)
         entry.index = idx
-        return idx
 
     def add(self, name: str, ids: list[str], texts: list[str], replace: bool = False) -> dict:
         check_documents(ids, texts)
@@ -312,25 +317,21 @@ class IndexRegistry:
                                      "delete them first or send \"replace\": true")
 
     def _maybe_retrain(self, entry: _Entry, folder: Path, idx: PlaidIndex, rec: dict) -> bool:
+        """Refit a small index's codec once it holds over twice the tokens it was trained on
+        (from kept vectors, else re-encoded texts). The add is committed already: a retrain
+        that cannot happen (another writer committed, nothing to retrain from) waits for a
+        later add instead of failing this one."""
         meta = rec["meta"]
         # the manifest's count is the codec's own (a CLI retrain updates it); SERVER.json's for older indexes
         trained = idx.manifest.get("trained_tokens", meta.get("trained_tokens", 0))
-        if not meta or trained >= self.retrain_below_tokens:
+        if not meta or trained >= self.retrain_below_tokens or idx.live_tokens() <= 2 * trained:
             return False
-        if idx.live_tokens() <= 2 * trained:
-            return False
-        state = (idx.manifest["generation"], idx.manifest["codec"])
-        ids = idx.ids
-        texts = idx.documents(ids)
-        if not ids or any(t is None for t in texts):
-            return False  # cannot re-encode what was not stored
-        vectors = self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
-        meta = {**meta, "model": rec["model"] or meta.get("model")}
         try:
-            # only if no other process wrote meanwhile: the rebuild would drop its changes
-            self._build(entry, folder, meta, ids, vectors, texts, replaces=state)
-        except RegistryError:
-            return False  # changed or locked: the add itself is committed; retrain on a later add
+            new = idx.retrain(lambda texts: self.runner.encode(texts, is_query=False, dim=rec["dim"],
+                                                               doc_maxlen=rec["doc_maxlen"]))
+        except (IndexStoreError, ValueError, OSError):
+            return False
+        self._built(entry, folder, meta, new)
         return True
 
     def delete(self, name: str, ids: list[str], missing_ok: bool = False) -> dict:
