@@ -473,6 +473,52 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-1", "epoch-2", "step-1", "step-2", "step-3", "step-4"]
 
 
+def test_train_defaults_to_the_models_dims_and_its_trained_sizes_are_served(tmp_path):
+    """A 16-d model trains at its own size by default (not 128/96/64, which it cannot make);
+    trained with --dims 16,8, its 8-d truncation travels with it: index build and the server
+    take dim 8 as they take the model's own."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from polylate import load_model
+    from polylate.cli import app
+    from polylate.index.plaid import PlaidIndex
+    from tests.server_fixtures import app_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = ["paris capital france", "berlin capital germany", "rome capital italy", "hello world"]
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(texts)))
+    write_pairs(data, [{"query": q, "pos_id": f"d{i}"} for i, q in enumerate(["paris", "berlin", "rome", "hello"])])
+    start = tmp_path / "start"
+    tiny_model(seed=3).save(start)
+    run = CliRunner().invoke
+    res = run(app, ["train", str(data), "-o", str(tmp_path / "own"), "-m", str(start), "-b", "2", "--lr", "0.01"])
+    assert res.exit_code == 0, res.output
+    assert load_model(tmp_path / "own").output_dims == [16]
+    res = run(app, ["train", str(data), "-o", str(tmp_path / "x"), "-m", str(start), "--dim-weights", "1,1"])
+    assert res.exit_code == 2 and "the model's 1 dims [16]" in " ".join(res.output.split()), res.output
+
+    out = tmp_path / "trained"
+    res = run(app, ["train", str(data), "-o", str(out), "-m", str(start), "--dims", "16,8", "-b", "2", "--lr", "0.01"])
+    assert res.exit_code == 0, res.output
+    trained = load_model(out)
+    assert trained.config.trained_dims == [8] and trained.output_dims == [16, 8] and trained.head_dims == [16]
+    (tmp_path / "docs.txt").write_text("\n".join(texts) + "\n")
+    res = run(app, ["index", "build", str(tmp_path / "idx"), "-i", str(tmp_path / "docs.txt"), "-m", str(out),
+                    "-d", "8"])
+    assert res.exit_code == 0, res.output
+    assert PlaidIndex.open(tmp_path / "idx").dim == 8
+    res = run(app, ["index", "build", str(tmp_path / "idx4"), "-i", str(tmp_path / "docs.txt"), "-m", str(out),
+                    "-d", "4"])
+    assert res.exit_code == 2 and "[16, 8]" in res.output  # never trained for: refused
+    with TestClient(app_for(trained, tmp_path / "indexes")) as client:
+        res = client.post("/v1/multi-vector", json={"input": ["paris"], "input_type": "query", "dimensions": 8})
+        assert res.status_code == 200, res.text
+        assert len(res.json()["data"][0]["embeddings"][0]) == 8
+
+
 def test_readers_on_shared_training_data(shared_data):
     train = shared_data / "train"
     ja = load_triplets(train / "jsquad", max_negatives=2, limit=200, seed=0)

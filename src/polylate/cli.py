@@ -1121,7 +1121,8 @@ def train(
     grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per optimizer step"),
     lr: float = typer.Option(2e-3, help="peak learning rate of the projection head(s)"),
     warmup: float = typer.Option(0.1, help="fraction of the steps with a linear warm-up (then linear decay)"),
-    dims: str = typer.Option("128,96,64", help="Matryoshka dims trained together"),
+    dims: Optional[str] = typer.Option(None, help="Matryoshka dims trained together (default: the model's, "
+                                       "e.g. 128,96,64)"),
     dim_weights: Optional[str] = typer.Option(None, "--dim-weights", help="loss weight per dim, e.g. 1,1,2 (default: equal)"),
     encoder_layers: int = typer.Option(0, help="also train the top N encoder layers (0: head only, cached encoder)"),
     encoder_lr: float = typer.Option(5e-5, help="peak learning rate of the trained encoder layers"),
@@ -1195,13 +1196,13 @@ def train(
     if gettext_pairs < 0 or negatives < 0:
         _fail(f"--gettext-pairs and --negatives must be >= 0, got {gettext_pairs} and {negatives}")
     try:
-        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+        dim_list = None if dims is None else [int(d) for d in dims.split(",") if d.strip()]
         weights = None if dim_weights is None else [float(w) for w in dim_weights.split(",") if w.strip()]
     except ValueError:
         _fail(f"--dims and --dim-weights must be comma-separated numbers, got {dims!r} and {dim_weights!r}")
-    if not dim_list or len(set(dim_list)) != len(dim_list):
+    if dim_list is not None and (not dim_list or len(set(dim_list)) != len(dim_list)):
         _fail(f"--dims must list distinct dims, got {dims!r}")
-    if weights is not None and len(weights) != len(dim_list):
+    if weights is not None and dim_list is not None and len(weights) != len(dim_list):
         _fail(f"--dim-weights has {len(weights)} value(s) for {len(dim_list)} dims")
     if weights is not None and not (all(math.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0):
         _fail(f"--dim-weights must be numbers >= 0, not all 0, got {dim_weights!r}")
@@ -1226,6 +1227,11 @@ def train(
         _fail(f"--teacher data: {unscored} of {len(items)} training items have no teacher_scores (pairs.jsonl "
               "rows without them, qrels-only folders, --gettext-pairs); use --teacher dense or none")
     m = _load_model(model, device)
+    if dim_list is None:
+        dim_list = m.output_dims
+        if weights is not None and len(weights) != len(dim_list):
+            _fail(f"--dim-weights has {len(weights)} value(s) for the model's {len(dim_list)} dims "
+                  f"{dim_list}; give --dims too")
     if heads_only:
         from polylate.model.bundled import BUNDLED_NAME
 

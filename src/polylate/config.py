@@ -48,6 +48,9 @@ class ColBERTConfig:
     # strip whitespace around each text before tokenising, as sentence-transformers (so PyLate)
     # does; with sentencepiece vocabularies a trailing space is otherwise a token of its own
     strip_text: bool = False
+    # sizes a Matryoshka loss trained as truncations of a larger head (e.g. 16 of a 24-d head):
+    # served and indexed like the model's own dim and the standard 128/96/64
+    trained_dims: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.query_maxlen < 4:
@@ -58,6 +61,8 @@ class ColBERTConfig:
             )
         if self.skiplist_rule not in ("pieces", "colbert", "exact"):
             raise ValueError(f"skiplist_rule must be pieces, colbert or exact, got {self.skiplist_rule!r}")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.trained_dims):
+            raise ValueError(f"trained_dims must be positive integers, got {self.trained_dims!r}")
         if self.similarity != "cosine":
             raise ValueError(f"only cosine similarity is supported, got {self.similarity!r}")
 

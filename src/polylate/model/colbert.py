@@ -73,9 +73,11 @@ class ColBERT(nn.Module):
 
     @property
     def output_dims(self) -> list[int]:
-        """The dims this model is served and indexed at: the Matryoshka ones it can make, and
-        its own (any dim up to ``max_dim`` can be computed, but only these were trained for)."""
-        return sorted({d for d in MATRYOSHKA_DIMS if d <= self.max_dim} | {self.config.dim}, reverse=True)
+        """The dims this model is served and indexed at: the Matryoshka ones it can make, its
+        own, and those it was trained at (any dim up to ``max_dim`` can be computed, but only
+        these were trained for)."""
+        sizes = set(MATRYOSHKA_DIMS) | set(self.config.trained_dims)
+        return sorted({d for d in sizes if d <= self.max_dim} | {self.config.dim}, reverse=True)
 
     @property
     def device(self) -> torch.device:

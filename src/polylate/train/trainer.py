@@ -283,6 +283,10 @@ class Trainer:
             raise ValueError(f"dims must be distinct and at least one, got {list(self.dims)}")
         for d in self.dims:
             model._projection(d)  # validate
+        # sizes trained as truncations travel with the model, so it is served and indexed at them
+        extra = set(self.dims) - set(model.output_dims)
+        if extra:
+            model.config.trained_dims = sorted(set(model.config.trained_dims) | extra, reverse=True)
         self.dim_weights = tuple(dim_weights) if dim_weights is not None else (1.0,) * len(self.dims)
         if len(self.dim_weights) != len(self.dims) or not all(math.isfinite(w) and w >= 0 for w in self.dim_weights) \
                 or not sum(self.dim_weights) > 0:
