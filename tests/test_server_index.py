@@ -318,6 +318,11 @@ def test_drop_waits_for_writers_and_damage_does_not_break_the_listing(client, tm
     res = client.post("/v1/indexes/b/search", json={"query": "capital"})
     assert res.status_code == 409 and "damaged: texts.json" in res.json()["detail"]
     assert client.delete("/v1/indexes/a").status_code == 204
+    # an empty index whose settings lost their dim: named, as for the CLI, not a 500
+    assert client.post("/v1/indexes", json={"name": "e"}).status_code == 201
+    (tmp_path / "indexes" / "e" / "SERVER.json").write_text('{"nbits": 2}')
+    for res in (client.get("/v1/indexes/e"), client.post("/v1/indexes/e/documents", json={"documents": DOCS[:1]})):
+        assert res.status_code == 409 and res.json()["detail"] == "index e is damaged: SERVER.json: no dim and nbits"
 
 
 def test_indexes_of_another_model_are_listed_as_not_searchable(client, tmp_path):

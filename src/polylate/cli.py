@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from polylate.model import identity  # no torch import: the CLI starts fast
+from polylate.paths import file_in_the_way
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multilingual late-interaction (ColBERT) retrieval.")
@@ -1295,11 +1296,10 @@ def _check_train_output(output: Path, heads_only: bool, overwrite: bool) -> None
                 _fail(f"--output {output} is a non-empty folder that holds no polylate model; choose another")
             if not overwrite:
                 _fail(f"--output {output} holds a model; pass --overwrite to replace it")
-    parent = output.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        _fail(f"--output {output}: {parent} is a file, not a folder")
+    blocker = file_in_the_way(output.parent)
+    if blocker:
+        _fail(f"--output {output}: {blocker} is a file, not a folder")
+    parent = next(p for p in output.parents if p.exists())
     if not os.access(parent, os.W_OK):
         _fail(f"--output {output}: {parent} is not writable")
 

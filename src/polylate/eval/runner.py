@@ -31,6 +31,7 @@ import numpy as np
 
 from polylate.eval.beir import Dataset, DatasetError, dataset_name, discover, load_beir, subsample
 from polylate.eval.metrics import evaluate
+from polylate.paths import file_in_the_way
 
 __all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_storage", "report_table",
            "write_trec_run"]
@@ -345,10 +346,12 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
     for what, target in (("JSON output", output_json), ("plot", plot)):
         if target is not None and Path(target).is_dir():
             raise ValueError(f"{what} {target} is a folder; give a file name")
-        if target is not None and _file_in_the_way(Path(target).parent):
-            raise ValueError(f"{what} {target}: {_file_in_the_way(Path(target).parent)} is a file, not a folder")
-    if runs_dir is not None and _file_in_the_way(Path(runs_dir)):
-        raise ValueError(f"runs folder {runs_dir}: {_file_in_the_way(Path(runs_dir))} is a file, not a folder")
+        blocker = None if target is None else file_in_the_way(Path(target).parent)
+        if blocker:
+            raise ValueError(f"{what} {target}: {blocker} is a file, not a folder")
+    blocker = None if runs_dir is None else file_in_the_way(Path(runs_dir))
+    if blocker:
+        raise ValueError(f"runs folder {runs_dir}: {blocker} is a file, not a folder")
     for what, folder in (("JSON output", output_json and Path(output_json).parent), ("plot", plot and Path(plot).parent),
                          ("runs folder", runs_dir and Path(runs_dir))):
         if folder:
@@ -370,14 +373,6 @@ def _check_writable(what: str, folder: Path) -> None:
             pass
     except OSError as exc:
         raise ValueError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
-
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The first existing non-folder on the way to ``folder`` (which mkdir would trip on)."""
-    for p in [folder, *folder.parents][::-1]:
-        if p.exists() and not p.is_dir():
-            return p
-    return None
 
 
 def _log(line: str) -> None:

@@ -137,8 +137,14 @@ def write_json(path: Path, obj: dict) -> None:
 def empty_index_settings(root: Path) -> dict | None:
     """The recorded settings of an index created empty (by the server) that no documents have
     built yet; None when ``root`` holds a built index or none."""
+    return None if (root / MANIFEST).exists() else read_server_meta(root)
+
+
+def read_server_meta(root: Path) -> dict | None:
+    """The settings a server-made index records beside its manifest (dim, nbits, model,
+    trained tokens); None where there are none (an index the CLI built)."""
     path = root / SERVER_META
-    if (root / MANIFEST).exists() or not path.exists():
+    if not path.exists():
         return None
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

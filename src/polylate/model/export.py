@@ -26,6 +26,7 @@ from polylate.model.checkpoints import (
     JINA_LAYER_NAMES,
 )
 from polylate.model.colbert import ColBERT, replace_folder, write_safetensors
+from polylate.paths import file_in_the_way
 
 LAYOUTS = ("polylate", "pylate", "stanford", "jina")
 _HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
@@ -69,9 +70,10 @@ def export_model(
 
 def check_output_folder(folder: Path) -> None:
     """The output folder is replaced whole: only a model checkpoint or an empty folder may be."""
-    for p in (folder, *folder.parents):
-        if p.exists() and not p.is_dir():
-            raise ExportError(f"{p} is a file, not a folder" if p != folder else f"{folder} is a file; the output is a folder")
+    blocker = file_in_the_way(folder)
+    if blocker:
+        raise ExportError(f"{blocker} is a file, not a folder" if blocker != folder
+                          else f"{folder} is a file; the output is a folder")
     if folder.is_dir() and any(folder.iterdir()):
         from polylate.model.checkpoints import CheckpointError, detect_layout
 

@@ -15,7 +15,6 @@ doubled in tokens since the last training, until it has been trained on
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -28,7 +27,8 @@ from pathlib import Path
 
 from polylate.model.identity import model_mismatch, model_record
 from polylate.index.plaid import PlaidIndex, SearchSettings
-from polylate.index.storage import MANIFEST, SERVER_META, IndexStoreError, WriterLock, read_manifest
+from polylate.index.storage import (MANIFEST, SERVER_META, IndexStoreError, WriterLock, read_manifest,
+                                     read_server_meta)
 from polylate.index.storage import write_json as _write_json
 from polylate.server.runner import ModelRunner
 from polylate.server.schemas import INDEX_NAME_PATTERN
@@ -173,13 +173,10 @@ class IndexRegistry:
 
     @staticmethod
     def _meta(folder: Path) -> dict | None:
-        path = folder / SERVER_META
-        if not path.exists():
-            return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RegistryError(409, f"index folder {folder.name!r} is damaged: {path.name}: {exc}") from exc
+            return read_server_meta(folder)
+        except IndexStoreError as exc:
+            raise RegistryError(409, str(exc)) from exc
 
     #: a folder that cannot be opened is a damaged index of ours: listed, with its problem
     lists_damaged = True
