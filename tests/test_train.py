@@ -542,15 +542,17 @@ def test_cli_train_heads_only(tmp_path, shared_data):
 
     out = tmp_path / "heads.safetensors"
     res = CliRunner().invoke(app, ["train", str(shared_data / "scifact"), "-o", str(out), "--limit", "16",
-                                   "--batch-size", "8", "--heads-only", "--doc-maxlen", "64"])
+                                   "--batch-size", "8", "--heads-only", "--doc-maxlen", "64",
+                                   "--dims", "128,96,64,32"])
     assert res.exit_code == 0, res.output
     heads = load_file(str(out))
-    assert heads["heads.128.weight"].shape == (128, 384)
+    assert heads["heads.128.weight"].shape == (128, 384) and "heads.32.weight" not in heads
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' private 0600
     trained = load_model(out)  # usable as a model: the bundled encoder with these heads
     assert torch.equal(trained.heads["128"].weight, heads["heads.128.weight"])
+    assert trained.output_dims == [128, 96, 64, 32]  # 32, trained as a truncation, travels in the file
     res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "-o", str(out)])
     assert res.exit_code == 2
 

@@ -679,8 +679,9 @@ def base_encoder(cache_dir: str | Path | None = None):
     return encoder.float().eval()
 
 
-def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object]]:
-    """A file in the shipped layout (``save_heads``) → (heads per dim, encoder layer weights).
+def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list[int]]:
+    """A file in the shipped layout (``save_heads``) → (heads per dim, encoder layer weights,
+    sizes trained as truncations of a head).
 
     Refuses a file that is not one (e.g. a full checkpoint's ``model.safetensors``) or that
     was trained over another model than the bundled one: on this encoder its heads would load
@@ -692,7 +693,13 @@ def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object]]:
     except Exception as exc:  # safetensors' own error type: not a safetensors file at all
         raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from exc
     with opened as f:
-        base = (f.metadata() or {}).get("base", "")
+        meta = f.metadata() or {}
+        base = meta.get("base", "")
+        try:
+            trained_dims = [int(d) for d in meta.get("trained_dims", "").split(",") if d.strip()]
+        except ValueError:
+            raise ValueError(f"{path}: metadata trained_dims {meta['trained_dims']!r} is not a list of "
+                             "sizes") from None
         if base and not base.startswith(BUNDLED_NAME):
             raise ValueError(f"{path}: heads trained over {base!r}, not the bundled default model; "
                              "save that model whole (polylate train without --heads-only) and load its folder")
@@ -708,7 +715,7 @@ def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object]]:
                                  "and encoder.layers.<i>.*, as polylate train --heads-only writes)")
     if not heads:
         raise ValueError(f"{path}: not a heads file (no heads.<dim>.weight)")
-    return heads, layers
+    return heads, layers, trained_dims
 
 
 def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | None = None):
@@ -724,13 +731,14 @@ def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | No
     trained = read_head_file(head_file) if head_file.exists() else None  # a bad file fails first
     folder = bundled_model_path(cache_dir)
     enc_cfg, enc_state = hf_encoder(folder)
+    config = bundled_colbert_config()
     if trained is not None:
-        heads, layers = trained
+        heads, layers, config.trained_dims = trained
         name = BUNDLED_NAME
     else:
         heads, layers = {128: {"weight": untrained_head(enc_cfg.hidden_size)}}, {}
         name = BUNDLED_NAME + " (untrained projection)"
-    model = assemble(enc_cfg, enc_state, heads, load_tokenizer_file(folder), bundled_colbert_config(), name=name)
+    model = assemble(enc_cfg, enc_state, heads, load_tokenizer_file(folder), config, name=name)
     if layers:
         missing, unexpected = model.encoder.load_state_dict(layers, strict=False)
         if unexpected:

@@ -191,7 +191,10 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
     for i in sorted(set(encoder_layers)):
         for name, value in model.encoder.layers[i].state_dict().items():
             state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
-    write_safetensors(state, path, metadata={"base": getattr(model, "name", "") or ""})
+    metadata = {"base": getattr(model, "name", "") or ""}
+    if model.config.trained_dims:  # sizes trained as truncations: served like the heads' own
+        metadata["trained_dims"] = ",".join(map(str, model.config.trained_dims))
+    write_safetensors(state, path, metadata=metadata)
     return path
 
 
