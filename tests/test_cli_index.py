@@ -215,6 +215,50 @@ def test_write_problems_are_found_before_encoding(corpus, tmp_path, monkeypatch)
     assert res.exit_code == 2 and "cannot create index folder" in res.output, res.output
 
 
+def test_search_a_queries_file_into_a_run_and_score_it(corpus, tmp_path):
+    """Many queries: one batched encoding, a TREC run file, and metrics against judgments
+    (the same numbers polylate's evaluate gives the run file)."""
+    from polylate.eval.metrics import evaluate
+    from polylate.eval.rerank import read_trec_run
+
+    path, _ = corpus
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
+    judged = {"q-de": "de-berlin", "q-fr": "en-paris", "q-es": "fr-photosynthese", "q-de2": "ru-volga"}
+    texts = {"q-de": "What is the capital of Germany?", "q-fr": "Quelle est la capitale de la France ?",
+             "q-es": "¿Cómo obtienen energía las plantas?", "q-de2": "Welcher Fluss ist der längste in Europa?",
+             "q-unjudged": "green tea in India"}
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n" for q, t in texts.items()))
+    qrels = tmp_path / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in judged.items()))
+    run = tmp_path / "out.trec"
+    res = runner.invoke(app, ["index", "search", str(index), "-i", str(queries), "-k", "5", "--run", str(run),
+                              "--qrels", str(qrels), "--metrics", "ndcg@10,recall@5"])
+    assert res.exit_code == 0, res.output
+    ranked = read_trec_run(run)
+    assert sorted(ranked) == sorted(texts) and all(len(docs) == 5 for docs in ranked.values())
+    assert max(ranked["q-de"], key=ranked["q-de"].get) == "de-berlin"
+    want = evaluate({q: ranked[q] for q in judged}, {q: {d: 1} for q, d in judged.items()}, ["ndcg@10", "recall@5"])
+    out = " ".join(res.output.split())
+    assert "4 judged queries of 5" in out and "searched 5 queries, k=5" in out
+    assert f"ndcg@10 │ {want['ndcg@10']:.4f}" in out and f"recall@5 │ {want['recall@5']:.4f}" in out
+    # the same query typed or read from a file ranks the same
+    typed = _search(runner, index, texts["q-fr"])["hits"]
+    lines = runner.invoke(app, ["index", "search", str(index), "-i", str(queries), "--json", "-k", "3"]).stdout
+    from_file = [json.loads(line) for line in lines.strip().splitlines()]
+    assert [h["id"] for h in from_file[1]["hits"]] == [h["id"] for h in typed]
+    for args, message in ((["x", "-i", str(queries)], "not both"), ([], "give queries as arguments or --input"),
+                          (["x", "--metrics", "ndcg@10"], "--metrics needs --qrels"),
+                          (["x", "--qrels", str(tmp_path / "missing.tsv")], "does not exist"),
+                          (["x", "--run", str(tmp_path)], "is a folder"),
+                          (["x", "--qrels", str(qrels), "--metrics", "ndcg@ten"], "ndcg@ten"),
+                          (["x", "--qrels", str(qrels)], "no searched query has a relevant judgment")):
+        res = runner.invoke(app, ["index", "search", str(index), *args])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
+
+
 def test_a_query_that_is_not_utf8_is_named(corpus, tmp_path):
     path, _ = corpus
     runner = CliRunner()

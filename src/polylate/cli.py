@@ -576,20 +576,29 @@ def index_stats(path: Path = typer.Argument(..., help="existing index folder")) 
 @index_app.command("search")
 def index_search(
     path: Path = typer.Argument(..., help="index folder"),
-    queries: list[str] = typer.Argument(..., help="one or more queries"),
+    queries: Optional[list[str]] = typer.Argument(None, help="one or more queries (or --input)"),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="queries from a file: BEIR queries .jsonl[.gz] "
+                                         "(_id, text) or .txt (one per line, numbered from 0); '-' for stdin"),
     k: int = typer.Option(10, "-k", help="results per query"),
     filter_ids: Optional[Path] = typer.Option(None, "--filter", help="file of allowed document ids, one per line"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of tables"),
+    run: Optional[Path] = typer.Option(None, "--run", help="write the rankings as a TREC run file (qid Q0 docid "
+                                       "rank score tag) instead of printing them"),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="judgments .tsv (BEIR qrels, by the queries' ids): "
+                                         "print the rankings' metrics"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated metrics with --qrels (default: ndcg@10, "
+                                          "recall@K, mrr@10)"),
     thorough: bool = typer.Option(False, help="probe wider and re-rank more: recall ~0.99 vs exact on an index "
                                   "built with --keep-vectors, at ~10x the latency"),
     ncells: Optional[int] = typer.Option(None, help="override: centroids probed per query token"),
     ndocs: Optional[int] = typer.Option(None, help="override: candidates kept after stage 2"),
     threshold: Optional[float] = typer.Option(None, help="override: centroid score pruning threshold"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="queries per encoder batch"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Search the index with text queries."""
+    """Search the index with text queries: print the hits, or write a TREC run and score it."""
     from polylate.index.plaid import SearchSettings
 
     base = SearchSettings.for_k(k, thorough=thorough)
@@ -600,34 +609,101 @@ def index_search(
         _fail(str(exc))
     if threshold is not None and not math.isfinite(threshold):
         _fail(f"--threshold must be a number, got {threshold}")
-    if k < 1:
-        _fail(f"-k must be positive, got {k}")
-    blank = [q for q in queries if not q.strip()]
-    if blank:
+    _check_at_least(("-k", k, 1), ("--batch-size", batch_size, 1))
+    if bool(queries) == (input is not None):
+        _fail("give queries as arguments or --input, not both" if queries else "give queries as arguments or --input")
+    query_ids, query_texts = read_texts(input, list(queries or []))
+    if not query_texts:
+        _fail(f"{input} holds no queries")
+    if any(not q.strip() for q in query_texts):
         _fail("a query is empty")
+    _check_output_file(run)
+    judged, metric_list = _search_judgments(qrels, metrics, k)
     from polylate.index.storage import IndexStoreError
 
     allowed = None
     if filter_ids is not None:
         allowed = _read_ids(filter_ids)
+    batch = input is not None or run is not None or judged is not None
     empty = _empty_index(path)
     if empty is not None:  # created empty by the server: no hits, once the model is known to fit
         _index_model(empty.get("model"), empty["dim"], model, device, dtype)
-        for query in queries:
-            _print_hits(Console(), query, 0.0, [], [], as_json)
-        return
-    idx = _open_index(path)
-    m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
-    out = Console()
-    for query in queries:
-        start = time.perf_counter()
+        rankings = {q: ([], [], 0.0) for q in query_ids}
+    else:
+        idx = _open_index(path)
+        m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
         try:
-            hits = idx.search(m.encode(query, is_query=True, dim=dim), k=k, filter_ids=allowed, settings=settings)
-            ms = 1000 * (time.perf_counter() - start)
-            texts = idx.documents(h.id for h in hits)
-        except (ValueError, IndexStoreError) as exc:
+            # many queries: one batched encoding; a few typed ones: each timed with its encoding
+            encoded = m.encode(query_texts, is_query=True, dim=dim, batch_size=batch_size,
+                               show_progress=batch and len(query_texts) > batch_size) if batch else None
+        except (ValueError, TypeError) as exc:
             _fail(str(exc))
-        _print_hits(out, query, ms, hits, texts, as_json)
+        rankings = {}
+        for n, (qid, query) in enumerate(zip(query_ids, query_texts)):
+            start = time.perf_counter()
+            try:
+                vectors = encoded[n] if encoded is not None else m.encode(query, is_query=True, dim=dim)
+                hits = idx.search(vectors, k=k, filter_ids=allowed, settings=settings)
+                ms = 1000 * (time.perf_counter() - start)
+                texts = idx.documents(h.id for h in hits) if not run else [None] * len(hits)
+            except (ValueError, IndexStoreError) as exc:
+                _fail(str(exc))
+            rankings[qid] = (hits, texts, ms)
+    _report_search(rankings, dict(zip(query_ids, query_texts)), as_json, run, judged, metric_list, k, qrels)
+
+
+def _search_judgments(qrels: Path | None, metrics: str | None, k: int):
+    """(judgments, metric names) for ``index search --qrels``, checked before any encoding."""
+    from polylate.eval.beir import DatasetError, read_qrels
+    from polylate.eval.metrics import parse_metric
+
+    if qrels is None:
+        if metrics is not None:
+            _fail("--metrics needs --qrels (the judgments to score the rankings against)")
+        return None, []
+    if not qrels.is_file():
+        _fail(f"--qrels {qrels} " + ("is a folder" if qrels.is_dir() else "does not exist"))
+    metric_list = [x.strip() for x in (metrics or f"ndcg@10,recall@{k},mrr@10").split(",") if x.strip()]
+    try:
+        for name in metric_list:
+            parse_metric(name)
+        return read_qrels(qrels), metric_list
+    except (DatasetError, ValueError, ImportError) as exc:
+        _fail(str(exc))
+
+
+def _report_search(rankings: dict, texts: dict, as_json: bool, run: Path | None, judged, metric_list,
+                   k: int, qrels: Path | None) -> None:
+    """Each query's hits (tables or JSON lines), or a TREC run file; then latency and, with
+    judgments, the metrics of the rankings."""
+    from polylate.eval.runner import write_trec_run
+
+    scored = {q: {h.id: h.score for h in hits} for q, (hits, _, _) in rankings.items()}
+    if run is not None:
+        try:
+            write_trec_run(scored, run, "polylate")
+        except OSError as exc:
+            _fail(f"cannot write {run}: {exc.strerror or exc}")
+    else:
+        out = Console()
+        for q, (hits, hit_texts, ms) in rankings.items():
+            _print_hits(out, texts[q], ms, hits, hit_texts, as_json)
+    if len(rankings) > 1 or run is not None:
+        ms = np.array([r[2] for r in rankings.values()])
+        console.print(f"searched {len(rankings)} queries, k={k}: {np.median(ms):.1f} ms median, "
+                      f"{np.percentile(ms, 95):.1f} ms p95 per query" + (f" → {run}" if run else ""))
+    if judged is None:
+        return
+    from polylate.eval.metrics import evaluate
+
+    relevant = {q: rels for q, rels in judged.items() if q in scored and any(r > 0 for r in rels.values())}
+    if not relevant:
+        _fail(f"no searched query has a relevant judgment in {qrels} (are the queries' ids those of the qrels?)")
+    values = evaluate({q: scored[q] for q in relevant}, relevant, metric_list)
+    table = Table("metric", "value", caption=f"{len(relevant)} judged queries of {len(rankings)}")
+    for name in metric_list:
+        table.add_row(name, f"{values[name]:.4f}")
+    console.print(table)
 
 
 def _print_hits(out: Console, query: str, ms: float, hits, texts, as_json: bool) -> None:
