@@ -79,7 +79,8 @@ def test_multi_vector_queries_have_32_vectors(client, model):
 
 
 def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
-    """base64 decodes to the float32 matrix; binary/ubinary are its signs packed 8 per byte."""
+    """base64: one string per token, as Jina's MultiEmbeddingData, decoding to its float32
+    vector; binary/ubinary are its signs packed 8 per byte."""
     texts = ["Where is the Eiffel tower?", DOCS[0]]
     res = client.post("/v1/multi-vector", json={"input": texts, "dimensions": 96,
                                                  "embedding_type": ["float", "base64", "binary", "ubinary"]})
@@ -89,7 +90,8 @@ def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
         emb = item["embeddings"]
         assert set(emb) == {"float", "base64", "binary", "ubinary"}
         np.testing.assert_allclose(np.array(emb["float"]), ref, atol=1e-6)
-        decoded = np.frombuffer(base64.b64decode(emb["base64"]), "<f4").reshape(-1, 96)
+        assert len(emb["base64"]) == ref.shape[0]
+        decoded = np.stack([np.frombuffer(base64.b64decode(token), "<f4") for token in emb["base64"]])
         np.testing.assert_array_equal(decoded, ref.astype(np.float32))
         ubin = np.array(emb["ubinary"])
         assert ubin.shape == (ref.shape[0], 12) and ubin.min() >= 0 and ubin.max() <= 255
@@ -97,6 +99,21 @@ def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
         np.testing.assert_array_equal(np.array(emb["binary"]), ubin - 128)
     one = client.post("/v1/multi-vector", json={"input": texts, "dimensions": 96, "embedding_type": "base64"})
     assert [d["embeddings"] for d in one.json()["data"]] == [d["embeddings"]["base64"] for d in res.json()["data"]]
+
+
+def test_jina_request_forms_and_its_embeddings_route(client, model):
+    """What Jina's API takes: /v1/embeddings (its current route for jina-colbert-v2) as
+    /v1/multi-vector, one {"text": ...} object as input, and null for an optional field."""
+    body = {"model": None, "input": {"text": "Where is the Eiffel tower?"}, "input_type": None,
+            "embedding_type": None, "dimensions": None}
+    for route in ("/v1/embeddings", "/v1/multi-vector"):
+        res = client.post(route, json=body)
+        assert res.status_code == 200, res.text
+        got = np.array(res.json()["data"][0]["embeddings"])
+        np.testing.assert_allclose(got, model.encode("Where is the Eiffel tower?"), atol=1e-6)
+    res = client.post("/v1/rerank", json={"query": "tower", "documents": ["a", "b"], "return_documents": None,
+                                          "top_n": None})
+    assert res.status_code == 200 and all("document" in r for r in res.json()["results"])
 
 
 @pytest.mark.parametrize("body, field, words", [
@@ -111,6 +128,8 @@ def test_multi_vector_embedding_types_carry_the_float_vectors(client, model):
     ({"input": ["x"], "embedding_type": ["float", "float"]}, "embedding_type", "repeat"),
     ({"inputs": ["x"]}, "input", "Field required"),
     ({"input": ["x"], "dimensions": True}, "dimensions", "valid integer"),
+    ({"input": ["x", " ", ""]}, "input", "input[1] is blank (and 1 more)"),
+    ({"input": {"text": "\n"}}, "input", "input[0] is blank"),
 ])
 def test_multi_vector_bad_input_is_422_naming_the_problem(client, body, field, words):
     res = client.post("/v1/multi-vector", json=body)
@@ -131,7 +150,8 @@ def test_bad_json_and_unknown_model(client):
 def test_model_alias(model, tmp_path):
     with TestClient(app_for(model, tmp_path, model_aliases=("jina-colbert-v2",))) as c:
         res = c.post("/v1/multi-vector", json={"model": "jina-colbert-v2", "input": ["x"]})
-        assert res.status_code == 200 and res.json()["model"] == model.name
+        assert res.status_code == 200 and res.json()["model"] == "jina-colbert-v2"  # echoed, as Jina does
+        assert c.post("/v1/multi-vector", json={"input": ["x"]}).json()["model"] == model.name
 
 
 # -- /v1/rerank ------------------------------------------------------------------------------
@@ -178,6 +198,9 @@ def test_rerank_top_n_and_objects(client, model):
                 {"query": "x", "documents": DOCS, "return_documents": "yes"}, {"query": " ", "documents": DOCS},
                 {"query": {"text": ""}, "documents": DOCS}):
         assert client.post("/v1/rerank", json=bad).status_code == 422
+    # a blank document is markers only, which would score above real ones: refused, by position
+    res = client.post("/v1/rerank", json={"query": "bananas", "documents": ["Bananas are yellow.", {"text": " "}]})
+    assert res.status_code == 422 and "documents[1] is blank" in _detail(res)
 
 
 # -- auth ------------------------------------------------------------------------------------

@@ -150,6 +150,28 @@ def test_bad_requests_do_not_lose_data(client, tmp_path):
     assert res.status_code == 200 and res.json()["documents"] == 6 and res.json()["replaced"] == 1
 
 
+def test_index_fields_are_not_coerced_and_stats_stay_small(client, tmp_path):
+    """"yes" is not true and "5" is not 5; stats name the model without its signature (a
+    thousand numbers per index in every listing); an emptied index has no size per token."""
+    assert client.post("/v1/indexes", json={"name": "s", "documents": DOCS[:2]}).status_code == 201
+    for path, body in (("/v1/indexes/s/search", {"query": "x", "k": "5"}),
+                       ("/v1/indexes/s/search", {"query": "x", "thorough": "yes"}),
+                       ("/v1/indexes/s/documents", {"documents": DOCS[:1], "replace": "yes"}),
+                       ("/v1/indexes/s/documents/delete", {"ids": ["en-paris"], "missing_ok": 1}),
+                       ("/v1/indexes", {"name": "t", "dim": "96"})):
+        res = client.post(path, json=body)
+        assert res.status_code == 422, (path, body, res.text)
+    assert client.get("/v1/indexes/s").json()["documents"] == 2 and client.get("/v1/indexes/t").status_code == 404
+    stats = client.get("/v1/indexes/s").json()
+    assert stats["model"]["dim"] == 128 and "signature" not in stats["model"]
+    assert "signature" in json.loads((tmp_path / "indexes" / "s" / "MANIFEST.json").read_text())["model"]
+    assert len(client.get("/v1/indexes").content) < 2000
+    client.post("/v1/indexes/s/documents/delete", json={"ids": [d["id"] for d in DOCS[:2]]})
+    assert client.post("/v1/indexes/s/compact").json()["bytes_per_token"] is None
+    res = client.post("/v1/indexes/s/documents/delete", json={"ids": [str(i) for i in range(10_001)]})
+    assert res.status_code == 413 and "at most 10000 per request (max_batch, and at least 10000 ids)" in res.text
+
+
 def test_small_index_grows_and_retrains(model, tmp_path):
     from polylate.server.indexes import SERVER_META
 

@@ -124,3 +124,30 @@ def test_search_page_from_url_and_errors(browser, server):
     status = browser.find_element(By.ID, "status")
     assert "404" in status.text and "no index named 'missing'" in status.text
     assert "error" in status.get_attribute("class") and not _hits(browser)
+
+
+def test_search_page_asks_for_the_key_of_a_server_that_protects_reads(browser, tmp_path):
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    key = "page-test-key-0123456789"
+    app = app_for(load_model(), tmp_path / "indexes", api_keys=(key,), protect_reads=True)
+    with running(app) as url:
+        docs = [{"id": d["id"], "text": d["text"]} for d in SAMPLE_DOCUMENTS]
+        res = httpx.post(url + "/v1/indexes", json={"name": "locked", "documents": docs},
+                         headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        assert res.status_code == 201
+        browser.get(url + "/")
+        _wait(browser, "return document.body.dataset.ready === '1'")
+        assert "enter an API key" in browser.find_element(By.ID, "status").text
+        assert browser.find_element(By.ID, "auth").get_attribute("open") is not None
+        assert not browser.find_elements(By.CSS_SELECTOR, "#index option")
+        browser.find_element(By.ID, "query").send_keys("capital of Germany")
+        browser.find_element(By.ID, "key").send_keys(key + Keys.ENTER)  # the list loads, then the search runs
+        _wait(browser, "return document.body.dataset.state === 'done'")
+        options = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#index option")]
+        assert options == ["locked"] and _hits(browser)[0]["id"] == "de-berlin"
+        browser.get(url + "/?index=locked&q=capital+of+Germany")  # the key is kept for the session
+        _wait(browser, "return document.body.dataset.state === 'done'")
+        assert _hits(browser)[0]["id"] == "de-berlin"

@@ -568,7 +568,7 @@ def index_stats(path: Path = typer.Argument(..., help="existing index folder")) 
     empty = _empty_index(path)
     if empty is not None:  # created empty by the server: settings only, until documents are added
         print(json.dumps({"documents": 0, "built": False, "dim": empty["dim"], "nbits": empty["nbits"],
-                          "keeps_vectors": bool(empty.get("keep_vectors")), "model": empty.get("model")}, indent=2))
+                          "keeps_vectors": bool(empty.get("keep_vectors")), "model": identity.shown(empty.get("model"))}, indent=2))
         return
     print(json.dumps(_open_index(path).stats(), indent=2))
 
@@ -612,11 +612,11 @@ def index_search(
     _check_at_least(("-k", k, 1), ("--batch-size", batch_size, 1))
     if bool(queries) == (input is not None):
         _fail("give queries as arguments or --input, not both" if queries else "give queries as arguments or --input")
+    if any(not q.strip() for q in queries or []):
+        _fail("a query is empty")
     query_ids, query_texts = read_texts(input, list(queries or []))
     if not query_texts:
         _fail(f"{input} holds no queries")
-    if any(not q.strip() for q in query_texts):
-        _fail("a query is empty")
     _check_output_file(run)
     judged, metric_list = _search_judgments(qrels, metrics, k)
     from polylate.index.storage import IndexStoreError

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from polylate.index.plaid import Hit, _validate_docs, validate_query
+from polylate.model import identity
 
 __all__ = ["QdrantIndex", "connect"]
 
@@ -176,7 +177,7 @@ class QdrantIndex:
         params = info.config.params
         return {"collection": self.collection, "documents": len(self), "dim": self.dim, "pooled": self.pooled,
                 "shards": params.shard_number, "replication_factor": params.replication_factor,
-                "status": str(getattr(info.status, "value", info.status)), "model": self.model}
+                "status": str(getattr(info.status, "value", info.status)), "model": identity.shown(self.model)}
 
     def __contains__(self, doc_id: str) -> bool:
         return bool(self.client.retrieve(self.collection, [point_id(doc_id)], with_payload=False))

@@ -37,6 +37,7 @@ from polylate.index.storage import (
     write_segment,
 )
 from polylate.index import kernels
+from polylate.model import identity
 
 
 _NO_FILTER = np.zeros(0, dtype=bool)
@@ -255,10 +256,10 @@ class PlaidIndex:
             "centroids": self.codec.num_centroids,
             "keeps_vectors": bool(self.manifest.get("keep_vectors")),
             "bytes_on_disk": disk,
-            "bytes_per_token": disk / max(stored, 1),
+            "bytes_per_token": disk / stored if stored else None,  # none stored: no per-token size
             "generation": self.manifest["generation"],
             "trained_tokens": self.manifest.get("trained_tokens"),
-            "model": self.manifest.get("model"),
+            "model": identity.shown(self.manifest.get("model")),
         }
 
     # -- building ------------------------------------------------------------------------

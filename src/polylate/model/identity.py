@@ -36,6 +36,12 @@ def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> 
             "signature": signature(model, dim)}
 
 
+def shown(record: dict | None) -> dict | None:
+    """A model record as stats show it: without the signature (a thousand numbers that mean
+    nothing to a reader, and most of the size of an index listing)."""
+    return None if record is None else {k: v for k, v in record.items() if k != "signature"}
+
+
 def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> str | None:
     """Why ``model`` is not the one ``recorded`` (None: it is, or the record cannot tell).
     Records from before signatures (or of another signature format) are compared by name.

@@ -26,7 +26,7 @@ from polylate import __version__
 from polylate.model.colbert import ColBERT
 from polylate.server.embedding_types import format_embeddings
 from polylate.server.indexes import IndexRegistry, RegistryError
-from polylate.server.limits import BodySizeLimit, check_batch, check_texts
+from polylate.server.limits import MAX_DELETE_IDS, BodySizeLimit, check_batch, check_texts
 from polylate.server.runner import ModelRunner
 from polylate.server.schemas import (
     INDEX_NAME_PATTERN,
@@ -67,7 +67,8 @@ def errors(*codes: int) -> dict:
 
 DESCRIPTION = """Multilingual late-interaction (ColBERT) retrieval.
 
-* `/v1/multi-vector` and `/v1/rerank` take the same requests as Jina AI's API.
+* `/v1/embeddings` (Jina's current route for jina-colbert-v2), `/v1/multi-vector` (its earlier
+  one) and `/v1/rerank` take the same requests as Jina AI's API.
 * `/v1/indexes/...` manage named indexes and search them: PLAID folders on this server, or
   Qdrant collections when it runs with `--qdrant-url`.
 * With API keys configured, write endpoints need `Authorization: Bearer <key>`
@@ -151,9 +152,6 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
     # -- Jina-compatible ---------------------------------------------------------------------
 
-    @app.post("/v1/multi-vector", response_model=MultiVectorResponse, dependencies=read, tags=["encode"],
-              responses=errors(401, 404, 413),
-              summary="Token vectors for queries or documents (Jina-compatible)")
     async def multi_vector(req: MultiVectorRequest) -> Response:
         runner.check_model(req.model)
         texts = req.texts()
@@ -163,9 +161,15 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
         def work() -> bytes:
             vectors = runner.encode(texts, is_query=is_query, dim=dim)
-            return _vectors_json(vectors, runner.name, tokens, req.embedding_type)
+            return _vectors_json(vectors, runner.answer_name(req.model), tokens, req.embedding_type)
 
         return Response(await in_thread(work), media_type="application/json")
+
+    for route, summary in (("/v1/embeddings", "Token vectors for queries or documents (Jina's route for "
+                                              "jina-colbert-v2)"),
+                           ("/v1/multi-vector", "Token vectors for queries or documents (Jina's earlier route)")):
+        app.post(route, response_model=MultiVectorResponse, dependencies=read, tags=["encode"],
+                 responses=errors(401, 404, 413), summary=summary)(multi_vector)
 
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_unset=True, dependencies=read,
               tags=["encode"],
@@ -180,7 +184,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         results = [{"index": r["index"], "relevance_score": r["score"],
                     **({"document": req.returned_document(r["index"])} if req.return_documents else {})}
                    for r in ranked]
-        return RerankResponse(model=runner.name, results=results, usage={"total_tokens": tokens})
+        return RerankResponse(model=runner.answer_name(req.model), results=results, usage={"total_tokens": tokens})
 
     # -- indexes -----------------------------------------------------------------------------
 
@@ -234,7 +238,8 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
               responses=errors(401, 404, 409, 413),
               tags=["indexes"], summary="Delete documents by id; one atomic commit")
     async def delete_documents(name: IndexNameParam, req: DeleteDocumentsRequest) -> dict:
-        check_batch(len(req.ids), max(settings.max_batch, 10_000), "ids")
+        check_batch(len(req.ids), max(settings.max_batch, MAX_DELETE_IDS), "ids", "max_batch, and at least "
+                    f"{MAX_DELETE_IDS} ids")
         return await in_thread(registry.delete, name, req.ids, req.missing_ok)
 
     @app.post("/v1/indexes/{name}/compact", response_model=IndexStats, dependencies=write, tags=["indexes"],

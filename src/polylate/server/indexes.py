@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polylate.model import identity
 from polylate.model.identity import model_mismatch, model_record
 from polylate.index.plaid import PlaidIndex, SearchSettings
 from polylate.index.storage import (MANIFEST, SERVER_META, IndexStoreError, WriterLock, read_manifest,
@@ -382,7 +383,7 @@ class IndexRegistry:
             usable["problem"] = usable["problem"] and self.public(usable["problem"])
             if idx is None:
                 return {"name": name, "documents": 0, "dim": meta["dim"], "nbits": meta["nbits"], "built": False,
-                        "keeps_vectors": meta.get("keep_vectors", False), "model": meta.get("model"), **usable}
+                        "keeps_vectors": meta.get("keep_vectors", False), "model": identity.shown(meta.get("model")), **usable}
             return {"name": name, **idx.stats(), "built": True, **usable}
 
     def prepare_search(self, name: str) -> tuple[int, int | None]:

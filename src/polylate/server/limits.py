@@ -70,10 +70,14 @@ async def _reply(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def check_batch(count: int, max_batch: int, what: str = "input") -> None:
+#: ids one delete request may name however small max_batch is (ids cost no encoding)
+MAX_DELETE_IDS = 10_000
+
+
+def check_batch(count: int, max_batch: int, what: str = "input", setting: str = "max_batch") -> None:
     if count > max_batch:
         raise HTTPException(413, f"{what} has {count} items; this server accepts at most {max_batch} "
-                                 "per request (max_batch)")
+                                 f"per request ({setting})")
 
 
 def check_texts(texts: Sequence[str], max_chars: int, what: str = "input") -> None:

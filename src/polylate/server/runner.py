@@ -32,6 +32,11 @@ class ModelRunner:
             raise HTTPException(404, f"model {requested!r} is not served here; this server serves "
                                      f"{self.name!r} (also accepted: {sorted(self.accepted_names - {self.name})})")
 
+    def answer_name(self, requested: str | None) -> str:
+        """The model an answer names: the one the request asked for (an alias such as
+        jina-colbert-v2, as Jina's API echoes it), else the served model's own name."""
+        return requested if requested not in (None, "default") else self.name
+
     def check_dim(self, dim: int | None, field: str = "dimensions") -> int:
         if dim is None:
             return self.default_dim

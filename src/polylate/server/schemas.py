@@ -64,23 +64,44 @@ def _text(item: InputItem) -> str:
 # -- Jina-compatible -------------------------------------------------------------------------
 
 
+def _null_is_default(model: type[BaseModel], data):
+    """Jina's API takes an explicit ``null`` for an optional field as "the default"."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if not (v is None and model.model_fields.get(k) is not None
+                                                      and not model.model_fields[k].is_required())}
+    return data
+
+
+def _not_blank(texts: list[str], what: str) -> None:
+    """A blank text encodes to markers only, which match every query a little: refused, as
+    index adds refuse it, rather than scored."""
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    if blank:
+        raise ValueError(f"{what}[{blank[0]}] is blank" + (f" (and {len(blank) - 1} more)" if len(blank) > 1 else "")
+                         + ": give each some text")
+
+
 class MultiVectorRequest(BaseModel):
     model: str | None = Field(None, description="the served model's name, 'default', or a configured alias")
-    input: list[InputItem] | str = Field(..., description="texts, or {\"text\": ...} objects")
+    input: list[InputItem] | TextInput | str = Field(..., description="a text, a {\"text\": ...} object, or a "
+                                                     "list of them")
     input_type: Literal["query", "document"] = Field(
         "document", description="query: padded with [MASK] to query_maxlen vectors when the model expands "
                                 "queries (Jina, ColBERT); document: one vector per non-punctuation token")
     dimensions: int | None = Field(None, strict=True, description="Matryoshka size: 128, 96 or 64 (the model's sizes)")
     embedding_type: EmbeddingType | list[EmbeddingType] = Field(
-        "float", description="float, base64 (little-endian float32 matrix), binary or ubinary (signs packed 8 "
-                             "per byte, signed or unsigned), or a list of them (then `embeddings` is an object "
-                             "keyed by type)")
+        "float", description="float, base64 (one little-endian float32 string per token), binary or ubinary "
+                             "(signs packed 8 per byte, signed or unsigned), or a list of them (then "
+                             "`embeddings` is an object keyed by type)")
+
+    _nulls = model_validator(mode="before")(classmethod(_null_is_default))
 
     @field_validator("input")
     @classmethod
     def _non_empty(cls, value):
         if isinstance(value, list) and not value:
             raise ValueError("input is empty: give at least one text")
+        _not_blank([_text(x) for x in value] if isinstance(value, list) else [_text(value)], "input")
         return value
 
     @field_validator("embedding_type", mode="before")
@@ -98,7 +119,7 @@ class MultiVectorRequest(BaseModel):
         return value
 
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else [_text(x) for x in self.input]
+        return [_text(x) for x in self.input] if isinstance(self.input, list) else [_text(self.input)]
 
 
 class MultiVectorItem(BaseModel):
@@ -125,11 +146,19 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=1, strict=True, description="return the best n (default: all)")
     return_documents: bool = Field(True, strict=True)
 
+    _nulls = model_validator(mode="before")(classmethod(_null_is_default))
+
     @field_validator("query")
     @classmethod
     def _query_not_blank(cls, value):
         if not _text(value).strip():
             raise ValueError("query is blank: a query needs some text to rank the documents by")
+        return value
+
+    @field_validator("documents")
+    @classmethod
+    def _documents_not_blank(cls, value):
+        _not_blank([_text(x) for x in value], "documents")
         return value
 
     def query_text(self) -> str:
@@ -172,28 +201,28 @@ class Document(BaseModel):
 
 class CreateIndexRequest(BaseModel):
     name: IndexName
-    dim: int | None = Field(None, description="128, 96 or 64 (default: the model's)")
+    dim: int | None = Field(None, strict=True, description="128, 96 or 64 (default: the model's)")
     nbits: Literal[1, 2, 4] = Field(2, description="residual bits per dimension")
-    keep_vectors: bool = Field(False, description="also store float16 vectors for exact re-ranking")
+    keep_vectors: bool = Field(False, strict=True, description="also store float16 vectors for exact re-ranking")
     documents: list[Document] = Field(default_factory=list, description="optional first documents")
 
 
 class AddDocumentsRequest(BaseModel):
     documents: list[Document] = Field(..., min_length=1)
-    replace: bool = Field(False, description="replace documents whose id is already indexed")
+    replace: bool = Field(False, strict=True, description="replace documents whose id is already indexed")
 
 
 class DeleteDocumentsRequest(BaseModel):
     ids: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(..., min_length=1)
-    missing_ok: bool = Field(False, description="ignore ids that are not in the index")
+    missing_ok: bool = Field(False, strict=True, description="ignore ids that are not in the index")
 
 
 class SearchRequest(BaseModel):
     query: str = Field(..., min_length=1, pattern=r"\S", description="the query text (not blank)")
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=1000, strict=True)
     filter_ids: list[str] | None = Field(None, description="only these documents may be returned")
-    explain: bool = Field(False, description="per hit: the document token each query token matched best")
-    thorough: bool = Field(False, description="probe wider and re-rank more candidates: recall ~0.99 against "
+    explain: bool = Field(False, strict=True, description="per hit: the document token each query token matched best")
+    thorough: bool = Field(False, strict=True, description="probe wider and re-rank more candidates: recall ~0.99 against "
                            "exact MaxSim on an index that keeps its vectors, at ~10x the latency (on Qdrant: exact "
                            "MaxSim over every document instead of the pooled candidates)")
 

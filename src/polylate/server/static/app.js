@@ -18,7 +18,9 @@ async function api(path, body) {
   if (!res.ok) {
     const d = data.detail;
     const msg = typeof d === "string" ? d : Array.isArray(d) ? d.map((e) => e.msg).join("; ") : res.statusText;
-    throw new Error(res.status + ": " + msg);
+    const err = new Error(res.status + ": " + msg);
+    err.status = res.status;
+    throw err;
   }
   return data;
 }
@@ -130,12 +132,13 @@ async function search() {
   }
 }
 
-async function init() {
-  const params = new URLSearchParams(location.search);
+// The index list; a server that protects reads answers 401 until the key is given, and the
+// list loads again once it is (the key field asks for it).
+async function loadIndexes() {
+  const keep = $("index").value;
   try {
-    const health = await api("health");
-    $("model").textContent = `${health.model} · ${health.dims.join("/")}-d`;
     const { indexes } = await api("v1/indexes");
+    $("index").replaceChildren();
     for (const ix of indexes) {
       const opt = document.createElement("option");
       opt.value = ix.name;
@@ -147,10 +150,30 @@ async function init() {
       }
       $("index").appendChild(opt);
     }
-    if (!indexes.length) status("no indexes yet: create one with POST /v1/indexes");
+    if (keep && [...$("index").options].some((o) => o.value === keep)) $("index").value = keep;
+    status(indexes.length ? "" : "no indexes yet: create one with POST /v1/indexes");
+    return true;
+  } catch (err) {
+    if (err.status === 401) {
+      $("auth").open = true;
+      status("this server protects reads: enter an API key (then press Enter)", true);
+      $("key").focus();
+    } else {
+      status(err.message, true);
+    }
+    return false;
+  }
+}
+
+async function init() {
+  const params = new URLSearchParams(location.search);
+  try {
+    const health = await api("health");
+    $("model").textContent = `${health.model} · ${health.dims.join("/")}-d`;
   } catch (err) {
     status(err.message, true);
   }
+  const listed = await loadIndexes();
   const wanted = params.get("index");
   if (wanted && ![...$("index").options].some((o) => o.value === wanted)) {
     const opt = document.createElement("option");
@@ -160,9 +183,17 @@ async function init() {
   if (wanted) $("index").value = wanted;
   if (params.get("k")) $("k").value = params.get("k");
   $("thorough").checked = params.get("thorough") === "1";
-  if (params.get("q")) { $("query").value = params.get("q"); await search(); }
+  if (params.get("q")) $("query").value = params.get("q");
+  if (params.get("q") && listed) await search();
   document.body.dataset.ready = "1";
 }
 
 form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
+// a key typed in: remembered for the session, and the index list fetched with it
+$("key").addEventListener("keydown", async (e) => {
+  if (e.key !== "Enter") return;
+  e.preventDefault();
+  headers();
+  if (await loadIndexes() && $("query").value.trim()) await search();
+});
 init();
