@@ -472,3 +472,15 @@ def test_an_open_handle_reads_texts_after_another_writer_compacts(tmp_path, corp
     writer.compact()  # sweeps the segment the reader has open
     assert reader.documents(corpus.ids[10:12]) == texts[10:12]
     assert reader.documents([corpus.ids[0]]) == [None]  # deleted meanwhile
+
+
+def test_warm_up_searches_a_throwaway_index_and_leaves_nothing(tmp_path, monkeypatch):
+    """The server compiles the search kernels at start-up with it; a failure there would
+    only be a warning, so it is checked here."""
+    import tempfile
+
+    from polylate.index.plaid import warm_up
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    warm_up()
+    assert list(tmp_path.iterdir()) == []

@@ -605,3 +605,19 @@ class PlaidIndex:
                                                  self.codec.centroids, self.codec.lut, q)
         top = kernels.top_indices(scores, k)
         return [(float(scores[i]), seg.ids[cand[i]]) for i in top]
+
+
+def warm_up() -> None:
+    """Compile the search kernels now (numba compiles on first use and caches the machine code
+    on disk: on a fresh install the first search waited ~15 s for it), by searching a tiny
+    throwaway index built the way real ones are, so the compiled signatures are the real ones."""
+    import tempfile
+
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((n, 32)).astype(np.float32) for n in (5, 7, 9)]
+    docs = [d / np.linalg.norm(d, axis=1, keepdims=True) for d in docs]
+    with tempfile.TemporaryDirectory(prefix="polylate-warm-") as tmp:
+        for keep in (False, True):
+            index = PlaidIndex.build(Path(tmp) / f"w{int(keep)}", ["a", "b", "c"], docs, keep_vectors=keep)
+            index.search(docs[0], k=2)
+            index.search(docs[1], k=2, filter_ids=["b"])

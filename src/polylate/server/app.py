@@ -7,8 +7,11 @@ search page.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -85,6 +88,15 @@ def _vectors_json(vectors: list[np.ndarray], model: str, tokens: int, embedding_
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def _warm_up() -> None:
+    from polylate.index.plaid import warm_up
+
+    try:
+        warm_up()
+    except Exception as exc:  # only a head start: a search compiles what this did not
+        warnings.warn(f"search kernels not compiled ahead: {exc}", stacklevel=1)
+
+
 def create_app(settings: ServerSettings | None = None, model: ColBERT | None = None) -> FastAPI:
     """The server for `settings`; `model` skips loading ``settings.model`` (it must be that model)."""
     from fastapi_offline import FastAPIOffline
@@ -102,8 +114,14 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     read = [Depends(keys.read_dependency())]
     write = [Depends(keys.write_dependency())]
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        # the search kernels compile in the background while the first requests come in
+        threading.Thread(target=_warm_up, name="polylate-warm-up", daemon=True).start()
+        yield
+
     app = FastAPIOffline(title="polylate", version=__version__, description=DESCRIPTION,
-                         static_url="/static-docs")
+                         static_url="/static-docs", lifespan=lifespan)
     app.state.settings, app.state.runner, app.state.registry = settings, runner, registry
     public = getattr(registry, "public", lambda message: message)  # messages without the server's paths
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
