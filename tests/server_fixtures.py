@@ -23,8 +23,11 @@ def tiny_model(folder: Path):
 
 
 def app_for(model, index_root: Path, **settings):
+    """A server app; without the start-up kernel warm-up unless asked (a test's server lives
+    seconds, and the kernels are compiled by then anyway)."""
     from polylate.server import ServerSettings, create_app
 
+    settings.setdefault("warm_up", False)
     return create_app(ServerSettings(index_root=index_root, **settings), model=model)
 
 

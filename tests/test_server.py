@@ -147,6 +147,21 @@ def test_bad_json_and_unknown_model(client):
     assert res.status_code == 404 and "not served here" in _detail(res)
 
 
+def test_start_up_compiles_the_search_kernels_and_cleans_up(model, tmp_path, monkeypatch):
+    import tempfile
+
+    from polylate.index import plaid
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    calls = []
+    warm_up = plaid.warm_up
+    monkeypatch.setattr(plaid, "warm_up", lambda: calls.append(1) or warm_up())
+    with TestClient(app_for(model, tmp_path / "indexes", warm_up=True)) as c:
+        assert c.get("/health").status_code == 200
+    assert calls == [1] and list((tmp_path / "tmp").iterdir()) == []  # joined at shutdown: nothing left
+
+
 def test_model_alias(model, tmp_path):
     with TestClient(app_for(model, tmp_path, model_aliases=("jina-colbert-v2",))) as c:
         res = c.post("/v1/multi-vector", json={"model": "jina-colbert-v2", "input": ["x"]})

@@ -117,8 +117,12 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app):
         # the search kernels compile in the background while the first requests come in
-        threading.Thread(target=_warm_up, name="polylate-warm-up", daemon=True).start()
+        warming = threading.Thread(target=_warm_up, name="polylate-warm-up", daemon=True)
+        if settings.warm_up:
+            warming.start()
         yield
+        if warming.is_alive():  # its throwaway index is deleted when it ends
+            await anyio.to_thread.run_sync(warming.join, 60)
 
     app = FastAPIOffline(title="polylate", version=__version__, description=DESCRIPTION,
                          static_url="/static-docs", lifespan=lifespan)

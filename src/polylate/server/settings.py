@@ -35,6 +35,7 @@ class ServerSettings:
     qdrant_path: str | None = None
     qdrant_api_key: str | None = None
     qdrant_prefix: str = "polylate-"  # collection name = prefix + index name
+    warm_up: bool = True  # compile the search kernels in the background at start-up
 
     def __post_init__(self) -> None:
         self.index_root = Path(self.index_root)
