@@ -259,6 +259,19 @@ def test_search_a_queries_file_into_a_run_and_score_it(corpus, tmp_path):
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
 
 
+def test_build_over_what_an_interrupted_build_left(corpus, tmp_path):
+    path, _ = corpus
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
+    (index / "MANIFEST.json").unlink()  # killed before its first commit
+    res = runner.invoke(app, ["index", "build", str(index), "-i", str(path)])
+    assert res.exit_code == 2 and "interrupted build left (no index); pass --overwrite" in " ".join(res.output.split())
+    res = runner.invoke(app, ["index", "build", str(index), "-i", str(path), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 12
+
+
 def test_a_query_that_is_not_utf8_is_named(corpus, tmp_path):
     path, _ = corpus
     runner = CliRunner()

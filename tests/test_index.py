@@ -209,6 +209,17 @@ def test_retrain_refits_the_codec_to_the_grown_collection(tmp_path, corpus):
                                               [corpus.docs[0] if t == "late text" else by_text[t] for t in batch])
     assert sorted(seen) == sorted(texts + ["late text"]) and len(new) == 601 and not new.outgrown()
 
+    # documents added without texts: each keeps its own (a retrain once dropped every text)
+    mixed = PlaidIndex.build(tmp_path / "mixed", corpus.ids[:30], corpus.docs[:30], keep_vectors=True,
+                             texts=texts[:30])
+    mixed.add(corpus.ids[30:90], corpus.docs[30:90])
+    new = mixed.retrain()
+    assert new.documents(["doc-3", "doc-50"]) == ["text doc-3", None]
+    # the codec's sample is capped; what a retrain fits is the whole collection, so the index
+    # is not "outgrown" straight after a build (it once was, forever, past 2 x 2^18 tokens)
+    capped = PlaidIndex.build(tmp_path / "capped", corpus.ids, corpus.docs, sample_tokens=500)
+    assert capped.manifest["trained_tokens"] == capped.live_tokens() and not capped.outgrown()
+
     bare = PlaidIndex.build(tmp_path / "bare", corpus.ids[:30], corpus.docs[:30])
     with pytest.raises(IndexStoreError, match="nothing to retrain from"):
         bare.retrain(lambda batch: [])
@@ -412,12 +423,20 @@ def test_codec_of_a_tiny_collection_has_distinct_buckets(corpus):
 
 
 @pytest.mark.parametrize("damage", ["missing ids", "short ids", "junk centroids", "wrong-shape centroids",
-                                    "short ivf_offsets", "corrupt texts"])
+                                    "short ivf_offsets", "corrupt texts", "lost vectors", "integer ids",
+                                    "codes past the centroids"])
 def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
     texts = [f"t{i}" for i in range(40)]
-    idx = PlaidIndex.build(tmp_path / "dmg", corpus.ids[:40], corpus.docs[:40], num_centroids=16, texts=texts)
+    idx = PlaidIndex.build(tmp_path / "dmg", corpus.ids[:40], corpus.docs[:40], num_centroids=16, texts=texts,
+                           keep_vectors=True)
     seg, codec = idx.root / "segments" / idx.segments[0].name, idx.root / idx.manifest["codec"]
-    if damage == "missing ids":
+    if damage == "lost vectors":  # search fell back to residuals, and compact committed an unreadable index
+        (seg / "vectors.npy").unlink()
+    elif damage == "integer ids":
+        (seg / "ids.json").write_text(json.dumps(list(range(40))))
+    elif damage == "codes past the centroids":
+        np.save(seg / "codes.npy", np.load(seg / "codes.npy") + 16)
+    elif damage == "missing ids":
         (seg / "ids.json").unlink()
     elif damage == "short ids":
         (seg / "ids.json").write_text(json.dumps(corpus.ids[:6]))
@@ -434,6 +453,64 @@ def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
         return
     with pytest.raises(IndexStoreError, match="damaged"):
         PlaidIndex.open(idx.root)
+
+
+def test_what_an_interrupted_build_left_is_replaced_only_when_asked(tmp_path, corpus):
+    from polylate.index.plaid import interrupted_build
+
+    folder = tmp_path / "killed"
+    PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20])
+    (folder / "MANIFEST.json").unlink()  # as if killed before the first commit
+    assert interrupted_build(folder)
+    with pytest.raises(IndexStoreError, match="interrupted build left, overwrite them"):
+        PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20])
+    idx = PlaidIndex.build(folder, corpus.ids[20:30], corpus.docs[20:30], overwrite=True)
+    assert sorted(idx.ids) == sorted(corpus.ids[20:30]) and len(list(folder.glob("codec-*"))) == 1
+    (tmp_path / "theirs" / "segments").mkdir(parents=True)
+    (tmp_path / "theirs" / "segments" / "notes.txt").write_text("mine")
+    assert not interrupted_build(tmp_path / "theirs")
+    with pytest.raises(IndexStoreError, match="choose an empty or new folder$"):
+        PlaidIndex.build(tmp_path / "theirs", corpus.ids[:2], corpus.docs[:2], overwrite=True)
+
+
+def test_inputs_are_checked_before_anything_is_written(tmp_path, corpus):
+    idx = PlaidIndex.build(tmp_path / "i", corpus.ids[:1], [corpus.docs[0][:1]])  # one token is enough
+    assert len(idx) == 1 and idx.search(corpus.docs[0][:1].astype(np.float32), k=1)[0].id == corpus.ids[0]
+    gen = idx.manifest["generation"]
+    for ids, vectors, texts, error, match in (
+            ("xy", corpus.docs[1:3], None, TypeError, "not one string"),
+            (["a\udc80"], corpus.docs[1:2], None, ValueError, "not valid Unicode"),
+            (["a"], corpus.docs[1:2], ["caf\udce9"], ValueError, "text is not valid Unicode"),
+            ([["a"]], corpus.docs[1:2], None, ValueError, "id must be a non-empty string"),
+            (["a"], [np.array([[object()] * 64])], None, ValueError, "must be numbers")):
+        with pytest.raises(error, match=match):
+            idx.add(ids, vectors, texts=texts)
+    assert PlaidIndex.open(idx.root).manifest["generation"] == gen
+
+
+def test_an_add_whose_merge_fails_keeps_its_documents(tmp_path, corpus, monkeypatch):
+    idx = PlaidIndex.build(tmp_path / "m", corpus.ids[:5], corpus.docs[:5])
+    monkeypatch.setattr(PlaidIndex, "MAX_SEGMENTS", 1)
+    monkeypatch.setattr(PlaidIndex, "_compact", lambda self, manifest: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    with pytest.warns(UserWarning, match="documents were added, but merging .* No space left"):
+        idx.add(corpus.ids[5:8], corpus.docs[5:8])
+    assert len(PlaidIndex.open(idx.root)) == 8
+
+
+def test_stats_while_another_writer_sweeps(tmp_path, corpus, monkeypatch):
+    from pathlib import Path as _Path
+
+    idx = PlaidIndex.build(tmp_path / "s", corpus.ids[:5], corpus.docs[:5])
+    real = _Path.stat
+
+    def vanishing(self, *args, **kwargs):  # a file swept between the listing and its stat
+        if self.name == "codes.npy":
+            raise FileNotFoundError(2, "No such file", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Path, "stat", vanishing)
+    assert idx.stats()["documents"] == 5
 
 
 def test_building_into_a_foreign_folder_touches_nothing(tmp_path, corpus):

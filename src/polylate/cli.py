@@ -422,7 +422,7 @@ def index_build(
 ) -> None:
     """Encode a collection and build a compressed index."""
     from polylate.index.codec import NBITS
-    from polylate.index.plaid import PlaidIndex
+    from polylate.index.plaid import PlaidIndex, interrupted_build
     from polylate.index.storage import MANIFEST, SERVER_META
 
     if nbits not in NBITS:
@@ -436,7 +436,10 @@ def index_build(
               "or pass --overwrite to build it here with this command's settings")
     if path.is_dir() and not (path / MANIFEST).exists() and any(p.name not in ("LOCK", SERVER_META)
                                                                 for p in path.iterdir()):
-        _fail(f"{path} is not empty and holds no index; build into a new or empty folder")
+        if not interrupted_build(path):
+            _fail(f"{path} is not empty and holds no index; build into a new or empty folder")
+        if not overwrite:
+            _fail(f"{path} holds what an interrupted build left (no index); pass --overwrite to build over it")
     ids, texts = read_texts(input, [])
     if not texts:
         _fail(f"{input} holds no documents")

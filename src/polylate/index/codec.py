@@ -113,6 +113,8 @@ class ResidualCodec:
         sample = sample[rng.permutation(sample.shape[0])]
         n_held = max(1, min(int(sample.shape[0] * heldout_fraction), 50_000))
         held, train = sample[:n_held], sample[n_held:]
+        if n_held < MIN_HELDOUT:  # too few to hold out (bucket statistics use every vector): train on all
+            train = sample
         k = num_centroids or default_num_centroids(sample.shape[0])
         k = min(k, max(1, train.shape[0] // 4))  # tiny collections: keep clusters meaningful
         centroids = train_centroids(train, k, niter=niter, seed=seed)

@@ -13,7 +13,9 @@ writes new tombstones; both become visible in one atomic manifest commit (storag
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,17 +94,30 @@ def _id_list(ids, name: str) -> list:
     return list(ids)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) -> None:
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids but {len(vectors)} documents")
+    for i, doc_id in enumerate(ids):
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ValueError(f"document #{i}: id must be a non-empty string, got {doc_id!r}")
+        if not _utf8(doc_id):
+            raise ValueError(f"document #{i}: id {doc_id!r} is not valid Unicode text (a lone surrogate?)")
     if len(set(ids)) != len(ids):
         seen, dup = set(), []
         for i in ids:
             (dup.append(i) if i in seen else seen.add(i))
         raise ValueError(f"duplicate ids in one call: {dup[:5]}")
-    for i, (doc_id, v) in enumerate(zip(ids, vectors)):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise ValueError(f"document #{i}: id must be a non-empty string, got {doc_id!r}")
+    for doc_id, v in zip(ids, vectors):
+        if v.dtype.kind not in "fiu":
+            raise ValueError(f"document {doc_id!r}: vectors must be numbers, got an array of {v.dtype}")
         if v.ndim != 2 or v.shape[1] != dim:
             raise ValueError(f"document {doc_id!r}: expected vectors of shape [n, {dim}], got {list(v.shape)}")
         if v.shape[0] == 0:
@@ -139,6 +154,10 @@ def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments
         elif seg.residuals.shape[1] != codec.bytes_per_token:
             problem = f"segment {seg.name} stores {seg.residuals.shape[1]} residual bytes per token, " \
                       f"the codec {codec.bytes_per_token}"
+        elif manifest.get("keep_vectors") and seg.vectors is None:
+            problem = f"segment {seg.name} has lost its vectors.npy (the index keeps vectors)"
+        elif len(seg.codes) and int(seg.codes.max()) >= codec.num_centroids:
+            problem = f"segment {seg.name} has centroid codes past the codec's {codec.num_centroids}"
     if problem:
         raise IndexStoreError(f"index {root} is damaged: {problem}")
 
@@ -157,7 +176,39 @@ def _check_texts(texts, ids):
     bad = next((i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)), None)
     if bad is not None:
         raise ValueError(f"document {ids[bad]!r}: text must be a string, got {type(texts[bad]).__name__}")
+    bad = next((i for i, t in enumerate(texts) if t is not None and not _utf8(t)), None)
+    if bad is not None:
+        raise ValueError(f"document {ids[bad]!r}: text is not valid Unicode (a lone surrogate?)")
     return texts
+
+
+_OURS = re.compile(r"(codec|seg)-[0-9a-f]{12}")
+
+
+def interrupted_build(root: Path) -> bool:
+    """Whether ``root`` holds no index but only what a build of ours wrote before it was killed
+    (its lock file, codec folders and segment folders, named as ``new_name`` names them)."""
+    if (root / "MANIFEST.json").exists() or not root.is_dir():
+        return False
+    found = False
+    for p in root.iterdir():
+        if p.name == "LOCK":
+            continue
+        if p.name == "segments" and p.is_dir():
+            if not all(_OURS.fullmatch(s.name) and s.name.startswith("seg-") for s in p.iterdir()):
+                return False
+        elif not (_OURS.fullmatch(p.name) and p.name.startswith("codec-") and p.is_dir()):
+            return False
+        found = True
+    return found
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 for a folder, or a file another writer swept away meanwhile."""
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except FileNotFoundError:
+        return 0
 
 
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
@@ -235,16 +286,17 @@ class PlaidIndex:
         return sum(int(np.diff(s.offsets)[~s.deleted].sum()) for s in self.segments)
 
     def outgrown(self, factor: float = 2.0) -> bool:
-        """The codec was trained on fewer than 1/``factor`` of the tokens the index now holds (an
-        index built small and grown by adds): its centroids no longer fit, and recall drops
-        until it is retrained. Unknown (False) for indexes from before the count was kept."""
+        """The codec was fit to a collection of fewer than 1/``factor`` of the tokens the index
+        now holds (an index built small and grown by adds): its centroids no longer fit, and
+        recall drops until it is retrained. Unknown (False) for indexes from before the count
+        was kept."""
         trained = self.manifest.get("trained_tokens")
         return bool(trained) and self.live_tokens() > factor * trained
 
     def stats(self) -> dict:
         stored = sum(int(s.offsets[-1]) for s in self.segments)  # deleted documents' too, until compaction
         tokens = self.live_tokens()
-        disk = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+        disk = sum(_size(f) for f in self.root.rglob("*"))
         return {
             "documents": len(self),
             "deleted_pending_compaction": sum(int(s.deleted.sum()) for s in self.segments),
@@ -297,9 +349,13 @@ class PlaidIndex:
             raise IndexStoreError(f"{root} is a file")
         if root.is_dir() and not (root / "MANIFEST.json").exists():
             clash = sorted(p.name for p in root.iterdir() if p.name == "segments" or p.name.startswith("codec-"))
-            if clash:  # a build sweeps these names: never someone else's files
+            # a build sweeps these names: never someone else's files; a build of ours killed
+            # before its first commit left only its own, which an explicit overwrite may replace
+            if clash and not (overwrite and interrupted_build(root)):
                 raise IndexStoreError(f"{root} is not an index but holds {', '.join(clash)}, which a build "
-                                      "would replace; choose an empty or new folder")
+                                      "would replace; choose an empty or new folder" + (
+                                          " (or, since they are what an interrupted build left, overwrite "
+                                          "them)" if interrupted_build(root) else ""))
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
             # a rebuild in place continues the generation count, so open handles see a change
@@ -330,7 +386,8 @@ class PlaidIndex:
                 "format": FORMAT, "format_version": FORMAT_VERSION, "generation": generation,
                 "dim": dim, "nbits": nbits, "codec": codec_name, "segments": [],
                 "keep_vectors": keep_vectors, "model": model or {}, "created": time.time(),
-                "trained_tokens": int(sample.shape[0]),
+                # the collection the codec was fit to (its sample is capped): what outgrown() compares
+                "trained_tokens": int(total),
             }
             index = cls.__new__(cls)
             index.root, index.manifest, index.codec, index.segments, index._locator = root, manifest, codec, [], {}
@@ -353,20 +410,20 @@ class PlaidIndex:
             vectors += batch_vectors or []
         if not ids:
             raise IndexStoreError(f"index {self.root} holds no documents to retrain on")
-        stored_texts = None if any(t is None for t in texts) else texts
         if len(vectors) != len(ids):
-            if stored_texts is None:
+            if any(t is None for t in texts):
                 raise IndexStoreError(f"index {self.root} keeps neither vectors (keep_vectors) nor all its "
                                       "texts: nothing to retrain from")
             if encode is None:
                 raise ValueError(f"index {self.root} keeps no vectors: retraining re-encodes its texts, "
                                  "so it needs the model (encode)")
-            vectors = list(encode(stored_texts))
+            vectors = list(encode(texts))
             if len(vectors) != len(ids) or any(np.shape(v)[-1] != self.dim for v in vectors):
                 raise ValueError(f"encode gave {len(vectors)} documents' vectors for {len(ids)} texts, or not "
                                  f"of the index's dim {self.dim}")
         return PlaidIndex.build(self.root, ids, vectors, nbits=self.codec.nbits,
-                                keep_vectors=bool(self.manifest.get("keep_vectors")), texts=stored_texts,
+                                keep_vectors=bool(self.manifest.get("keep_vectors")),
+                                texts=texts if any(t is not None for t in texts) else None,
                                 model=self.manifest.get("model"), overwrite=True, replaces=state)
 
     def _append_segment(self, ids: list[str], vectors: list[np.ndarray], manifest: dict, texts=None) -> None:
@@ -416,7 +473,7 @@ class PlaidIndex:
         ``MAX_SEGMENTS`` segments, they are merged afterwards (also an atomic commit).
         """
         vectors = [np.asarray(v) for v in vectors]
-        ids = list(ids)
+        ids = _id_list(ids, "ids")
         _validate_docs(ids, vectors, self.dim)
         texts = _check_texts(texts, ids)
         lock, manifest = self._begin()
@@ -435,7 +492,11 @@ class PlaidIndex:
                 if progress is not None:
                     progress(len(chunk_ids))
             if len(self.segments) > self.MAX_SEGMENTS:  # under the same lock: no writer in between
-                self._compact(manifest)
+                try:
+                    self._compact(manifest)
+                except OSError as exc:  # the documents are committed: the merge waits for a later add
+                    warnings.warn(f"the documents were added, but merging the index's {len(self.segments)} "
+                                  f"segments failed: {exc.strerror or exc}", stacklevel=2)
         finally:
             lock.release()
 

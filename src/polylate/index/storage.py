@@ -267,6 +267,7 @@ def read_segment(root: Path, meta: dict) -> SegmentArrays:
     tokens = int(offsets[-1])
     checks = [  # cheap: shapes only, so a damaged segment is named at open, not mid-search
         (isinstance(ids, list) and len(ids) == len(doclens), f"ids.json holds {len(ids)} ids for {len(doclens)} documents"),
+        (all(isinstance(i, str) for i in ids), "ids.json holds ids that are not strings"),
         (meta.get("docs") in (None, len(doclens)), f"{len(doclens)} documents, the manifest says {meta.get('docs')}"),
         (codes.ndim == 1 and len(codes) == tokens, f"codes.npy holds {codes.shape} for {tokens} tokens"),
         (residuals.ndim == 2 and len(residuals) == tokens, f"residuals.npy holds {residuals.shape} for {tokens} tokens"),
