@@ -165,7 +165,14 @@ def test_vectors_of_another_model_are_never_mixed_in(corpus, tmp_path):
     _search(runner, index, "capital", "-m", str(tmp_path / "moved"), "--dtype", "bf16")
     write_jina(tmp_path / "retrained", seed=5)  # same shapes and name, other weights
     res = runner.invoke(app, ["index", "search", str(index), "capital", "-m", str(tmp_path / "retrained")])
-    assert res.exit_code == 2 and "weights differ" in " ".join(res.output.split())
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "weights differ" in out and f"loaded from {tmp_path / 'tiny'}" in out
+    # the recorded folder moved away: said so, with what to do
+    shutil.move(tmp_path / "tiny", tmp_path / "tiny-elsewhere")
+    res = runner.invoke(app, ["index", "search", str(index), "capital"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"records, {tmp_path / 'tiny'}, is not there any more" in out and "pass -m" in out
+    shutil.move(tmp_path / "tiny-elsewhere", tmp_path / "tiny")
     # one layer changed, everything else the same: still another model
     import torch
     from safetensors.torch import load_file, save_file

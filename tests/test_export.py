@@ -197,7 +197,7 @@ def test_convert_cli(sources, tmp_path):
     out = tmp_path / "st"
     res = runner.invoke(app, ["convert", str(sources / "pylate"), str(out), "--to", "stanford", "--dtype", "bf16"])
     assert res.exit_code == 0, res.output
-    assert "wrote stanford layout at dim 16" in res.output
+    assert "wrote stanford layout (at dim 16)" in res.output
     assert load_model(out).config.dim == 16
     res = runner.invoke(app, ["convert", str(sources / "pylate"), str(out), "--to", "stanford"])
     assert res.exit_code == 2 and "exists; pass --overwrite" in res.output

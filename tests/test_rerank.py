@@ -48,6 +48,7 @@ def test_read_trec_run_six_and_three_columns(tmp_path):
     ("q1 Q0 d1 1 high t\n", ":1: score 'high' is not a number"),
     ("q1 Q0 d1 1 nan t\n", ":1: score 'nan' is not finite"),
     ("\n\n", "holds no ranking"),
+    ('{"_id": "d1", "text": "a corpus"}\n', ":1: this is JSON, not a TREC run file"),
 ])
 def test_read_trec_run_refuses_bad_lines_naming_them(tmp_path, text, words):
     path = tmp_path / "bad.trec"

@@ -460,6 +460,8 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "--limit", "-1"], "--limit must be positive"),
                           ([str(data), "--gettext-pairs", "-5"], "must be >= 0"),
                           ([str(data), "--dims", "16,16"], "--dims must list distinct dims"),
+                          ([str(data), "-o", str(tmp_path / "m.safetensors")], "a model is saved as a folder"),
+                          ([str(tmp_path / "my-data")], "training data " + str(tmp_path / "my-data") + " does not exist"),
                           ([str(data), "--dim-weights", "-1"], "--dim-weights must be numbers >= 0"),
                           ([str(data), "-m", str(tmp_path / "missing")], "--model"),
                           ([str(data), "--heads-only", "-o", str(tmp_path / "h.safetensors")],

@@ -275,13 +275,15 @@ def convert(
     try:
         changes = export_model(m, output, to, dim=dim, dtype=torch_dtype, allow_changes=allow_changes)
     except ExportError as exc:
-        _fail(str(exc))
+        _fail(str(exc).replace("dim must be", "--dim must be"))
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     for change in changes:
         console.print(f"[yellow]changed:[/yellow] {escape(change)}", soft_wrap=True)
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
-    console.print(f"wrote {to} layout at dim {dim or m.config.dim} → {output} ({size / 1e6:.1f} MB)")
+    held = (f"heads {'/'.join(map(str, m.head_dims))}, dim {dim or m.config.dim} by default" if to == "polylate"
+            else f"at dim {dim or m.config.dim}")
+    console.print(f"wrote {to} layout ({held}) → {output} ({size / 1e6:.1f} MB)")
 
 
 index_app = typer.Typer(no_args_is_help=True, help="Build, update and search a PLAID index on disk.")
@@ -390,6 +392,9 @@ def _index_model(recorded: dict | None, dim: int, override: str | None, device: 
     """(model, dim, doc_maxlen) an index or collection was built with, as it recorded them."""
     recorded = recorded or {}
     name = override or recorded.get("name_or_path") or "default"
+    if override is None and Path(name).is_absolute() and not Path(name).exists():
+        _fail(f"the model this index records, {name}, is not there any more (moved or deleted?); pass -m with "
+              "where it is now, or the name it was loaded by")
     m = _load_model(name, device, dtype)
     reason = identity.model_mismatch(recorded, m)
     if reason:
@@ -634,6 +639,9 @@ def index_search(
         rankings = {q: ([], [], 0.0) for q in query_ids}
     else:
         idx = _open_index(path)
+        if allowed is not None and not any(i in idx for i in allowed):
+            console.print(f"[yellow]note:[/yellow] none of the {len(allowed)} ids in {escape(str(filter_ids))} is "
+                          "in the index: no document can be returned", soft_wrap=True)
         m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
         try:
             # many queries: one batched encoding; a few typed ones: each timed with its encoding
@@ -1032,7 +1040,7 @@ def eval_(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """nDCG@10 / Recall@100 per dataset and dimension, with bytes per document, vs BM25."""
+    """nDCG@10 / Recall@100 / MRR@10 per dataset and dimension, with bytes per document, vs BM25."""
     from polylate.eval.beir import DatasetError
     from polylate.eval.runner import check_eval_args, main_eval
 
@@ -1289,6 +1297,8 @@ def train(
 
     items = []
     for folder in data:
+        if not folder.is_dir():
+            _fail(f"training data {folder} " + ("is a file, not a BEIR folder" if folder.exists() else "does not exist"))
         try:
             items += load_triplets(folder, split=split, max_negatives=negatives, limit=limit, seed=seed)
         except (DatasetError, FileNotFoundError, ValueError) as exc:
@@ -1362,6 +1372,9 @@ def _check_train_output(output: Path, heads_only: bool, overwrite: bool) -> None
     """Refuse, before any training, an --output that saving would fail on or silently clobber."""
     from polylate.model.colbert import NATIVE_CONFIG
 
+    if not heads_only and output.suffix.lower() == ".safetensors" and not output.is_dir():
+        _fail(f"--output {output} names a .safetensors file, but a model is saved as a folder: name a folder, "
+              "or pass --heads-only to write just the heads (over the bundled default model)")
     if heads_only:
         if output.is_dir():
             _fail(f"--output {output} is a folder; --heads-only writes one .safetensors file")

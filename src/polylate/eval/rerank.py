@@ -37,6 +37,9 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
         row = line.split()
         if not row:
             continue
+        if line.lstrip().startswith(("{", "[")):
+            raise DatasetError(f"{path}:{n}: this is JSON, not a TREC run file ('qid Q0 docid rank score tag' "
+                               "per line; polylate eval --runs and polylate rerank -o write them)")
         if len(row) == 6:
             qid, did, value = row[0], row[2], row[4]
         elif len(row) == 3:

@@ -352,6 +352,8 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
     blocker = None if runs_dir is None else file_in_the_way(Path(runs_dir))
     if blocker:
         raise ValueError(f"runs folder {runs_dir}: {blocker} is a file, not a folder")
+    if plot is not None:
+        _check_plot_format(Path(plot))
     for what, folder in (("JSON output", output_json and Path(output_json).parent), ("plot", plot and Path(plot).parent),
                          ("runs folder", runs_dir and Path(runs_dir))):
         if folder:
@@ -360,6 +362,20 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
     if read_data:
         _check_datasets(found, split, keep)
     return found
+
+
+def _check_plot_format(plot: Path) -> None:
+    """The plot's file type is one matplotlib writes (known before the run, not after it)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ValueError("plot: plotting needs matplotlib: pip install matplotlib (or pip install "
+                         "'polylate[eval]')") from None
+    kinds = Figure().canvas.get_supported_filetypes()
+    kind = plot.suffix.lower().lstrip(".")
+    if kind not in kinds:
+        raise ValueError(f"plot {plot}: {'.' + kind if kind else 'no file type'} is not an image type matplotlib "
+                         f"writes; name it .png, .svg or .pdf (or {', '.join(sorted(set(kinds) - {'png', 'svg', 'pdf'}))})")
 
 
 def _check_writable(what: str, folder: Path) -> None:

@@ -10,6 +10,7 @@ tolerance that survives loading in bf16/fp16, on another device or from another 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 _PER_TENSOR = 8
 
@@ -31,7 +32,11 @@ def signature(model, dim: int) -> list[float]:
 
 
 def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> dict:
-    """What a store records about the model that encodes its vectors."""
+    """What a store records about the model that encodes its vectors (a folder as its absolute
+    path: the store is used from other working directories)."""
+    local = Path(name_or_path).expanduser()
+    if name_or_path != "default" and local.exists():
+        name_or_path = str(local.resolve())
     return {"name_or_path": name_or_path, "name": model.name, "dim": dim, "doc_maxlen": doc_maxlen,
             "signature": signature(model, dim)}
 
@@ -60,7 +65,9 @@ def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> s
         if len(ours) == len(theirs):
             if all(math.isclose(a, b, rel_tol=0.01, abs_tol=1e-6) for a, b in zip(ours, theirs)):
                 return None
-            return f"its weights differ from those of {made_by!r}, which made them"
+            where = recorded.get("name_or_path")
+            made = repr(made_by) + (f" (loaded from {where})" if where and where != made_by else "")
+            return f"its weights differ from those of the model that made them, {made}"
     if recorded.get("name") and model.name and recorded["name"] != model.name:
         return f"it is {model.name!r}, the vectors were made with {recorded['name']!r}"
     return None

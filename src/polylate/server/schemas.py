@@ -251,7 +251,8 @@ class Explanation(BaseModel):
 class SearchHit(BaseModel):
     rank: int
     id: str
-    score: float
+    score: float = Field(..., description="the index's MaxSim: exact on an index that keeps its vectors, else "
+                         "over decompressed residuals (explain.score is exact, on the re-encoded text)")
     text: str | None
     explain: Explanation | None = None
 
