@@ -256,10 +256,11 @@ def test_search_a_queries_file_into_a_run_and_score_it(corpus, tmp_path):
     lines = runner.invoke(app, ["index", "search", str(index), "-i", str(queries), "--json", "-k", "3"]).stdout
     from_file = [json.loads(line) for line in lines.strip().splitlines()]
     assert [h["id"] for h in from_file[1]["hits"]] == [h["id"] for h in typed]
+    assert [line["query_id"] for line in from_file] == list(texts)  # the file's ids, to join results by
     for args, message in ((["x", "-i", str(queries)], "not both"), ([], "give queries as arguments or --input"),
                           (["x", "--metrics", "ndcg@10"], "--metrics needs --qrels"),
                           (["x", "--qrels", str(tmp_path / "missing.tsv")], "does not exist"),
-                          (["x", "--run", str(tmp_path)], "is a folder"),
+                          (["x", "--run", str(tmp_path)], "--run " + str(tmp_path) + " is a folder"),
                           (["x", "--qrels", str(qrels), "--metrics", "ndcg@ten"], "ndcg@ten"),
                           (["x", "--qrels", str(qrels)], "no searched query has a relevant judgment")):
         res = runner.invoke(app, ["index", "search", str(index), *args])

@@ -219,6 +219,15 @@ def test_retrain_refits_the_codec_to_the_grown_collection(tmp_path, corpus):
     # is not "outgrown" straight after a build (it once was, forever, past 2 x 2^18 tokens)
     capped = PlaidIndex.build(tmp_path / "capped", corpus.ids, corpus.docs, sample_tokens=500)
     assert capped.manifest["trained_tokens"] == capped.live_tokens() and not capped.outgrown()
+    # manifests from before recorded the capped sample there: past the cap, "outgrown" is unknown
+    old = dict(capped.manifest, trained_tokens=(1 << 18) + 7)
+    del old["sample_tokens"]
+    capped.manifest, capped.live_tokens = old, lambda: 10**7  # a large index, grown far past the sample
+    assert not capped.outgrown()
+    capped.manifest = dict(old, trained_tokens=100)
+    assert capped.outgrown()  # a small old index: its count was its whole collection
+    capped.manifest = dict(old, sample_tokens=1 << 18)
+    assert capped.outgrown()  # the new meaning: a collection 38x the one the codec was fit to
 
     bare = PlaidIndex.build(tmp_path / "bare", corpus.ids[:30], corpus.docs[:30])
     with pytest.raises(IndexStoreError, match="nothing to retrain from"):
@@ -428,14 +437,17 @@ def test_codec_of_a_tiny_collection_has_distinct_buckets(corpus):
 def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
     texts = [f"t{i}" for i in range(40)]
     idx = PlaidIndex.build(tmp_path / "dmg", corpus.ids[:40], corpus.docs[:40], num_centroids=16, texts=texts,
-                           keep_vectors=True)
+                           keep_vectors=damage == "lost vectors")
     seg, codec = idx.root / "segments" / idx.segments[0].name, idx.root / idx.manifest["codec"]
     if damage == "lost vectors":  # search fell back to residuals, and compact committed an unreadable index
         (seg / "vectors.npy").unlink()
     elif damage == "integer ids":
         (seg / "ids.json").write_text(json.dumps(list(range(40))))
-    elif damage == "codes past the centroids":
+    elif damage == "codes past the centroids":  # found where they would be used: not by reading every code at open
         np.save(seg / "codes.npy", np.load(seg / "codes.npy") + 16)
+        with pytest.raises(IndexStoreError, match="damaged: a segment has centroid codes past"):
+            PlaidIndex.open(idx.root).compact()
+        return
     elif damage == "missing ids":
         (seg / "ids.json").unlink()
     elif damage == "short ids":
@@ -466,6 +478,17 @@ def test_what_an_interrupted_build_left_is_replaced_only_when_asked(tmp_path, co
         PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20])
     idx = PlaidIndex.build(folder, corpus.ids[20:30], corpus.docs[20:30], overwrite=True)
     assert sorted(idx.ids) == sorted(corpus.ids[20:30]) and len(list(folder.glob("codec-*"))) == 1
+    # a server-created index's first build, killed: its settings file is no obstacle
+    PlaidIndex.build(tmp_path / "srv", corpus.ids[:5], corpus.docs[:5])
+    (tmp_path / "srv" / "MANIFEST.json").unlink()
+    (tmp_path / "srv" / "SERVER.json").write_text('{"dim": 64, "nbits": 2}')
+    assert interrupted_build(tmp_path / "srv")
+    # a committed index that lost its manifest (two segments, tombstones) is damage, not leftovers
+    lost = PlaidIndex.build(tmp_path / "lost", corpus.ids[:5], corpus.docs[:5])
+    lost.add(corpus.ids[5:7], corpus.docs[5:7])
+    lost.delete(corpus.ids[:1])
+    (tmp_path / "lost" / "MANIFEST.json").unlink()
+    assert not interrupted_build(tmp_path / "lost")
     (tmp_path / "theirs" / "segments").mkdir(parents=True)
     (tmp_path / "theirs" / "segments" / "notes.txt").write_text("mine")
     assert not interrupted_build(tmp_path / "theirs")
@@ -499,18 +522,34 @@ def test_an_add_whose_merge_fails_keeps_its_documents(tmp_path, corpus, monkeypa
 
 
 def test_stats_while_another_writer_sweeps(tmp_path, corpus, monkeypatch):
-    from pathlib import Path as _Path
+    """Another process's compaction removes whole segment folders and files while stats walks
+    the index: what is gone is not counted, and not an error."""
+    import os
+    import shutil
 
     idx = PlaidIndex.build(tmp_path / "s", corpus.ids[:5], corpus.docs[:5])
-    real = _Path.stat
+    idx.add(corpus.ids[5:8], corpus.docs[5:8])
+    segments = sorted((idx.root / "segments").iterdir())
+    real_scandir, real_stat = os.scandir, os.stat
 
-    def vanishing(self, *args, **kwargs):  # a file swept between the listing and its stat
-        if self.name == "codes.npy":
-            raise FileNotFoundError(2, "No such file", str(self))
-        return real(self, *args, **kwargs)
+    swept = []
 
-    monkeypatch.setattr(_Path, "stat", vanishing)
-    assert idx.stats()["documents"] == 5
+    def scandir(path="."):  # the walk enters one segment; meanwhile a writer sweeps the others
+        if not swept and isinstance(path, (str, os.PathLike)) and Path(path).parent.name == "segments":
+            swept.extend(seg for seg in segments if seg != Path(path))
+            for seg in swept:
+                shutil.rmtree(seg)
+        return real_scandir(path)
+
+    def stat(path, *args, **kwargs):
+        if str(path).endswith("codes.npy"):
+            raise FileNotFoundError(2, "No such file", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", stat)
+    st = idx.stats()
+    assert sum(s.exists() for s in segments) == 1 and st["documents"] == 8 and st["bytes_on_disk"] > 0
 
 
 def test_building_into_a_foreign_folder_touches_nothing(tmp_path, corpus):

@@ -172,6 +172,32 @@ def test_index_fields_are_not_coerced_and_stats_stay_small(client, tmp_path):
     assert res.status_code == 413 and "at most 10000 per request (max_batch, and at least 10000 ids)" in res.text
 
 
+def test_a_first_build_killed_midway_is_rebuilt_by_the_next_add(client, tmp_path):
+    """The server created the index empty; its first build died before committing (codec and
+    segment written, no manifest): the next add builds over what it left, CLI or server."""
+    import numpy as np
+
+    from polylate.index.plaid import PlaidIndex
+
+    for name in ("killed", "killed-cli"):
+        assert client.post("/v1/indexes", json={"name": name}).status_code == 201
+        folder = tmp_path / "indexes" / name
+        PlaidIndex.build(folder, ["x"], [np.eye(3, 128, dtype=np.float32)])
+        (folder / "MANIFEST.json").unlink()
+    res = client.post("/v1/indexes/killed/documents", json={"documents": DOCS[:3]})
+    assert res.status_code == 200 and res.json()["documents"] == 3, res.text
+    assert len(list((tmp_path / "indexes" / "killed").glob("codec-*"))) == 1  # the leftover swept
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}) + "\n" for d in DOCS[:2]))
+    res = CliRunner().invoke(app, ["index", "add", str(tmp_path / "indexes" / "killed-cli"), "-i", str(docs)])
+    assert res.exit_code == 0, res.output
+    assert client.get("/v1/indexes/killed-cli").json()["documents"] == 2
+
+
 def test_small_index_grows_and_retrains(model, tmp_path):
     from polylate.server.indexes import SERVER_META
 

@@ -165,14 +165,14 @@ def _check_dim(m, dim: int) -> None:
         _fail(f"--dim must be one of {m.output_dims} for this model, got {dim}")
 
 
-def _check_output_file(output: Path | None, overwrite: bool | None = None) -> None:
+def _check_output_file(output: Path | None, overwrite: bool | None = None, option: str = "--output") -> None:
     """A writable file name; ``overwrite=False`` also refuses an existing file (None: not asked)."""
     if output is None:
         return
     if output.is_dir():
-        _fail(f"--output {output} is a folder; give a file name")
+        _fail(f"{option} {output} is a folder; give a file name")
     if not output.parent.is_dir():
-        _fail(f"--output {output}: folder {output.parent} does not exist")
+        _fail(f"{option} {output}: folder {output.parent} does not exist")
     if overwrite is False and output.exists():
         _fail(f"{output} exists; pass --overwrite to replace it")
 
@@ -314,7 +314,7 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
                device: str | None, dtype: str | None) -> None:
     """The first documents of an index the server created empty: they build it, with the
     settings and model it records (as the server's own first add does)."""
-    from polylate.index.plaid import PlaidIndex
+    from polylate.index.plaid import PlaidIndex, interrupted_build
     from polylate.index.storage import SERVER_META, write_json
 
     ids, texts = read_texts(input, [])
@@ -325,7 +325,8 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
     _check_writer(path)
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     with _writing(path), console.status("training centroids and compressing"):
-        idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"],
+        # over what an interrupted first build left, if that is all the folder holds
+        idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"], overwrite=interrupted_build(path),
                                keep_vectors=bool(settings.get("keep_vectors")), texts=texts,
                                model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
         write_json(path / SERVER_META, {**settings, "trained_tokens": idx.manifest["trained_tokens"]})
@@ -355,9 +356,11 @@ def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: i
 
 def _write_error(path: Path, exc: Exception) -> str:
     """One line for what stopped a write to the index at ``path``."""
+    if isinstance(exc, FileNotFoundError):  # a file read meanwhile swept by another writer's commit
+        return f"index {path} changed while it was read ({exc.filename or exc} is gone): retry"
     if isinstance(exc, OSError):
         return f"cannot write index {path}: {exc.strerror or exc}"
-    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 @contextmanager
@@ -387,14 +390,21 @@ def _check_writer(path: Path, create: bool = False) -> None:
         _fail(f"cannot create index folder {path}: {exc.strerror or exc}")
 
 
+def _recorded_model(recorded: dict) -> str | None:
+    """The model a store records, to load when no -m is given; a folder that is gone is said so
+    (loading it would blame a --model option nobody gave)."""
+    name = recorded.get("name_or_path")
+    if name and Path(name).is_absolute() and not Path(name).exists():
+        _fail(f"the model this index records, {name}, is not there any more (moved or deleted?); pass -m with "
+              "where it is now, or the name it was loaded by")
+    return name
+
+
 def _index_model(recorded: dict | None, dim: int, override: str | None, device: str | None = None,
                  dtype: str | None = None):
     """(model, dim, doc_maxlen) an index or collection was built with, as it recorded them."""
     recorded = recorded or {}
-    name = override or recorded.get("name_or_path") or "default"
-    if override is None and Path(name).is_absolute() and not Path(name).exists():
-        _fail(f"the model this index records, {name}, is not there any more (moved or deleted?); pass -m with "
-              "where it is now, or the name it was loaded by")
+    name = override or _recorded_model(recorded) or "default"
     m = _load_model(name, device, dtype)
     reason = identity.model_mismatch(recorded, m)
     if reason:
@@ -625,7 +635,7 @@ def index_search(
     query_ids, query_texts = read_texts(input, list(queries or []))
     if not query_texts:
         _fail(f"{input} holds no queries")
-    _check_output_file(run)
+    _check_output_file(run, option="--run")
     judged, metric_list = _search_judgments(qrels, metrics, k)
     from polylate.index.storage import IndexStoreError
 
@@ -660,7 +670,8 @@ def index_search(
             except (ValueError, IndexStoreError) as exc:
                 _fail(str(exc))
             rankings[qid] = (hits, texts, ms)
-    _report_search(rankings, dict(zip(query_ids, query_texts)), as_json, run, judged, metric_list, k, qrels)
+    _report_search(rankings, dict(zip(query_ids, query_texts)), as_json, run, judged, metric_list, k, qrels,
+                   from_file=input is not None)
 
 
 def _search_judgments(qrels: Path | None, metrics: str | None, k: int):
@@ -684,9 +695,10 @@ def _search_judgments(qrels: Path | None, metrics: str | None, k: int):
 
 
 def _report_search(rankings: dict, texts: dict, as_json: bool, run: Path | None, judged, metric_list,
-                   k: int, qrels: Path | None) -> None:
+                   k: int, qrels: Path | None, from_file: bool) -> None:
     """Each query's hits (tables or JSON lines), or a TREC run file; then latency and, with
-    judgments, the metrics of the rankings."""
+    judgments, the metrics of the rankings. Latency is the search's, plus the query's encoding
+    where queries are encoded one at a time (typed, printed); batches are encoded together first."""
     from polylate.eval.runner import write_trec_run
 
     scored = {q: {h.id: h.score for h in hits} for q, (hits, _, _) in rankings.items()}
@@ -698,7 +710,7 @@ def _report_search(rankings: dict, texts: dict, as_json: bool, run: Path | None,
     else:
         out = Console()
         for q, (hits, hit_texts, ms) in rankings.items():
-            _print_hits(out, texts[q], ms, hits, hit_texts, as_json)
+            _print_hits(out, texts[q], ms, hits, hit_texts, as_json, query_id=q if from_file else None)
     if len(rankings) > 1 or run is not None:
         ms = np.array([r[2] for r in rankings.values()])
         console.print(f"searched {len(rankings)} queries, k={k}: {np.median(ms):.1f} ms median, "
@@ -717,10 +729,12 @@ def _report_search(rankings: dict, texts: dict, as_json: bool, run: Path | None,
     console.print(table)
 
 
-def _print_hits(out: Console, query: str, ms: float, hits, texts, as_json: bool) -> None:
-    """One query's hits: a table, or one JSON line (``--json``)."""
+def _print_hits(out: Console, query: str, ms: float, hits, texts, as_json: bool, query_id: str | None = None) -> None:
+    """One query's hits: a table, or one JSON line (``--json``; with the query's id when it
+    came from a file)."""
     if as_json:
-        print(json.dumps({"query": query, "ms": round(ms, 2), "hits": [
+        print(json.dumps({**({"query_id": query_id} if query_id is not None else {}), "query": query,
+                          "ms": round(ms, 2), "hits": [
             {"id": h.id, "score": round(h.score, 4), "text": t} for h, t in zip(hits, texts)]},
             ensure_ascii=False))
         return
@@ -901,7 +915,7 @@ def qdrant_import(
     else:  # re-encoded: the collection records the model that actually encodes them
         if model is None and not recorded.get("name_or_path"):
             _fail(f"index {index} does not record a loadable model to re-encode its texts with; pass -m")
-        name = model or recorded["name_or_path"]
+        name = model or _recorded_model(recorded)
         m = _load_model(name, device, dtype)
         reason = identity.model_mismatch(recorded, m)
         if reason:

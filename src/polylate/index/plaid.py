@@ -13,6 +13,7 @@ writes new tombstones; both become visible in one atomic manifest commit (storag
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
@@ -27,6 +28,8 @@ import torch
 from polylate.index.codec import ResidualCodec
 from polylate.index.storage import (
     FORMAT,
+    MANIFEST,
+    SERVER_META,
     FORMAT_VERSION,
     IndexStoreError,
     WriterLock,
@@ -156,8 +159,6 @@ def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments
                       f"the codec {codec.bytes_per_token}"
         elif manifest.get("keep_vectors") and seg.vectors is None:
             problem = f"segment {seg.name} has lost its vectors.npy (the index keeps vectors)"
-        elif len(seg.codes) and int(seg.codes.max()) >= codec.num_centroids:
-            problem = f"segment {seg.name} has centroid codes past the codec's {codec.num_centroids}"
     if problem:
         raise IndexStoreError(f"index {root} is damaged: {problem}")
 
@@ -182,33 +183,47 @@ def _check_texts(texts, ids):
     return texts
 
 
+#: manifests without ``sample_tokens`` recorded the codec's sample (at most about this many
+#: tokens) as ``trained_tokens``, not the collection it was drawn from
+_OLD_SAMPLE_CAP = 1 << 18
+
 _OURS = re.compile(r"(codec|seg)-[0-9a-f]{12}")
 
 
 def interrupted_build(root: Path) -> bool:
-    """Whether ``root`` holds no index but only what a build of ours wrote before it was killed
-    (its lock file, codec folders and segment folders, named as ``new_name`` names them)."""
-    if (root / "MANIFEST.json").exists() or not root.is_dir():
+    """Whether ``root`` holds no index but only what a first build of ours wrote before it was
+    killed: one codec folder and at most one segment without tombstones (named as ``new_name``
+    names them), beside its lock, the settings of an index the server created empty, and
+    temporary files. More than that is a committed index that lost its manifest: damaged, and
+    not to be overwritten unasked."""
+    if (root / MANIFEST).exists() or not root.is_dir():
         return False
-    found = False
+    codecs, segments = 0, []
     for p in root.iterdir():
-        if p.name == "LOCK":
+        if p.name in ("LOCK", SERVER_META) or (p.name.startswith(".") and p.name.endswith(".tmp")):
             continue
         if p.name == "segments" and p.is_dir():
-            if not all(_OURS.fullmatch(s.name) and s.name.startswith("seg-") for s in p.iterdir()):
+            segments = list(p.iterdir())
+            if not all(_OURS.fullmatch(s.name) and s.name.startswith("seg-") for s in segments):
                 return False
-        elif not (_OURS.fullmatch(p.name) and p.name.startswith("codec-") and p.is_dir()):
+        elif _OURS.fullmatch(p.name) and p.name.startswith("codec-") and p.is_dir():
+            codecs += 1
+        else:
             return False
-        found = True
-    return found
+    return codecs == 1 and len(segments) <= 1 and not any(any(s.glob("deleted-*")) for s in segments)
 
 
-def _size(path: Path) -> int:
-    """A file's size; 0 for a folder, or a file another writer swept away meanwhile."""
-    try:
-        return path.stat().st_size if path.is_file() else 0
-    except FileNotFoundError:
-        return 0
+def _disk_bytes(root: Path) -> int:
+    """Bytes of the files under ``root``; what another writer sweeps away meanwhile (files,
+    whole segment folders) is skipped, not an error."""
+    total = 0
+    for folder, _, files in os.walk(root, onerror=lambda exc: None):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
@@ -291,12 +306,14 @@ class PlaidIndex:
         recall drops until it is retrained. Unknown (False) for indexes from before the count
         was kept."""
         trained = self.manifest.get("trained_tokens")
+        if "sample_tokens" not in self.manifest and (trained or 0) >= _OLD_SAMPLE_CAP:
+            return False  # written before the count meant the collection: it is the capped sample's
         return bool(trained) and self.live_tokens() > factor * trained
 
     def stats(self) -> dict:
         stored = sum(int(s.offsets[-1]) for s in self.segments)  # deleted documents' too, until compaction
         tokens = self.live_tokens()
-        disk = sum(_size(f) for f in self.root.rglob("*"))
+        disk = _disk_bytes(self.root)
         return {
             "documents": len(self),
             "deleted_pending_compaction": sum(int(s.deleted.sum()) for s in self.segments),
@@ -337,6 +354,7 @@ class PlaidIndex:
 
         ``replaces=(generation, codec)``: overwrite only the index in exactly that state
         (IndexStoreError otherwise), so a rebuild cannot drop another process's commits."""
+        ids = _id_list(ids, "ids")
         root = Path(root)
         if not vectors:
             raise ValueError("cannot build an index from zero documents")
@@ -387,7 +405,7 @@ class PlaidIndex:
                 "dim": dim, "nbits": nbits, "codec": codec_name, "segments": [],
                 "keep_vectors": keep_vectors, "model": model or {}, "created": time.time(),
                 # the collection the codec was fit to (its sample is capped): what outgrown() compares
-                "trained_tokens": int(total),
+                "trained_tokens": int(total), "sample_tokens": int(sample.shape[0]),
             }
             index = cls.__new__(cls)
             index.root, index.manifest, index.codec, index.segments, index._locator = root, manifest, codec, [], {}
@@ -557,6 +575,10 @@ class PlaidIndex:
             manifest["segments"] = []
         else:
             codes = np.concatenate(parts["codes"])
+            # (not checked at open, which would read every code of a large index each time)
+            if len(codes) and int(codes.max()) >= self.codec.num_centroids:
+                raise IndexStoreError(f"index {self.root} is damaged: a segment has centroid codes past the "
+                                      f"codec's {self.codec.num_centroids}")
             doclens = np.concatenate(parts["doclens"])
             ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
             name = new_name("seg")

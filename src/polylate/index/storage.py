@@ -148,7 +148,11 @@ def read_server_meta(root: Path) -> dict | None:
         return None
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or not isinstance(meta.get("dim"), int) or not isinstance(meta.get("nbits"), int):
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        # a built index's manifest holds its settings; one not built yet has only these
+        if not (root / MANIFEST).exists() and not (isinstance(meta.get("dim"), int)
+                                                   and isinstance(meta.get("nbits"), int)):
             raise ValueError("no dim and nbits")
     except (OSError, ValueError) as exc:
         raise IndexStoreError(f"index {root} is damaged: {SERVER_META}: {exc}") from exc

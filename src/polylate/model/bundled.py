@@ -697,9 +697,11 @@ def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list
         base = meta.get("base", "")
         try:
             trained_dims = [int(d) for d in meta.get("trained_dims", "").split(",") if d.strip()]
+            if any(d < 1 for d in trained_dims):
+                raise ValueError
         except ValueError:
             raise ValueError(f"{path}: metadata trained_dims {meta['trained_dims']!r} is not a list of "
-                             "sizes") from None
+                             "positive sizes") from None
         if base and not base.startswith(BUNDLED_NAME):
             raise ValueError(f"{path}: heads trained over {base!r}, not the bundled default model; "
                              "save that model whole (polylate train without --heads-only) and load its folder")

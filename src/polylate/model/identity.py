@@ -41,10 +41,17 @@ def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> 
             "signature": signature(model, dim)}
 
 
-def shown(record: dict | None) -> dict | None:
+def shown(record: dict | None, paths: bool = True) -> dict | None:
     """A model record as stats show it: without the signature (a thousand numbers that mean
-    nothing to a reader, and most of the size of an index listing)."""
-    return None if record is None else {k: v for k, v in record.items() if k != "signature"}
+    nothing to a reader, and most of the size of an index listing); ``paths=False`` (a
+    server's clients): a model folder by its name, not where it lies on the server."""
+    if record is None:
+        return None
+    out = {k: v for k, v in record.items() if k != "signature"}
+    where = out.get("name_or_path")
+    if not paths and isinstance(where, str) and Path(where).is_absolute():
+        out["name_or_path"] = Path(where).name
+    return out
 
 
 def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> str | None:

@@ -118,7 +118,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     async def lifespan(app):
         # the search kernels compile in the background while the first requests come in
         warming = threading.Thread(target=_warm_up, name="polylate-warm-up", daemon=True)
-        if settings.warm_up:
+        if settings.warm_up and not (settings.qdrant_url or settings.qdrant_path):  # Qdrant searches itself
             warming.start()
         yield
         if warming.is_alive():  # its throwaway index is deleted when it ends

@@ -1,8 +1,8 @@
-"""How one text's token vectors are written in a /v1/multi-vector answer (Jina's ``embedding_type``).
+"""How one text's token vectors are written in a multi-vector answer (Jina's ``embedding_type``).
 
 Jina's API accepts ``float``, ``base64``, ``binary`` and ``ubinary``, or a list of them. Each
-format is applied to the whole ``[n_tokens, dim]`` matrix of one input, as Jina's
-/v1/embeddings applies it to one vector:
+format is applied to every token vector of one input's ``[n_tokens, dim]`` matrix, as Jina's
+single-vector embeddings apply it to their one vector:
 
 * ``float``: ``[[x, ...], ...]``, one list per token.
 * ``base64``: one string per token, its vector as little-endian float32, as Jina's API

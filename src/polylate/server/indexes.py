@@ -8,7 +8,8 @@ process is re-opened as a fresh object rather than refreshed in place.
 An index created through the server may start empty (a codec cannot be trained on nothing):
 ``SERVER.json`` in its folder records the settings, and the first add builds it. Because a
 codec trained on a handful of documents compresses a grown collection badly, an index the
-server created is rebuilt from its stored texts, with a retrained codec, each time it has
+server created is rebuilt (from its kept vectors, else its re-encoded stored texts) with a
+retrained codec each time it has
 doubled in tokens since the last training, until it has been trained on
 ``retrain_below_tokens`` tokens.
 """
@@ -258,8 +259,8 @@ class IndexRegistry:
     def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts,
                replaces: tuple[int, str] | None = None) -> PlaidIndex:
         try:
-            idx = PlaidIndex.build(folder, ids, vectors, nbits=meta["nbits"], keep_vectors=meta["keep_vectors"],
-                                   texts=texts, model=meta["model"], overwrite=True, replaces=replaces)
+            idx = PlaidIndex.build(folder, ids, vectors, nbits=meta["nbits"], keep_vectors=bool(meta.get("keep_vectors")),
+                                   texts=texts, model=meta.get("model"), overwrite=True, replaces=replaces)
         except IndexStoreError as exc:
             raise RegistryError(409, str(exc)) from exc
         except ValueError as exc:
@@ -383,8 +384,10 @@ class IndexRegistry:
             usable["problem"] = usable["problem"] and self.public(usable["problem"])
             if idx is None:
                 return {"name": name, "documents": 0, "dim": meta["dim"], "nbits": meta["nbits"], "built": False,
-                        "keeps_vectors": meta.get("keep_vectors", False), "model": identity.shown(meta.get("model")), **usable}
-            return {"name": name, **idx.stats(), "built": True, **usable}
+                        "keeps_vectors": meta.get("keep_vectors", False),
+                        "model": identity.shown(meta.get("model"), paths=False), **usable}
+            return {"name": name, **idx.stats(), "model": identity.shown(idx.manifest.get("model"), paths=False),
+                    "built": True, **usable}
 
     def prepare_search(self, name: str) -> tuple[int, int | None]:
         """(dim, doc_maxlen) to encode a query for this index with."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 
+from polylate.model import identity
 from polylate.model.identity import model_record
 from polylate.server.indexes import _NAME, RegistryError, SearchResult, _usable, check_documents, check_served
 from polylate.server.runner import ModelRunner
@@ -152,7 +153,7 @@ class QdrantRegistry:
             idx = self._open(name)
             s = idx.stats()
         return {"name": name, "documents": s["documents"], "dim": s["dim"], "nbits": 16, "built": True,
-                "keeps_vectors": True, "model": s["model"], "backend": "qdrant", "collection": s["collection"],
+                "keeps_vectors": True, "model": identity.shown(idx.model, paths=False), "backend": "qdrant", "collection": s["collection"],
                 "shards": s["shards"], "replication_factor": s["replication_factor"],
                 **_usable(lambda: self._recorded(name, idx))}
 

@@ -125,7 +125,7 @@ class MultiVectorRequest(BaseModel):
 class MultiVectorItem(BaseModel):
     object: Literal["embeddings"] = "embeddings"
     index: int
-    embeddings: list[list[float]] | str | list[list[int]] | dict[EmbeddingType, list[list[float]] | str | list[list[int]]]
+    embeddings: list[list[float]] | list[str] | list[list[int]] | dict[EmbeddingType, list[list[float]] | list[str] | list[list[int]]]
 
 
 class Usage(BaseModel):
