@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from polylate.index.exact import ExactIndex
+from polylate.model import identity
 
 pytest.importorskip("qdrant_client")
 
@@ -75,7 +76,7 @@ def test_add_replace_delete_and_texts():
         with pytest.raises(ValueError, match=message):
             index.add(["f"], bad)
         assert "f" not in index
-    with pytest.raises(ValueError, match="one string per document"):
+    with pytest.raises(ValueError, match=r"one string \(or None\) per document"):
         index.add(["f"], docs[:1], texts=["x", "y"])
     with pytest.raises(KeyError, match="not in the collection"):
         index.delete(["a", "zz"])
@@ -195,6 +196,8 @@ def test_cli_add_search_delete_stats(tmp_path):
     client = connect(path=str(tmp_path / "qdrant"))
     QdrantIndex.create(client, "bare", 32).add(["a"], [unit(np.ones((2, 32)))])
     client.close()
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "MANIFEST.json").write_text("{}")  # a PLAID index folder given as --path
     for args, message in ((["search", "sample", "x", "-k", "5", "--prefetch", "2", *store], "--prefetch must be"),
                           (["search", "missing", "x", *store], "no collection 'missing'"),
                           (["search", "sample", "x"], "give --url"),
@@ -203,7 +206,11 @@ def test_cli_add_search_delete_stats(tmp_path):
                            "--dim 128: collection 'sample' holds 64-d vectors"),
                           (["search", "bare", "x", *store], "records no model; pass the one that encoded it with -m"),
                           (["search", "bare", "x", "-m", "default", *store], "holds 32-d vectors"),
-                          (["delete", "sample", "zz", *store], "not in the collection")):
+                          (["delete", "sample", "zz", *store], "not in the collection"),
+                          (["add", "s2", "-i", str(corpus), "--shards", "2", *store],
+                           "--shards needs a Qdrant server or cluster (--url)"),
+                          (["stats", "sample", "--path", str(tmp_path / "typo")], "no Qdrant store there"),
+                          (["search", "sample", "x", "--path", str(tmp_path / "idx")], "is a polylate index folder")):
         res = run(app, ["qdrant", *args], env={"QDRANT_URL": ""})
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
 
@@ -277,12 +284,35 @@ def test_cli_import_moves_a_plaid_index(tmp_path):
     PlaidIndex.build(tmp_path / "other-kv", ["z"], vectors, keep_vectors=True, model={"name": "other", "dim": 128})
     for args, message in ((["import", "o", str(tmp_path / "other")], "does not record a loadable model"),
                           (["import", "o", str(tmp_path / "other"), "-m", "default"], "the vectors were made with 'other'"),
-                          (["import", "plain", str(tmp_path / "other-kv"), "--replace"], "holds vectors of")):
+                          (["import", "plain", str(tmp_path / "other-kv"), "--replace"], "these are of 'other'")):
         res = run(app, ["qdrant", *args, *store])
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
+    # the same name, other weights (a retrained head keeps the bundled name): refused by signature
+    import torch
 
     model = load_model()
+    with torch.no_grad():
+        model.heads["128"].weight.mul_(1.05).add_(0.02)
+    twin = identity.model_record(model, "retrained-head", 128, None)
+    assert twin["name"] == load_model().name
+    v = model.encode(["Berlin ist die Hauptstadt."])
+    PlaidIndex.build(tmp_path / "twin", ["t"], v, keep_vectors=True, model=twin)
+    res = run(app, ["qdrant", "import", "plain", str(tmp_path / "twin"), *store])
+    assert res.exit_code == 2 and "weights of" in " ".join(res.output.split()) and "differ" in res.output, res.output
+    # documents without a text keep none; the others keep theirs (a batch once lost all of them)
+    mixed = PlaidIndex.build(tmp_path / "mixed", ["m1", "m2"], load_model().encode(["eins", "zwei"]),
+                             keep_vectors=True, texts=["eins", None], model=identity.model_record(
+                                 load_model(), "default", 128, None))
+    res = run(app, ["qdrant", "import", "mixed", str(mixed.root), *store])
+    assert res.exit_code == 0, res.output
     client = connect(path=str(tmp_path / "qdrant"))
+    assert QdrantIndex(client, "mixed").documents(["m1", "m2"]) == ["eins", None]
+    with pytest.raises(TypeError, match="not one string"):
+        QdrantIndex(client, "mixed").add("ab", load_model().encode(["a", "b"]))
+    client.close()
+
+    client = connect(path=str(tmp_path / "qdrant"))
+    model = load_model()
     kept, plain = QdrantIndex(client, "kept"), QdrantIndex(client, "plain")
     assert len(kept) == len(plain) == 16 and kept.model["dim"] == 64 and plain.model["name"] == model.name
     exact = ExactIndex(64)  # the kept vectors went over as they were: Qdrant's MaxSim over them is exact

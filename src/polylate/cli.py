@@ -758,8 +758,9 @@ QdrantPath = Annotated[Optional[Path], typer.Option("--path", help="folder of an
 QdrantKey = Annotated[Optional[str], typer.Option(envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)")]
 
 
-def _qdrant(url: str | None, path: Path | None, api_key: str | None):
-    """A Qdrant client from --url / --path, or a one-line error."""
+def _qdrant(url: str | None, path: Path | None, api_key: str | None, existing: bool = False):
+    """A Qdrant client from --url / --path, or a one-line error. ``existing``: a command that
+    only reads or deletes, which must not make a new local store where a path was mistyped."""
     try:
         from polylate.backends.qdrant import connect
     except ImportError as exc:
@@ -770,6 +771,13 @@ def _qdrant(url: str | None, path: Path | None, api_key: str | None):
         url = os.environ.get("QDRANT_URL") or None
         if url is None:
             _fail("give --url (a Qdrant server or cluster; or set $QDRANT_URL) or --path (local mode)")
+    if path is not None:
+        if (path / "MANIFEST.json").exists() or (path / "SERVER.json").exists():
+            _fail(f"--path {path} is a polylate index folder, not a Qdrant store (polylate index ... reads it)")
+        if existing and not path.exists():
+            _fail(f"--path {path}: no Qdrant store there (polylate qdrant add makes one)")
+    if path is not None and api_key:
+        console.print("[yellow]note:[/yellow] the Qdrant API key is not used in local mode (--path)", soft_wrap=True)
     try:
         return connect(url=url, api_key=api_key) if url else connect(path=str(path))
     except Exception as exc:  # a locked local folder, a bad URL, a refused connection, a wrong key
@@ -790,10 +798,12 @@ def _qdrant_model(idx, override: str | None, device: str | None, dtype: str | No
     return m, dim, doc_maxlen
 
 
-def _check_cluster(shards: int | None, replicas: int | None) -> None:
+def _check_cluster(shards: int | None, replicas: int | None, path: Path | None = None) -> None:
     for option, value in (("--shards", shards), ("--replicas", replicas)):
         if value is not None and value < 1:
             _fail(f"{option} must be positive, got {value}")
+        if value is not None and path is not None:  # local mode would accept and ignore it
+            _fail(f"{option} needs a Qdrant server or cluster (--url); local mode (--path) keeps one copy")
 
 
 def _refuse_stored(idx, ids: list[str], replace: bool) -> None:
@@ -836,7 +846,7 @@ def qdrant_add(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
     """Encode documents and upsert them into a Qdrant collection (created, recording the model, if new)."""
-    _check_cluster(shards, replicas)
+    _check_cluster(shards, replicas, path)
     with closing(_qdrant(url, path, api_key)) as client:  # local mode locks its folder until closed
         _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, replicas, doc_maxlen,
                     batch_size, device, dtype)
@@ -899,7 +909,7 @@ def qdrant_import(
 
     from polylate.backends.qdrant import QdrantIndex
 
-    _check_cluster(shards, replicas)
+    _check_cluster(shards, replicas, path)
     src = _open_index(index)
     recorded = src.manifest.get("model") or {}
     keeps = bool(src.manifest.get("keep_vectors"))
@@ -928,9 +938,9 @@ def qdrant_import(
             idx = _collection(client, collection)
             if idx.dim != src.dim:
                 _fail(f"collection {collection!r} holds {idx.dim}-d vectors, index {index} {src.dim}-d")
-            theirs, ours = (idx.model or {}).get("name"), (made or {}).get("name")
-            if theirs != ours:  # one collection, one vector space
-                _fail(f"collection {collection!r} holds vectors of {theirs!r}, index {index} of {ours!r}")
+            reason = identity.records_mismatch(idx.model, made)
+            if reason:  # one collection, one vector space
+                _fail(f"collection {collection!r} and index {index} were made by different models: {reason}")
             _refuse_stored(idx, ids, replace)
         else:
             idx = QdrantIndex.create(client, collection, src.dim, shards=shards, replication_factor=replicas,
@@ -943,8 +953,7 @@ def qdrant_import(
                     vectors = m.encode(texts, dim=src.dim, batch_size=batch_size, doc_maxlen=recorded.get("doc_maxlen"),
                                        dtype=np.float16)
                 try:
-                    idx.add(batch_ids, vectors, texts=None if any(t is None for t in texts) else texts,
-                            replace=replace)
+                    idx.add(batch_ids, vectors, texts=texts, replace=replace)  # each document's own text
                 except ValueError as exc:
                     _fail(f"{exc} (after {done} documents were imported)")
                 done += len(batch_ids)
@@ -977,7 +986,7 @@ def qdrant_search(
     if any(not q.strip() for q in queries):
         _fail("a query is empty")
     allowed = _read_ids(filter_ids) if filter_ids is not None else None
-    with closing(_qdrant(url, path, api_key)) as client:
+    with closing(_qdrant(url, path, api_key, existing=True)) as client:
         idx = _collection(client, collection)
         m, dim, _ = _qdrant_model(idx, model, device, dtype)
         out = Console()
@@ -1007,7 +1016,7 @@ def qdrant_delete(
         if input is None:
             _fail("give ids as arguments or --input")
         ids = _read_ids(input)
-    with closing(_qdrant(url, path, api_key)) as client:
+    with closing(_qdrant(url, path, api_key, existing=True)) as client:
         idx = _collection(client, collection)
         try:
             n = idx.delete(ids, missing_ok=missing_ok)
@@ -1024,7 +1033,7 @@ def qdrant_stats(
     api_key: QdrantKey = None,
 ) -> None:
     """Documents, dim, sharding and the recorded model of a collection, as JSON."""
-    with closing(_qdrant(url, path, api_key)) as client:
+    with closing(_qdrant(url, path, api_key, existing=True)) as client:
         print(json.dumps(_collection(client, collection).stats(), indent=2))
 
 
@@ -1522,6 +1531,9 @@ def serve(
                       "can write to the indexes")
     if qdrant_url or qdrant_path:  # before the model loads: an unreachable Qdrant is a one-line error at once
         _qdrant(qdrant_url, qdrant_path, qdrant_api_key).close()
+        if index_root != Path("indexes"):
+            console.print(f"[yellow]note:[/yellow] --index-root {escape(str(index_root))} is not used: the indexes "
+                          "are Qdrant collections", soft_wrap=True)
     where = f"Qdrant {qdrant_url or qdrant_path}" if qdrant_url or qdrant_path else index_root.resolve()
     console.print(f"loading {model} …; indexes in {where}; "
                   f"auth: {'on' if settings.api_keys else 'off'}{' (reads too)' if protect_reads else ''}")

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from polylate.index.plaid import Hit, _validate_docs, validate_query
+from polylate.index.plaid import Hit, _id_list, _validate_docs, validate_query
 from polylate.model import identity
 
 __all__ = ["QdrantIndex", "connect"]
@@ -209,12 +209,12 @@ class QdrantIndex:
         copies read first) before the error is raised, so the call changes all or nothing as long
         as Qdrant can still be reached."""
         models = _models()
-        ids, vectors = list(ids), [np.asarray(v) for v in vectors]
+        ids, vectors = _id_list(ids, "ids"), [np.asarray(v) for v in vectors]
         _validate_docs(ids, vectors, self.dim)
-        if texts is not None:
+        if texts is not None:  # None for a document without one (e.g. imported from an index)
             texts = list(texts)
-            if len(texts) != len(ids) or not all(isinstance(t, str) for t in texts):
-                raise ValueError(f"texts must be one string per document ({len(ids)})")
+            if len(texts) != len(ids) or not all(t is None or isinstance(t, str) for t in texts):
+                raise ValueError(f"texts must be one string (or None) per document ({len(ids)})")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         present = self.present(ids)
@@ -234,7 +234,7 @@ class QdrantIndex:
                     if self.pooled:
                         named[POOLED] = _pooled(v).tolist()
                     payload = {DOC_ID: ids[i]}
-                    if texts is not None:
+                    if texts is not None and texts[i] is not None:
                         payload[TEXT] = texts[i]
                     points.append(models.PointStruct(id=point_id(ids[i]), vector=named, payload=payload))
                 self.client.upsert(self.collection, points, wait=True)

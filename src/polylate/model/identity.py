@@ -54,6 +54,24 @@ def shown(record: dict | None, paths: bool = True) -> dict | None:
     return out
 
 
+def _close(a, b) -> bool:
+    """Two signatures of one model (through bf16/fp16 loads and other layouts of it)."""
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=0.01, abs_tol=1e-6) for x, y in zip(a, b))
+
+
+def records_mismatch(theirs: dict | None, ours: dict | None) -> str | None:
+    """Why vectors recorded as made by ``ours`` cannot join those made by ``theirs`` (None: the
+    same model, or records too old to tell apart by more than their names)."""
+    theirs, ours = theirs or {}, ours or {}
+    a, b = theirs.get("signature"), ours.get("signature")
+    if a and b and theirs.get("dim") == ours.get("dim") and len(a) == len(b):
+        return None if _close(a, b) else (f"the weights of {ours.get('name')!r} that made them differ from "
+                                          f"those of {theirs.get('name')!r}")
+    if theirs.get("name") != ours.get("name"):
+        return f"they hold vectors of {theirs.get('name')!r}, these are of {ours.get('name')!r}"
+    return None
+
+
 def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> str | None:
     """Why ``model`` is not the one ``recorded`` (None: it is, or the record cannot tell).
     Records from before signatures (or of another signature format) are compared by name.
@@ -70,7 +88,7 @@ def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> s
         if cache is not None:
             cache[dim] = ours
         if len(ours) == len(theirs):
-            if all(math.isclose(a, b, rel_tol=0.01, abs_tol=1e-6) for a, b in zip(ours, theirs)):
+            if _close(ours, theirs):
                 return None
             where = recorded.get("name_or_path")
             made = repr(made_by) + (f" (loaded from {where})" if where and where != made_by else "")
