@@ -272,7 +272,8 @@ def test_build_over_what_an_interrupted_build_left(corpus, tmp_path):
     runner = CliRunner()
     index = tmp_path / "idx"
     assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
-    (index / "MANIFEST.json").unlink()  # killed before its first commit
+    (index / "MANIFEST.json").unlink()  # killed before its first commit: the marker stays
+    (index / "BUILDING").touch()
     res = runner.invoke(app, ["index", "build", str(index), "-i", str(path)])
     assert res.exit_code == 2 and "interrupted build left (no index); pass --overwrite" in " ".join(res.output.split())
     res = runner.invoke(app, ["index", "build", str(index), "-i", str(path), "--overwrite"])

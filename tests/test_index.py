@@ -443,11 +443,8 @@ def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
         (seg / "vectors.npy").unlink()
     elif damage == "integer ids":
         (seg / "ids.json").write_text(json.dumps(list(range(40))))
-    elif damage == "codes past the centroids":  # found where they would be used: not by reading every code at open
+    elif damage == "codes past the centroids":  # the search kernels would read past their tables
         np.save(seg / "codes.npy", np.load(seg / "codes.npy") + 16)
-        with pytest.raises(IndexStoreError, match="damaged: a segment has centroid codes past"):
-            PlaidIndex.open(idx.root).compact()
-        return
     elif damage == "missing ids":
         (seg / "ids.json").unlink()
     elif damage == "short ids":
@@ -467,30 +464,43 @@ def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
         PlaidIndex.open(idx.root)
 
 
-def test_what_an_interrupted_build_left_is_replaced_only_when_asked(tmp_path, corpus):
-    from polylate.index.plaid import interrupted_build
+def test_what_an_interrupted_build_left_is_replaced_only_when_asked(tmp_path, corpus, monkeypatch):
+    """A first build marks its folder until it commits: a folder with the marker and no
+    manifest is its leftovers, replaced on request however many killed builds wrote there; a
+    committed index that lost its manifest has no marker, and is never replaced unasked."""
+    from polylate.index import plaid
+    from polylate.index.plaid import BUILDING, interrupted_build
 
     folder = tmp_path / "killed"
-    PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20])
-    (folder / "MANIFEST.json").unlink()  # as if killed before the first commit
-    assert interrupted_build(folder)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill between writing the first segment and committing
+
+    with monkeypatch.context() as m:
+        m.setattr(plaid, "commit_manifest", killed)
+        for _ in range(2):  # killed twice (an OOM during k-means recurs): two codecs, two segments
+            with pytest.raises(KeyboardInterrupt):
+                PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20], over_interrupted=True)
+    assert (folder / BUILDING).exists() and len(list(folder.glob("codec-*"))) == 2 and interrupted_build(folder)
     with pytest.raises(IndexStoreError, match="interrupted build left, overwrite them"):
         PlaidIndex.build(folder, corpus.ids[:20], corpus.docs[:20])
-    idx = PlaidIndex.build(folder, corpus.ids[20:30], corpus.docs[20:30], overwrite=True)
+    idx = PlaidIndex.build(folder, corpus.ids[20:30], corpus.docs[20:30], over_interrupted=True)
     assert sorted(idx.ids) == sorted(corpus.ids[20:30]) and len(list(folder.glob("codec-*"))) == 1
-    # a server-created index's first build, killed: its settings file is no obstacle
-    PlaidIndex.build(tmp_path / "srv", corpus.ids[:5], corpus.docs[:5])
-    (tmp_path / "srv" / "MANIFEST.json").unlink()
-    (tmp_path / "srv" / "SERVER.json").write_text('{"dim": 64, "nbits": 2}')
-    assert interrupted_build(tmp_path / "srv")
-    # a committed index that lost its manifest (two segments, tombstones) is damage, not leftovers
+    assert not (folder / BUILDING).exists() and len(list((folder / "segments").iterdir())) == 1
+    # a committed index with one segment (as after a build or compaction) that lost its manifest
     lost = PlaidIndex.build(tmp_path / "lost", corpus.ids[:5], corpus.docs[:5])
-    lost.add(corpus.ids[5:7], corpus.docs[5:7])
-    lost.delete(corpus.ids[:1])
     (tmp_path / "lost" / "MANIFEST.json").unlink()
     assert not interrupted_build(tmp_path / "lost")
+    for kwargs in ({"over_interrupted": True}, {"overwrite": True}):
+        with pytest.raises(IndexStoreError, match="choose an empty or new folder$"):
+            PlaidIndex.build(tmp_path / "lost", corpus.ids[:2], corpus.docs[:2], **kwargs)
+    assert len(list((tmp_path / "lost" / "segments").iterdir())) == 1  # its data untouched
+    # over_interrupted never replaces a committed index
+    with pytest.raises(IndexStoreError, match="already exists"):
+        PlaidIndex.build(idx.root, corpus.ids[:2], corpus.docs[:2], over_interrupted=True)
     (tmp_path / "theirs" / "segments").mkdir(parents=True)
     (tmp_path / "theirs" / "segments" / "notes.txt").write_text("mine")
+    (tmp_path / "theirs" / BUILDING).touch()
     assert not interrupted_build(tmp_path / "theirs")
     with pytest.raises(IndexStoreError, match="choose an empty or new folder$"):
         PlaidIndex.build(tmp_path / "theirs", corpus.ids[:2], corpus.docs[:2], overwrite=True)
@@ -509,6 +519,22 @@ def test_inputs_are_checked_before_anything_is_written(tmp_path, corpus):
         with pytest.raises(error, match=match):
             idx.add(ids, vectors, texts=texts)
     assert PlaidIndex.open(idx.root).manifest["generation"] == gen
+
+
+def test_codes_of_segments_too_large_to_check_at_open_are_checked_by_compaction(tmp_path, corpus, monkeypatch):
+    from polylate.index import plaid
+
+    idx = PlaidIndex.build(tmp_path / "big", corpus.ids[:40], corpus.docs[:40], num_centroids=16)
+    seg = idx.root / "segments" / idx.segments[0].name
+    np.save(seg / "codes.npy", np.load(seg / "codes.npy") + 16)
+    monkeypatch.setattr(plaid, "_CODES_CHECKED_AT_OPEN", 0)
+    damaged = PlaidIndex.open(idx.root)
+    with pytest.raises(IndexStoreError, match="centroid codes past"):
+        damaged.compact()
+    monkeypatch.setattr(PlaidIndex, "MAX_SEGMENTS", 1)  # an add's merge meets them: its documents stay
+    with pytest.warns(UserWarning, match="merging .* centroid codes past"):
+        damaged.add(corpus.ids[40:42], corpus.docs[40:42])
+    assert corpus.ids[41] in PlaidIndex.open(idx.root)
 
 
 def test_an_add_whose_merge_fails_keeps_its_documents(tmp_path, corpus, monkeypatch):

@@ -183,10 +183,16 @@ def test_a_first_build_killed_midway_is_rebuilt_by_the_next_add(client, tmp_path
         assert client.post("/v1/indexes", json={"name": name}).status_code == 201
         folder = tmp_path / "indexes" / name
         PlaidIndex.build(folder, ["x"], [np.eye(3, 128, dtype=np.float32)])
-        (folder / "MANIFEST.json").unlink()
+        (folder / "MANIFEST.json").unlink()  # with its marker: what a first build killed before committing leaves
+        (folder / "BUILDING").touch()
     res = client.post("/v1/indexes/killed/documents", json={"documents": DOCS[:3]})
     assert res.status_code == 200 and res.json()["documents"] == 3, res.text
     assert len(list((tmp_path / "indexes" / "killed").glob("codec-*"))) == 1  # the leftover swept
+    # a committed index that lost its manifest (no marker) is refused, never replaced by the add
+    assert client.post("/v1/indexes", json={"name": "lost", "documents": DOCS[:4]}).status_code == 201
+    (tmp_path / "indexes" / "lost" / "MANIFEST.json").unlink()
+    res = client.post("/v1/indexes/lost/documents", json={"documents": DOCS[4:5]})
+    assert res.status_code == 409 and len(list((tmp_path / "indexes" / "lost" / "segments").iterdir())) == 1
     from typer.testing import CliRunner
 
     from polylate.cli import app

@@ -314,7 +314,7 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
                device: str | None, dtype: str | None) -> None:
     """The first documents of an index the server created empty: they build it, with the
     settings and model it records (as the server's own first add does)."""
-    from polylate.index.plaid import PlaidIndex, interrupted_build
+    from polylate.index.plaid import PlaidIndex
     from polylate.index.storage import SERVER_META, write_json
 
     ids, texts = read_texts(input, [])
@@ -326,7 +326,7 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
     vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
     with _writing(path), console.status("training centroids and compressing"):
         # over what an interrupted first build left, if that is all the folder holds
-        idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"], overwrite=interrupted_build(path),
+        idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"], over_interrupted=True,
                                keep_vectors=bool(settings.get("keep_vectors")), texts=texts,
                                model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
         write_json(path / SERVER_META, {**settings, "trained_tokens": idx.manifest["trained_tokens"]})
@@ -774,7 +774,7 @@ def _qdrant(url: str | None, path: Path | None, api_key: str | None, existing: b
     if path is not None:
         if (path / "MANIFEST.json").exists() or (path / "SERVER.json").exists():
             _fail(f"--path {path} is a polylate index folder, not a Qdrant store (polylate index ... reads it)")
-        if existing and not path.exists():
+        if existing and not (path / "meta.json").is_file():  # what Qdrant's local mode keeps its collections in
             _fail(f"--path {path}: no Qdrant store there (polylate qdrant add makes one)")
     if path is not None and api_key:
         console.print("[yellow]note:[/yellow] the Qdrant API key is not used in local mode (--path)", soft_wrap=True)

@@ -145,6 +145,11 @@ def validate_query(query, dim: int, k: int, filter_ids=None) -> np.ndarray:
     return q
 
 
+#: segments up to this many tokens have their centroid codes range-checked at open (a few ms);
+#: larger ones when compaction reads them (every open of a huge index would read them all)
+_CODES_CHECKED_AT_OPEN = 1 << 24
+
+
 def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments) -> None:
     """The codec against the manifest and the segments (each segment checks itself)."""
     problem = None
@@ -159,6 +164,9 @@ def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments
                       f"the codec {codec.bytes_per_token}"
         elif manifest.get("keep_vectors") and seg.vectors is None:
             problem = f"segment {seg.name} has lost its vectors.npy (the index keeps vectors)"
+        elif len(seg.codes) <= _CODES_CHECKED_AT_OPEN and len(seg.codes) and \
+                int(seg.codes.max()) >= codec.num_centroids:  # the kernels do not bound-check them
+            problem = f"segment {seg.name} has centroid codes past the codec's {codec.num_centroids}"
     if problem:
         raise IndexStoreError(f"index {root} is damaged: {problem}")
 
@@ -190,27 +198,27 @@ _OLD_SAMPLE_CAP = 1 << 18
 _OURS = re.compile(r"(codec|seg)-[0-9a-f]{12}")
 
 
+#: written by a first build before anything else and removed once it has committed: a folder
+#: holding it and no manifest is what a killed first build left, and nothing else is
+BUILDING = "BUILDING"
+
+
 def interrupted_build(root: Path) -> bool:
-    """Whether ``root`` holds no index but only what a first build of ours wrote before it was
-    killed: one codec folder and at most one segment without tombstones (named as ``new_name``
-    names them), beside its lock, the settings of an index the server created empty, and
-    temporary files. More than that is a committed index that lost its manifest: damaged, and
-    not to be overwritten unasked."""
-    if (root / MANIFEST).exists() or not root.is_dir():
+    """Whether ``root`` holds no index but only what first builds of ours wrote before they
+    were killed (their marker, codec and segment folders named as ``new_name`` names them,
+    the lock, the settings of an index the server created empty, temporary files). A folder
+    without the marker may be a committed index that lost its manifest: not ours to replace."""
+    if (root / MANIFEST).exists() or not (root / BUILDING).is_file():
         return False
-    codecs, segments = 0, []
     for p in root.iterdir():
-        if p.name in ("LOCK", SERVER_META) or (p.name.startswith(".") and p.name.endswith(".tmp")):
+        if p.name in ("LOCK", SERVER_META, BUILDING) or (p.name.startswith(".") and p.name.endswith(".tmp")):
             continue
         if p.name == "segments" and p.is_dir():
-            segments = list(p.iterdir())
-            if not all(_OURS.fullmatch(s.name) and s.name.startswith("seg-") for s in segments):
+            if not all(_OURS.fullmatch(s.name) and s.name.startswith("seg-") for s in p.iterdir()):
                 return False
-        elif _OURS.fullmatch(p.name) and p.name.startswith("codec-") and p.is_dir():
-            codecs += 1
-        else:
+        elif not (_OURS.fullmatch(p.name) and p.name.startswith("codec-") and p.is_dir()):
             return False
-    return codecs == 1 and len(segments) <= 1 and not any(any(s.glob("deleted-*")) for s in segments)
+    return True
 
 
 def _disk_bytes(root: Path) -> int:
@@ -346,6 +354,7 @@ class PlaidIndex:
         model: dict | None = None,
         overwrite: bool = False,
         replaces: tuple[int, str] | None = None,
+        over_interrupted: bool = False,
         kmeans_niter: int = 10,
         sample_tokens: int = 1 << 18,
         seed: int = 1234,
@@ -353,7 +362,9 @@ class PlaidIndex:
         """Train the codec on a sample of the vectors and write the first segment.
 
         ``replaces=(generation, codec)``: overwrite only the index in exactly that state
-        (IndexStoreError otherwise), so a rebuild cannot drop another process's commits."""
+        (IndexStoreError otherwise), so a rebuild cannot drop another process's commits.
+        ``over_interrupted``: build over what a killed first build left, if that is all the
+        folder holds (``overwrite`` allows it too), but never over a committed index."""
         ids = _id_list(ids, "ids")
         root = Path(root)
         if not vectors:
@@ -368,14 +379,19 @@ class PlaidIndex:
         if root.is_dir() and not (root / "MANIFEST.json").exists():
             clash = sorted(p.name for p in root.iterdir() if p.name == "segments" or p.name.startswith("codec-"))
             # a build sweeps these names: never someone else's files; a build of ours killed
-            # before its first commit left only its own, which an explicit overwrite may replace
-            if clash and not (overwrite and interrupted_build(root)):
+            # before its first commit left only its own, which may be replaced when asked
+            if clash and not ((overwrite or over_interrupted) and interrupted_build(root)):
                 raise IndexStoreError(f"{root} is not an index but holds {', '.join(clash)}, which a build "
                                       "would replace; choose an empty or new folder" + (
                                           " (or, since they are what an interrupted build left, overwrite "
                                           "them)" if interrupted_build(root) else ""))
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
+            first = not (root / MANIFEST).exists()
+            if over_interrupted and not overwrite and not first:  # another build committed meanwhile
+                raise IndexStoreError(f"an index was built at {root} meanwhile; not replaced")
+            if first:
+                (root / BUILDING).touch()
             # a rebuild in place continues the generation count, so open handles see a change
             generation, old = 0, None
             if (root / "MANIFEST.json").exists():
@@ -412,6 +428,7 @@ class PlaidIndex:
             index._append_segment(list(ids), vectors, manifest, _check_texts(texts, ids))
             commit_manifest(root, manifest)
             sweep(root, manifest)
+            (root / BUILDING).unlink(missing_ok=True)
         return cls.open(root)
 
     def retrain(self, encode: Callable[[list[str]], Sequence[np.ndarray]] | None = None) -> PlaidIndex:
@@ -512,9 +529,10 @@ class PlaidIndex:
             if len(self.segments) > self.MAX_SEGMENTS:  # under the same lock: no writer in between
                 try:
                     self._compact(manifest)
-                except OSError as exc:  # the documents are committed: the merge waits for a later add
+                except (OSError, IndexStoreError) as exc:  # the documents are committed: the merge waits
+                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                     warnings.warn(f"the documents were added, but merging the index's {len(self.segments)} "
-                                  f"segments failed: {exc.strerror or exc}", stacklevel=2)
+                                  f"segments failed: {reason}", stacklevel=2)
         finally:
             lock.release()
 
@@ -575,7 +593,7 @@ class PlaidIndex:
             manifest["segments"] = []
         else:
             codes = np.concatenate(parts["codes"])
-            # (not checked at open, which would read every code of a large index each time)
+            # (segments too large to check at every open are checked here)
             if len(codes) and int(codes.max()) >= self.codec.num_centroids:
                 raise IndexStoreError(f"index {self.root} is damaged: a segment has centroid codes past the "
                                       f"codec's {self.codec.num_centroids}")

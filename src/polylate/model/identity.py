@@ -65,8 +65,11 @@ def records_mismatch(theirs: dict | None, ours: dict | None) -> str | None:
     theirs, ours = theirs or {}, ours or {}
     a, b = theirs.get("signature"), ours.get("signature")
     if a and b and theirs.get("dim") == ours.get("dim") and len(a) == len(b):
-        return None if _close(a, b) else (f"the weights of {ours.get('name')!r} that made them differ from "
-                                          f"those of {theirs.get('name')!r}")
+        if _close(a, b):
+            return None
+        same = theirs.get("name") == ours.get("name")
+        return (f"{'both are named' if same else 'they are'} {theirs.get('name')!r}"
+                + ("" if same else f" and {ours.get('name')!r}") + ", with different weights")
     if theirs.get("name") != ours.get("name"):
         return f"they hold vectors of {theirs.get('name')!r}, these are of {ours.get('name')!r}"
     return None

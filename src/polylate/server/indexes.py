@@ -122,6 +122,9 @@ def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
     """An index this server can search and add to: built by the served model (as far as it
     records one), at a dim that model makes. Either backend's indexes."""
     reason = model_mismatch(model, runner.model, runner.signatures)
+    where = (model or {}).get("name_or_path")
+    if reason and isinstance(where, str) and Path(where).is_absolute():  # a folder by name, not its server path
+        reason = reason.replace(where, Path(where).name)
     if reason:
         raise RegistryError(409, f"index {name!r} cannot be searched or added to by the served model "
                                  f"{runner.name!r}: {reason}")
@@ -256,11 +259,11 @@ class IndexRegistry:
                 raise
         return self.stats(name)
 
-    def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts,
-               replaces: tuple[int, str] | None = None) -> PlaidIndex:
+    def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts) -> PlaidIndex:
+        """An index's first build (over what a killed first build left, never over a committed one)."""
         try:
             idx = PlaidIndex.build(folder, ids, vectors, nbits=meta["nbits"], keep_vectors=bool(meta.get("keep_vectors")),
-                                   texts=texts, model=meta.get("model"), overwrite=True, replaces=replaces)
+                                   texts=texts, model=meta.get("model"), over_interrupted=True)
         except IndexStoreError as exc:
             raise RegistryError(409, str(exc)) from exc
         except ValueError as exc:
