@@ -214,6 +214,9 @@ def test_cli_add_search_delete_stats(tmp_path):
                           (["search", "sample", "x", "--path", str(tmp_path / "idx")], "is a polylate index folder")):
         res = run(app, ["qdrant", *args], env={"QDRANT_URL": ""})
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
+    (tmp_path / "unknown.txt").write_text("nope-1\nnope-2\n")
+    res = run(app, ["qdrant", "search", "sample", "x", "--filter", str(tmp_path / "unknown.txt"), *store])
+    assert res.exit_code == 0 and "none of the 2 ids" in " ".join(res.output.split()), res.output
 
 
 def test_uploads_are_batched_by_documents_and_tokens():

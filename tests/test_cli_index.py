@@ -55,6 +55,9 @@ def test_build_search_add_delete(corpus, tmp_path):
     allowed.write_text("ja-fuji\nko-kimchi\n")
     hits = _search(runner, index, "capital city", "--filter", str(allowed))["hits"]
     assert {h["id"] for h in hits} <= {"ja-fuji", "ko-kimchi"}
+    allowed.write_text("nope\n")
+    res = runner.invoke(app, ["index", "search", str(index), "capital", "--filter", str(allowed)])
+    assert res.exit_code == 0 and "none of the 1 ids" in " ".join(res.output.split()), res.output
     stats = json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)
     assert stats["documents"] == 15 and stats["dim"] == 96
     assert runner.invoke(app, ["index", "compact", str(index)]).exit_code == 0

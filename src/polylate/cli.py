@@ -649,9 +649,8 @@ def index_search(
         rankings = {q: ([], [], 0.0) for q in query_ids}
     else:
         idx = _open_index(path)
-        if allowed is not None and not any(i in idx for i in allowed):
-            console.print(f"[yellow]note:[/yellow] none of the {len(allowed)} ids in {escape(str(filter_ids))} is "
-                          "in the index: no document can be returned", soft_wrap=True)
+        if allowed is not None:
+            _note_unknown_filter(allowed, [i for i in allowed if i in idx], filter_ids)
         m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
         try:
             # many queries: one batched encoding; a few typed ones: each timed with its encoding
@@ -679,6 +678,13 @@ def index_search(
             rankings[qid] = (hits, texts, ms)
     _report_search(rankings, dict(zip(query_ids, query_texts)), as_json, run, judged, metric_list, k, qrels,
                    from_file=input is not None)
+
+
+def _note_unknown_filter(allowed: list[str], present: list[str], filter_file: Path) -> None:
+    """A --filter none of whose ids is stored returns nothing: said, rather than an empty table."""
+    if allowed and not present:
+        console.print(f"[yellow]note:[/yellow] none of the {len(allowed)} ids in {escape(str(filter_file))} is "
+                      "stored here: no document can be returned", soft_wrap=True)
 
 
 def _search_judgments(qrels: Path | None, metrics: str | None, k: int):
@@ -996,6 +1002,8 @@ def qdrant_search(
     allowed = _read_ids(filter_ids) if filter_ids is not None else None
     with closing(_qdrant(url, path, api_key, existing=True)) as client:
         idx = _collection(client, collection)
+        if allowed is not None:
+            _note_unknown_filter(allowed, idx.present(allowed), filter_ids)
         m, dim, _ = _qdrant_model(idx, model, device, dtype)
         out = Console()
         for query in queries:
