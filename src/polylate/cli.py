@@ -659,16 +659,13 @@ def index_search(
         except (ValueError, TypeError) as exc:
             _fail(str(exc))
         rankings = {}
-        if encoded is not None and len(encoded) > 1:
-            # untimed: the first search of a process loads the compiled kernels and pages the
-            # index in (hundreds of ms), which is not what a batch's latency figures are about
-            try:
-                idx.search(encoded[0], k=k, filter_ids=allowed, settings=settings)
-            except (ValueError, IndexStoreError) as exc:
-                _fail(str(exc))
         for n, (qid, query) in enumerate(zip(query_ids, query_texts)):
-            start = time.perf_counter()
             try:
+                if n == 0 and encoded is not None and len(encoded) > 1:
+                    # untimed: the first search of a process loads the compiled kernels and pages
+                    # the index in (hundreds of ms), which is not what a batch's latency is about
+                    idx.search(encoded[0], k=k, filter_ids=allowed, settings=settings)
+                start = time.perf_counter()
                 vectors = encoded[n] if encoded is not None else m.encode(query, is_query=True, dim=dim)
                 hits = idx.search(vectors, k=k, filter_ids=allowed, settings=settings)
                 ms = 1000 * (time.perf_counter() - start)
@@ -786,7 +783,9 @@ def _qdrant(url: str | None, path: Path | None, api_key: str | None, existing: b
         if url is None:
             _fail("give --url (a Qdrant server or cluster; or set $QDRANT_URL) or --path (local mode)")
     if path is not None:
-        if (path / "MANIFEST.json").exists() or (path / "SERVER.json").exists():
+        from polylate.index.storage import MANIFEST, SERVER_META
+
+        if (path / MANIFEST).exists() or (path / SERVER_META).exists():
             _fail(f"--path {path} is a polylate index folder, not a Qdrant store (polylate index ... reads it)")
         if existing and not (path / "meta.json").is_file():  # what Qdrant's local mode keeps its collections in
             _fail(f"--path {path}: no Qdrant store there (polylate qdrant add makes one)")

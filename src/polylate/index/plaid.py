@@ -372,19 +372,20 @@ class PlaidIndex:
         dim = int(np.asarray(vectors[0]).shape[-1])
         vectors = [np.asarray(v) for v in vectors]
         _validate_docs(ids, vectors, dim)
-        if (root / "MANIFEST.json").exists() and not overwrite:
+        if (root / MANIFEST).exists() and not overwrite:
             raise IndexStoreError(f"an index already exists at {root}; overwrite it explicitly to replace it")
         if root.exists() and not root.is_dir():
             raise IndexStoreError(f"{root} is a file")
-        if root.is_dir() and not (root / "MANIFEST.json").exists():
+        if root.is_dir() and not (root / MANIFEST).exists():
             clash = sorted(p.name for p in root.iterdir() if p.name == "segments" or p.name.startswith("codec-"))
             # a build sweeps these names: never someone else's files; a build of ours killed
             # before its first commit left only its own, which may be replaced when asked
-            if clash and not ((overwrite or over_interrupted) and interrupted_build(root)):
+            leftovers = bool(clash) and interrupted_build(root)
+            if clash and not ((overwrite or over_interrupted) and leftovers):
                 raise IndexStoreError(f"{root} is not an index but holds {', '.join(clash)}, which a build "
                                       "would replace; choose an empty or new folder" + (
                                           " (or, since they are what an interrupted build left, overwrite "
-                                          "them)" if interrupted_build(root) else ""))
+                                          "them)" if leftovers else ""))
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
             first = not (root / MANIFEST).exists()
@@ -394,7 +395,7 @@ class PlaidIndex:
                 (root / BUILDING).touch()
             # a rebuild in place continues the generation count, so open handles see a change
             generation, old = 0, None
-            if (root / "MANIFEST.json").exists():
+            if (root / MANIFEST).exists():
                 try:
                     old = read_manifest(root)
                     generation = int(old["generation"]) + 1

@@ -33,6 +33,7 @@ Runtime needs: numpy and ``tokenizers`` (safetensors is written by hand so it ca
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -697,11 +698,9 @@ def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list
         base = meta.get("base", "")
         try:
             trained_dims = [int(d) for d in meta.get("trained_dims", "").split(",") if d.strip()]
-            if any(d < 1 for d in trained_dims):
-                raise ValueError
         except ValueError:
             raise ValueError(f"{path}: metadata trained_dims {meta['trained_dims']!r} is not a list of "
-                             "positive sizes") from None
+                             "sizes") from None
         if base and not base.startswith(BUNDLED_NAME):
             raise ValueError(f"{path}: heads trained over {base!r}, not the bundled default model; "
                              "save that model whole (polylate train without --heads-only) and load its folder")
@@ -735,7 +734,11 @@ def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | No
     enc_cfg, enc_state = hf_encoder(folder)
     config = bundled_colbert_config()
     if trained is not None:
-        heads, layers, config.trained_dims = trained
+        heads, layers, trained_dims = trained
+        try:  # the config's own check of the sizes
+            config = dataclasses.replace(config, trained_dims=trained_dims)
+        except ValueError as exc:
+            raise ValueError(f"{head_file}: metadata {exc}") from None
         name = BUNDLED_NAME
     else:
         heads, layers = {128: {"weight": untrained_head(enc_cfg.hidden_size)}}, {}
