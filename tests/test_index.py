@@ -537,6 +537,39 @@ def test_codes_of_segments_too_large_to_check_at_open_are_checked_by_compaction(
     assert corpus.ids[41] in PlaidIndex.open(idx.root)
 
 
+@pytest.mark.parametrize("keep_vectors", [False, True])
+def test_search_refuses_damage_the_open_checks_did_not_read(tmp_path, corpus, monkeypatch, keep_vectors):
+    """Codes of segments too large to check at open, and inverted-list entries, are bound-checked
+    by the search kernels themselves: each stage names the damage instead of reading past an
+    array (which returned garbage scores or crashed the process)."""
+    from polylate.index import plaid
+
+    monkeypatch.setattr(plaid, "_CODES_CHECKED_AT_OPEN", 0)
+    idx = PlaidIndex.build(tmp_path / "d", corpus.ids[:40], corpus.docs[:40], num_centroids=16,
+                           keep_vectors=keep_vectors)
+    seg = idx.root / "segments" / idx.segments[0].name
+    q = corpus.docs[3][:6].astype(np.float32)
+    few = SearchSettings(ncells=16, centroid_score_threshold=0.0, ndocs=8)  # 40 docs > keep: stages 2–3
+    assert idx.search(q, k=2, settings=few)[0].id == corpus.ids[3]
+    codes = np.load(seg / "codes.npy")
+    np.save(seg / "codes.npy", codes + 16)
+    damaged = PlaidIndex.open(idx.root)
+    with pytest.raises(IndexStoreError, match="damaged: segment .* out of range"):
+        damaged.search(q, k=2, settings=few)  # stage 3, centroid interaction
+    if not keep_vectors:
+        with pytest.raises(IndexStoreError, match="damaged: segment .* out of range"):
+            damaged.search(q, k=10)  # 40 docs ≤ keep: stage 4 only, decompression
+    np.save(seg / "codes.npy", codes)
+    ivf = np.load(seg / "ivf_docs.npy")
+    ivf[-1] = 40
+    np.save(seg / "ivf_docs.npy", ivf)
+    with pytest.raises(IndexStoreError, match="damaged: segment .* out of range"):
+        PlaidIndex.open(idx.root).search(q, k=2, settings=few)  # stage 2, the inverted lists
+    np.save(seg / "ivf_offsets.npy", np.load(seg / "ivf_offsets.npy")[::-1].copy())
+    with pytest.raises(IndexStoreError, match="ivf_offsets.npy does not index"):
+        PlaidIndex.open(idx.root)
+
+
 def test_an_add_whose_merge_fails_keeps_its_documents(tmp_path, corpus, monkeypatch):
     idx = PlaidIndex.build(tmp_path / "m", corpus.ids[:5], corpus.docs[:5])
     monkeypatch.setattr(PlaidIndex, "MAX_SEGMENTS", 1)

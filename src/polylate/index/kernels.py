@@ -33,6 +33,12 @@ def _warm(n):
     return total
 
 
+#: what the kernels raise (or mark with a NaN score, inside parallel loops) on a centroid code
+#: or inverted-list entry out of range, rather than read past an array: only damaged segment
+#: files hold one (two compares per token or posting: no measurable cost)
+DAMAGED = "a centroid code or inverted-list entry is out of range"
+
+
 _SECTION = None  # set on first use: numba names its threading layer only once one has run
 _SECTION_INIT = threading.Lock()
 
@@ -117,6 +123,8 @@ def ivf_interaction(ivf_docs, ivf_offsets, cells, cell_scores, deleted, allowed,
     for c in range(n_cells):
         for p in range(ivf_offsets[cells[c]], ivf_offsets[cells[c] + 1]):
             d = ivf_docs[p]
+            if d < 0 or d >= n_docs:
+                raise IndexError(DAMAGED)
             if slot[d] >= 0 or deleted[d] or (use_allowed and not allowed[d]):
                 continue
             slot[d] = n
@@ -149,12 +157,15 @@ def centroid_interaction(codes, offsets, cand, centroid_scores_t):
 
     centroid_scores_t: [K, Lq] (one contiguous row per centroid) → scores [len(cand)].
     """
-    n_q = centroid_scores_t.shape[1]
+    n_k, n_q = centroid_scores_t.shape
     out = np.empty(cand.shape[0], np.float32)
     for i in prange(cand.shape[0]):
         d = cand[i]
         best = np.full(n_q, -np.inf, np.float32)
         for p in range(offsets[d], offsets[d + 1]):
+            if codes[p] < 0 or codes[p] >= n_k:
+                best[0] = np.nan  # a damaged code: NaN marks the document (see DAMAGED)
+                break
             row = centroid_scores_t[codes[p]]
             for t in range(n_q):
                 if row[t] > best[t]:
@@ -239,6 +250,8 @@ def decompress_docs(codes, residuals, offsets, cand, centroids, lut):
     for i in range(cand.shape[0]):
         d = cand[i]
         for p in range(offsets[d], offsets[d + 1]):
+            if codes[p] < 0 or codes[p] >= centroids.shape[0]:
+                raise IndexError(DAMAGED)
             inv = _decode_token(centroids[codes[p]], lut, residuals[p], out[r])
             for k in range(dim):
                 out[r, k] *= inv
@@ -259,6 +272,9 @@ def decompressed_maxsim(codes, residuals, offsets, cand, centroids, lut, q):
         best = np.full(n_q, -np.inf, np.float32)
         x = np.empty(centroids.shape[1], np.float32)
         for p in range(offsets[d], offsets[d + 1]):
+            if codes[p] < 0 or codes[p] >= centroids.shape[0]:
+                best[0] = np.nan  # a damaged code: NaN marks the document (see DAMAGED)
+                break
             inv = _decode_token(centroids[codes[p]], lut, residuals[p], x)
             _keep_best(x, inv, q, best)
         out[i] = _total(best)

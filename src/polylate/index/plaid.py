@@ -145,8 +145,9 @@ def validate_query(query, dim: int, k: int, filter_ids=None) -> np.ndarray:
     return q
 
 
-#: segments up to this many tokens have their centroid codes range-checked at open (a few ms);
-#: larger ones when compaction reads them (every open of a huge index would read them all)
+#: segments up to this many tokens have their centroid codes range-checked at open (a few ms),
+#: so damage is named before any search; larger ones when compaction reads them (every open of
+#: a huge index would read them all). Search itself refuses an out-of-range code it meets.
 _CODES_CHECKED_AT_OPEN = 1 << 24
 
 
@@ -165,7 +166,7 @@ def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments
         elif manifest.get("keep_vectors") and seg.vectors is None:
             problem = f"segment {seg.name} has lost its vectors.npy (the index keeps vectors)"
         elif len(seg.codes) <= _CODES_CHECKED_AT_OPEN and len(seg.codes) and \
-                int(seg.codes.max()) >= codec.num_centroids:  # the kernels do not bound-check them
+                int(seg.codes.max()) >= codec.num_centroids:
             problem = f"segment {seg.name} has centroid codes past the codec's {codec.num_centroids}"
     if problem:
         raise IndexStoreError(f"index {root} is damaged: {problem}")
@@ -668,7 +669,12 @@ class PlaidIndex:
             cell_scores = scores[cells]  # [cells, Lq]
             cell_scores *= cell_scores.max(axis=1, keepdims=True) >= settings.centroid_score_threshold
             for seg, allowed in zip(self.segments, self._filter_masks(filter_ids)):
-                hits.extend(self._search_segment(seg, q, scores, cells, cell_scores, allowed, k, settings))
+                try:
+                    hits.extend(self._search_segment(seg, q, scores, cells, cell_scores, allowed, k, settings))
+                except IndexError as e:
+                    if str(e) != kernels.DAMAGED:
+                        raise
+                    raise self._damaged(seg) from None
         hits.sort(key=lambda h: -h[0])
         return [Hit(doc_id, score) for score, doc_id in hits[:k]]
 
@@ -693,8 +699,13 @@ class PlaidIndex:
             cand = docs[kernels.top_indices(approx, max(settings.ndocs, k))]
         if len(cand) > keep:  # stage 3: centroid interaction over every token of the survivors
             approx = kernels.centroid_interaction(seg.codes, seg.offsets, cand, centroid_scores)
+            if np.isnan(approx).any():
+                raise self._damaged(seg)
             cand = cand[kernels.top_indices(approx, keep)]
         return self._score(seg, q, cand, k)
+
+    def _damaged(self, seg) -> IndexStoreError:
+        return IndexStoreError(f"index {self.root} is damaged: segment {seg.name} has {kernels.DAMAGED}")
 
     def _score(self, seg, q, cand, k):
         if len(cand) == 0:
@@ -705,6 +716,8 @@ class PlaidIndex:
         else:  # stage 4: MaxSim on decompressed vectors
             scores = kernels.decompressed_maxsim(seg.codes, seg.residuals, seg.offsets, cand,
                                                  self.codec.centroids, self.codec.lut, q)
+            if np.isnan(scores).any():
+                raise self._damaged(seg)
         top = kernels.top_indices(scores, k)
         return [(float(scores[i]), seg.ids[cand[i]]) for i in top]
 
