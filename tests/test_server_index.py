@@ -394,6 +394,24 @@ def test_indexes_of_another_model_are_listed_as_not_searchable(client, tmp_path)
     assert res.status_code == 409 and res.json()["detail"] == listed["theirs"]["problem"]
 
 
+def test_a_mismatch_names_a_model_folder_not_its_server_path(client, model, tmp_path):
+    import numpy as np
+
+    from polylate.index.plaid import PlaidIndex
+    from polylate.model.identity import model_record
+
+    folder = tmp_path / "their-model"
+    folder.mkdir()
+    for name in (None, "their-model-name"):  # named, or known only by its folder
+        record = model_record(model, str(folder), 128, None)
+        record["name"] = name
+        record["signature"] = [-x for x in record["signature"]]  # other weights
+        PlaidIndex.build(tmp_path / "indexes" / f"t{name is None}", ["a"], [np.eye(4, 128, dtype=np.float32)],
+                         model=record)
+        problem = client.post(f"/v1/indexes/t{name is None}/search", json={"query": "x"}).json()["detail"]
+        assert "weights differ" in problem and "their-model" in problem and str(tmp_path) not in problem
+
+
 # -- the same endpoints with indexes kept as Qdrant collections (embedded local mode: the
 # same client calls as a cluster)
 

@@ -48,10 +48,16 @@ def shown(record: dict | None, paths: bool = True) -> dict | None:
     if record is None:
         return None
     out = {k: v for k, v in record.items() if k != "signature"}
-    where = out.get("name_or_path")
-    if not paths and isinstance(where, str) and Path(where).is_absolute():
-        out["name_or_path"] = Path(where).name
+    if "name_or_path" in out:
+        out["name_or_path"] = _where(out["name_or_path"], paths)
     return out
+
+
+def _where(name_or_path, paths: bool):
+    """A recorded ``name_or_path`` as shown: ``paths=False`` turns a folder into its name."""
+    if not paths and isinstance(name_or_path, str) and Path(name_or_path).is_absolute():
+        return Path(name_or_path).name
+    return name_or_path
 
 
 def _close(a, b) -> bool:
@@ -75,13 +81,13 @@ def records_mismatch(theirs: dict | None, ours: dict | None) -> str | None:
     return None
 
 
-def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> str | None:
+def model_mismatch(recorded: dict | None, model, cache: dict | None = None, paths: bool = True) -> str | None:
     """Why ``model`` is not the one ``recorded`` (None: it is, or the record cannot tell).
     Records from before signatures (or of another signature format) are compared by name.
     ``cache``: {dim: signature} of a model whose weights do not change (a server's), kept
-    across calls (a signature takes a few ms)."""
+    across calls (a signature takes a few ms). ``paths``: as in ``shown``."""
     recorded = recorded or {}
-    made_by = recorded.get("name") or recorded.get("name_or_path")
+    made_by = recorded.get("name") or _where(recorded.get("name_or_path"), paths)
     theirs, dim = recorded.get("signature"), recorded.get("dim")
     if theirs and isinstance(dim, int):
         try:
@@ -93,7 +99,7 @@ def model_mismatch(recorded: dict | None, model, cache: dict | None = None) -> s
         if len(ours) == len(theirs):
             if _close(ours, theirs):
                 return None
-            where = recorded.get("name_or_path")
+            where = _where(recorded.get("name_or_path"), paths)
             made = repr(made_by) + (f" (loaded from {where})" if where and where != made_by else "")
             return f"its weights differ from those of the model that made them, {made}"
     if recorded.get("name") and model.name and recorded["name"] != model.name:

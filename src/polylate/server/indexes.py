@@ -121,10 +121,7 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
 def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
     """An index this server can search and add to: built by the served model (as far as it
     records one), at a dim that model makes. Either backend's indexes."""
-    reason = model_mismatch(model, runner.model, runner.signatures)
-    where = (model or {}).get("name_or_path")
-    if reason and isinstance(where, str) and Path(where).is_absolute():  # a folder by name, not its server path
-        reason = reason.replace(where, Path(where).name)
+    reason = model_mismatch(model, runner.model, runner.signatures, paths=False)  # folders by name
     if reason:
         raise RegistryError(409, f"index {name!r} cannot be searched or added to by the served model "
                                  f"{runner.name!r}: {reason}")
