@@ -3,17 +3,19 @@ against independent computations (the rotary reference, `transformers`)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from polylate import CheckpointError, load_model
 from polylate.model.checkpoints import detect_layout
 from polylate.model.colbert import ColBERT
-from tests.layouts import write_jina, write_pylate, write_stanford
+from tests.layouts import write_jina, write_pylate, write_stanford, xlmr_tokenizer
 from tests.reference import colbert_vectors, jina_reference
 
 pytest.importorskip("transformers")
@@ -129,6 +131,81 @@ def test_pylate_layout(tmp_path):
     keep = [i for i, t in enumerate(ids) if t not in model.tokenizer.skip_ids]
     assert len(keep) == len(ids) - 2
     assert np.abs(model.encode(doc) - expected[keep]).max() < 1e-4
+
+
+def test_stanford_xlmr_checkpoint_with_colbert_ai_default_markers(tmp_path):
+    """colbert-ai over XLM-R writes its default markers "[unused0]"/"[unused1]", which that
+    vocabulary lacks: its tokenizer encodes them as <unk>, so the model was trained with <unk>."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from tests.layouts import _randomise
+
+    folder = tmp_path / "colbert-xlmr"
+    folder.mkdir()
+    tok = xlmr_tokenizer(extra=())
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = XLMRobertaConfig(vocab_size=tok.get_vocab_size(with_added_tokens=True), hidden_size=32,
+                           num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           max_position_embeddings=130, type_vocab_size=1, pad_token_id=1)
+    xlmr = XLMRobertaModel(cfg, add_pooling_layer=False).eval()
+    _randomise(xlmr, 5)
+    linear = 0.3 * torch.randn(24, 32, generator=torch.Generator().manual_seed(6))
+    save_file({**{"roberta." + k: v.contiguous() for k, v in xlmr.state_dict().items()}, "linear.weight": linear},
+              str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict() | {"architectures": ["HF_ColBERT"]}))
+    meta = {"query_token_id": "[unused0]", "doc_token_id": "[unused1]", "dim": 24, "query_maxlen": 32,
+            "doc_maxlen": 180, "attend_to_mask_tokens": False, "mask_punctuation": True}
+    (folder / "artifact.metadata").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"'\[unused0\]', '\[unused1\]' not in the tokenizer's vocabulary .*'<unk>'"):
+        model = load_model(folder)
+    tok_ = model.tokenizer
+    assert tok_.query_marker_ids == tok_.doc_marker_ids == [tok.token_to_id("<unk>")]
+    ids = tok_.sequences(["paris capital"], is_query=False)[0]
+    assert ids[:2] == [0, tok.token_to_id("<unk>")]
+    with torch.no_grad():
+        hidden = xlmr(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    expected = torch.nn.functional.normalize(hidden @ linear.T, dim=-1).numpy()
+    assert np.abs(model.encode("paris capital") - expected).max() < 1e-4
+    meta["dim"] = 128  # colbert-ai refuses this one: its Linear does not fit the weight
+    (folder / "artifact.metadata").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="says dim 128, but linear.weight projects to 24"):
+        load_model(folder)
+
+
+def test_pylate_save_of_jina_colbert(tmp_path):
+    """PyLate (sentence-transformers) loading jina-colbert-v2 with trust_remote_code saves the
+    bare flash XLM-R: Jina's keys without the "roberta." prefix, and the head in 1_Dense."""
+    jina = tmp_path / "jina"
+    state = write_jina(jina, dtype=torch.float32)
+    folder = tmp_path / "pylate-jina"
+    folder.mkdir()
+    save_file({k[len("roberta."):]: v for k, v in state.items() if k.startswith("roberta.")},
+              str(folder / "model.safetensors"))
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).write_bytes((jina / name).read_bytes())
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}]))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({
+        "query_prefix": "[QueryMarker]", "document_prefix": "[DocumentMarker]", "query_length": 32,
+        "document_length": 8192, "attend_to_expansion_tokens": True, "skiplist_words": []}))
+    (folder / "1_Dense").mkdir()
+    (folder / "1_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 128,
+                                                                "bias": False}))
+    save_file({"linear.weight": state["linear.weight"]}, str(folder / "1_Dense" / "model.safetensors"))
+    ours, theirs = load_model(folder), load_model(jina)
+    assert ours.encoder.config.position == "rotary"
+    for text, is_query in (("what is the capital of france", True), ("paris is the capital of france", False)):
+        assert np.abs(ours.encode(text, is_query=is_query) - theirs.encode(text, is_query=is_query)).max() < 1e-5
+    import shutil
+
+    shutil.rmtree(folder / "1_Dense")
+    with pytest.raises(CheckpointError, match="1_Dense: the Dense module folder that modules.json names does not"):
+        load_model(folder)
+    (jina / "model.safetensors").write_bytes(b"")
+    save_file({k: v for k, v in state.items() if k != "linear.weight"}, str(jina / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{jina}: no ColBERT projection head"):
+        load_model(jina)
 
 
 def test_pylate_dense_config_must_match_its_weights(tmp_path):

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import string
+import warnings
 from pathlib import Path
 
 import torch
@@ -129,7 +130,7 @@ def _as_checkpoint_error(where: Path):
     except (CheckpointError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 — safetensors, tokenizers and torch raise their own types
-        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         # whole, on one line: torch puts the tensor and both shapes after a first line ending in ':'
         raise CheckpointError(" ".join(f"{where} cannot be loaded: {what}".split())[:600]) from exc
 
@@ -147,7 +148,12 @@ def load_folder(folder: Path) -> ColBERT:
             f"{folder} holds a plain {layout} encoder without a ColBERT projection head; "
             "train one (polylate train) or load a ColBERT checkpoint"
         )
-    model = loader(folder)
+    try:
+        model = loader(folder)
+    except CheckpointError as exc:
+        if str(folder) in str(exc):
+            raise
+        raise CheckpointError(f"{folder}: {exc}") from exc  # every refusal names the folder it read
     model.name = model.name or folder.name
     return model
 
@@ -231,8 +237,11 @@ def hf_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[st
 
 
 def jina_encoder_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """Jina flash XLM-R keys (roberta.emb_ln, encoder.layers.N.mixer.Wqkv, ...) → native."""
-    s = {k[len("roberta.") :]: v for k, v in state.items() if k.startswith("roberta.")}
+    """Jina flash XLM-R keys (roberta.emb_ln, encoder.layers.N.mixer.Wqkv, ...) → native. Without
+    the ``roberta.`` prefix too: the bare encoder, as sentence-transformers (PyLate) saves it."""
+    prefixed = any(k.startswith("roberta.") for k in state)
+    s = {k[len("roberta."):] if prefixed else k: v for k, v in state.items()
+         if k.startswith("roberta.") or not prefixed}
     out = _embedding_state(s, JINA_EMBEDDING_NORM)
     for n in range(num_layers):
         for native, jina in JINA_LAYER_NAMES.items():
@@ -312,20 +321,35 @@ def _integer(fields: dict, key: str, default, source: str) -> int:
 
 
 def colbert_config_from_metadata(meta: dict, tokenizer_vocab: dict, dim: int,
-                                 source: str = "artifact.metadata") -> ColBERTConfig:
-    """Stanford/Jina ``artifact.metadata`` → ColBERTConfig (defaults: Stanford's)."""
+                                 source: str = "artifact.metadata", unknown_marker_as_unk: bool = False) -> ColBERTConfig:
+    """Stanford/Jina ``artifact.metadata`` → ColBERTConfig (defaults: Stanford's).
+    ``unknown_marker_as_unk`` (Stanford checkpoints): a marker the vocabulary lacks is its unknown
+    token, as colbert-ai's tokenizer makes it; otherwise it is refused when the model loads."""
     jina = "[QueryMarker]" in tokenizer_vocab
     default_q, default_d = ("[QueryMarker]", "[DocumentMarker]") if jina else ("[unused0]", "[unused1]")
+
+    unk = next((t for t in ("<unk>", "[UNK]") if t in tokenizer_vocab), None)
+    as_unk = []
 
     def marker(value, default):
         if isinstance(value, int):
             inverse = {i: t for t, i in tokenizer_vocab.items()}
             return inverse.get(value, default)
-        return value or default
+        value = value or default
+        if unknown_marker_as_unk and value not in tokenizer_vocab and unk is not None:
+            # colbert-ai's default "[unused0]" over an XLM-R vocabulary: its tokenizer turns the
+            # marker into the unknown token, and the model was trained with that
+            as_unk.append(value)
+            return unk
+        return value
 
+    query_marker, doc_marker = marker(meta.get("query_token_id"), default_q), marker(meta.get("doc_token_id"), default_d)
+    if as_unk:
+        warnings.warn(f"{source}: marker(s) {', '.join(map(repr, as_unk))} not in the tokenizer's vocabulary "
+                      f"are encoded as {unk!r}, as colbert-ai does", stacklevel=4)
     return ColBERTConfig(
-        query_marker=marker(meta.get("query_token_id"), default_q),
-        doc_marker=marker(meta.get("doc_token_id"), default_d),
+        query_marker=query_marker,
+        doc_marker=doc_marker,
         query_maxlen=_integer(meta, "query_maxlen", 32, source),
         doc_maxlen=_integer(meta, "doc_maxlen", 300 if jina else 220, source),  # colbert-ai's DocSettings: 220
         dim=dim,
@@ -385,12 +409,20 @@ def _linear_heads(weight: torch.Tensor, bias: torch.Tensor | None = None) -> dic
 def _load_hf_colbert(folder: Path) -> ColBERT:
     """Jina-ColBERT-v2 and Stanford HF_ColBERT: HF config + encoder + ``linear.weight``."""
     state = read_weights(folder)
+    if "linear.weight" not in state:
+        raise CheckpointError(f"{folder}: no ColBERT projection head (no weight 'linear.weight' beside the encoder's)")
     heads = _linear_heads(_take(state, "linear.weight"), state.pop("linear.bias", None))
     enc_cfg, enc_state = hf_encoder(folder, state)
     tok = load_tokenizer_file(folder)
     meta = _read_json(folder / "artifact.metadata")
-    config = colbert_config_from_metadata(meta, tok.get_vocab(with_added_tokens=True), next(iter(heads)),
-                                          str(folder / "artifact.metadata"))
+    dim = next(iter(heads))
+    if meta.get("dim") not in (None, dim):
+        # colbert-ai refuses it too (its Linear(hidden, dim) does not fit the weight)
+        raise CheckpointError(f"{folder / 'artifact.metadata'} says dim {meta['dim']!r}, but linear.weight "
+                              f"projects to {dim}")
+    config = colbert_config_from_metadata(meta, tok.get_vocab(with_added_tokens=True), dim,
+                                          str(folder / "artifact.metadata"),
+                                          unknown_marker_as_unk=enc_cfg.position == "absolute")
     return assemble(enc_cfg, enc_state, heads, tok, config)
 
 
@@ -403,13 +435,11 @@ def hf_encoder(folder: Path, state: dict[str, torch.Tensor] | None = None):
     rotary = any(".mixer.Wqkv." in k for k in state)
     if rotary:
         n = _num_layers(state, _JINA_LAYER)
-        vocab = state["roberta.embeddings.word_embeddings.weight"].shape[0]
         enc_state = jina_encoder_state(state, n)
     else:
         n = _num_layers(state, _HF_LAYER)
-        word = next(v for k, v in state.items() if _strip_prefix(k) == "embeddings.word_embeddings.weight")
-        vocab = word.shape[0]
         enc_state = hf_encoder_state(state, n)
+    vocab = enc_state["embeddings.word.weight"].shape[0]
     if hf.get("num_hidden_layers", n) != n:
         raise CheckpointError(f"config says {hf['num_hidden_layers']} layers, weights have {n}")
     rotary = rotary or hf.get("position_embedding_type") == "rotary"
@@ -429,6 +459,8 @@ def _load_sentence_transformers(folder: Path) -> ColBERT:
     weight, bias = None, None
     for m in dense:
         ddir = folder / m["path"]
+        if not ddir.is_dir():
+            raise CheckpointError(f"{ddir}: the Dense module folder that modules.json names does not exist")
         dcfg = _read_json(ddir / "config.json")
         act = dcfg.get("activation_function", "torch.nn.modules.linear.Identity")
         if not act.endswith("Identity"):
