@@ -214,7 +214,9 @@ def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
     assert trainer.step == 2  # 3 batches, accumulated in twos (the last one alone)
     assert [h["step"] for h in trainer.history if "loss" in h] == [1, 2]  # the short last one is logged too
     assert (tmp_path / "epoch-1" / "polylate.json").exists()
-    head = save_heads(model, tmp_path / "heads.safetensors")
+    with pytest.raises(ValueError, match="not the bundled encoder"):
+        save_heads(model, tmp_path / "heads.safetensors")  # a heads file cannot stand for it
+    head = save_heads(model, tmp_path / "heads.safetensors", encoder_layers=())
     state = load_file(str(head))
     assert list(state) == ["heads.16.weight"] and state["heads.16.weight"].dtype == torch.float32
 
@@ -559,6 +561,40 @@ def test_cli_train_heads_only(tmp_path, shared_data):
     assert res.exit_code == 2
 
 
+def test_heads_only_over_a_model_folder_trained_from_the_bundled_one(tmp_path, shared_data):
+    """A folder saved after training the bundled model's layers keeps the bundled name: a heads
+    file trained over it must carry every layer that differs from base e5 (it dropped them)."""
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from polylate import load_model
+    from polylate.cli import app
+    import numpy as np
+
+    from polylate.model.bundled import layers_over_base
+
+    model = load_model()
+    shipped = layers_over_base(model)
+    assert shipped and shipped == model.tuned_layers  # the shipped file's layers, found by weight
+    with torch.no_grad():
+        for p in model.encoder.layers[0].parameters():  # as if a run had trained layer 0
+            p.add_(0.01)
+    assert layers_over_base(model) == [0, *shipped]
+    model.save(tmp_path / "tuned")
+    out = tmp_path / "h.safetensors"
+    res = CliRunner().invoke(app, ["train", str(shared_data / "scifact"), "-m", str(tmp_path / "tuned"), "-o", str(out),
+                                   "--limit", "8", "--batch-size", "4", "--heads-only", "--doc-maxlen", "32",
+                                   "--lr", "1e-9"])
+    assert res.exit_code == 0, res.output
+    carried = {int(k.split(".")[2]) for k in load_file(str(out)) if k.startswith("encoder.layers.")}
+    assert carried == {0, *shipped}
+    text = "Paris is the capital of France."
+    assert np.abs(load_model(out).encode(text) - model.encode(text)).max() < 5e-3  # (layers kept in float16)
+    with torch.no_grad():
+        model.encoder.embeddings.word.weight[5] += 1.0
+    assert layers_over_base(model) is None  # other embeddings: not the bundled encoder
+
+
 def test_lower_layer_cache_refreshes_after_the_top_layer_changes():
     model = tiny_model(seed=5)
     texts = ["a short text", "another somewhat longer text about retrieval", "x"]
@@ -666,6 +702,35 @@ def test_pairs_whose_positive_is_not_in_the_corpus_are_counted(tmp_path):
                            {"query": "c", "pos_id": "gone-too"}])
     with pytest.warns(UserWarning, match="skipped 2 row"):
         assert len(load_triplets(tmp_path)) == 1
+
+
+def test_blank_documents_and_repeated_rows_are_not_trained_on(tmp_path):
+    """A blank document is only its markers: as a positive it teaches nothing true, as a negative
+    nothing either; a repeated pairs.jsonl row would only weigh its pair more."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in
+                                                   (("d0", "doc"), ("blank", "  "), ("d2", "other"))))
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "y"}) + "\n")
+    (tmp_path / "qrels" / "train.tsv").write_text("q0\td0\t1\nq0\tblank\t1\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 of 2 .* 1 with a document id not in the corpus \(or an empty "):
+        assert load_pairs(tmp_path) == [Pair("y", "doc")]
+    row = {"query": "a", "pos_id": "d0", "hard_negative_ids": ["blank", "d2"]}
+    write_pairs(tmp_path, [row, row, {"query": "b", "pos_id": "blank"}, {**row, "query": "c"}])
+    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) whose positive document is empty; skipped 1 repeated "
+                                         r"row\(s\); dropped 2 empty hard negative document\(s\)"):
+        items = load_triplets(tmp_path, max_negatives=2)
+    assert [(t.query, t.negatives) for t in items] == [("a", ["other"]), ("c", ["other"])]
+
+
+def test_training_that_cannot_learn_is_refused():
+    """One item per batch and no hard negatives: every loss term is 0 (it ran, saying 'mean loss 0.0000')."""
+    model = tiny_model(seed=8)
+    pairs = [Pair("q one", "d one"), Pair("q two", "d two")]
+    for items, batch in ((pairs, 1), (pairs[:1], 8)):
+        with pytest.raises(ValueError, match="nothing to contrast"):
+            Trainer(model, items, dims=(16,), batch_size=batch)
+    Trainer(model, pairs, dims=(16,), batch_size=2)  # in-batch negatives
+    Trainer(model, [Triplet("q", "d", ["n"])], dims=(16,), batch_size=1)  # a hard negative
 
 
 def test_qrels_that_point_nowhere_are_skipped_out_loud(tmp_path):

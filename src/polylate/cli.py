@@ -1232,7 +1232,8 @@ def _option_names(message: str) -> str:
     """Library messages name parameters (max_queries); the CLI user typed options (--max-queries)."""
     for param, option in (("max_queries", "--max-queries"), ("max_docs", "--max-docs"), ("nbits", "--nbits"),
                           ("doc_maxlen", "--doc-maxlen"), ("dim must be", "--dims: dim must be"),
-                          ("train_encoder_layers", "--encoder-layers")):
+                          ("train_encoder_layers", "--encoder-layers"),
+                          ("more items per batch", "a larger --batch-size")):
         message = message.replace(param, option)
     return message
 
@@ -1361,12 +1362,12 @@ def train(
             _fail(f"--dim-weights has {len(weights)} value(s) for the model's {len(dim_list)} dims "
                   f"{dim_list}; give --dims too")
     if heads_only:
-        from polylate.model.bundled import BUNDLED_NAME
+        from polylate.model.bundled import layers_over_base
 
-        name = getattr(m, "name", "") or ""
-        if not name.startswith(BUNDLED_NAME):
+        # by its weights, not its name: a model folder trained from the bundled one keeps the name
+        if layers_over_base(m) is None:
             _fail(f"--heads-only writes heads that load over the bundled default model, but --model {model} is "
-                  f"another model ({name or 'unnamed'}): save it whole (drop --heads-only)")
+                  f"another model (its embeddings, shapes or settings differ): save it whole (drop --heads-only)")
     if teacher_temperature is None:
         teacher_temperature = 0.02 if teacher == "dense" else 1.0
     try:
@@ -1392,10 +1393,8 @@ def train(
     except FloatingPointError as exc:
         _fail(str(exc))
     try:
-        if heads_only:  # plus the encoder layers trained now or carried over the base already
-            n = len(m.encoder.layers)
-            carried = set(getattr(m, "tuned_layers", ()))
-            save_heads(m, output, encoder_layers=set(range(n - encoder_layers, n)) | carried)
+        if heads_only:  # with every encoder layer that differs from the base's: trained now or before
+            save_heads(m, output)
         else:
             m.save(output)
     except OSError as exc:

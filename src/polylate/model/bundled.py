@@ -680,6 +680,31 @@ def base_encoder(cache_dir: str | Path | None = None):
     return encoder.float().eval()
 
 
+def layers_over_base(model, cache_dir: str | Path | None = None) -> list[int] | None:
+    """The encoder layers of ``model`` that differ from the bundled base e5's: what a heads file
+    (``save_heads``) must carry for its heads to load onto the states they were trained on.
+    None when ``model`` is not the bundled encoder at all (other shapes, embeddings or ColBERT
+    settings): a heads file cannot stand for it. Compared at the model's own precision."""
+    import torch
+
+    from polylate.model.checkpoints import hf_encoder
+
+    ours = bundled_colbert_config()
+    if dataclasses.replace(model.config, dim=ours.dim, trained_dims=ours.trained_dims) != ours:
+        return None
+    own = model.encoder.state_dict()
+    _, base = hf_encoder(bundled_model_path(cache_dir))
+    if own.keys() != base.keys() or any(own[k].shape != base[k].shape for k in base):
+        return None
+
+    def same(key):
+        return torch.equal(own[key].cpu(), base[key].to(own[key].dtype))
+
+    if not all(same(k) for k in base if not k.startswith("layers.")):
+        return None
+    return sorted({int(k.split(".")[1]) for k in base if k.startswith("layers.") and not same(k)})
+
+
 def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list[int]]:
     """A file in the shipped layout (``save_heads``) → (heads per dim, encoder layer weights,
     sizes trained as truncations of a head).

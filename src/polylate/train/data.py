@@ -83,14 +83,19 @@ def _judged_pairs(folder, split, corpus, queries, qrels) -> list[tuple[str, str]
     """(query id, document id) of each relevant judgment whose texts exist; warns about the rest
     (qrels of another corpus would otherwise train on nothing without a word)."""
     rows = [(q, d) for q in sorted(qrels) for d, s in sorted(qrels[q].items()) if s > 0]
-    kept = [(q, d) for q, d in rows if q in queries and d in corpus and queries[q]]
+    kept = [(q, d) for q, d in rows if _text(queries.get(q)) and _text(corpus.get(d))]
     if len(kept) < len(rows):
-        no_q = sum(not queries.get(q) for q, _ in rows)
-        no_d = sum(d not in corpus for _, d in rows)
+        no_q = sum(not _text(queries.get(q)) for q, _ in rows)
+        no_d = sum(not _text(corpus.get(d)) for _, d in rows)
         warnings.warn(f"{Path(folder) / 'qrels' / split}.tsv: skipped {len(rows) - len(kept)} of {len(rows)} relevant "
                       f"judgment(s): {no_q} with a query id not in the queries (or an empty query), {no_d} with a "
-                      "document id not in the corpus", stacklevel=3)
+                      "document id not in the corpus (or an empty document)", stacklevel=3)
     return kept
+
+
+def _text(value: str | None) -> bool:
+    """A text worth training on: present and not blank (a blank one has only its markers)."""
+    return bool(value and value.strip())
 
 
 def load_triplets(folder: str | Path, split: str = "train", max_negatives: int = 1,
@@ -107,7 +112,8 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
     out: list[Triplet] = []
     if max_negatives < 0:
         raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
-    dangling = empty = missing_negs = own_positive = 0
+    dangling = empty = blank_pos = blank_negs = missing_negs = own_positive = repeated = 0
+    seen = set()
     if _exists(folder / "pairs.jsonl"):
         for line, row in enumerate(read_jsonl(folder / "pairs.jsonl"), 1):
             where = f"{folder / 'pairs.jsonl'} row {line}"
@@ -120,6 +126,9 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             if not row["query"].strip():
                 empty += 1
                 continue
+            if not _text(pos):
+                blank_pos += 1
+                continue
             raw_negs = row.get("hard_negative_ids", [])
             if not isinstance(raw_negs, list) or not all(isinstance(n, (str, int)) and not isinstance(n, bool)
                                                          for n in raw_negs):
@@ -129,9 +138,15 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             if teacher is not None and (not isinstance(teacher, list) or len(teacher) != 1 + len(neg_ids)):
                 raise ValueError(f"{where}: teacher_scores must be a list of 1 + {len(neg_ids)} numbers "
                                  "(the positive, then each hard negative)")
-            # drop negatives missing from the corpus (or the positive itself) with their teacher scores
-            kept = [i for i, n in enumerate(neg_ids) if n in corpus and n != str(row["pos_id"])]
+            key = (row["query"], str(row["pos_id"]), tuple(neg_ids), None if teacher is None else tuple(map(repr, teacher)))
+            if key in seen:  # a repeated row would only weigh its pair more
+                repeated += 1
+                continue
+            seen.add(key)
+            # drop negatives missing from the corpus, blank, or the positive itself, with their teacher scores
+            kept = [i for i, n in enumerate(neg_ids) if _text(corpus.get(n)) and n != str(row["pos_id"])]
             missing_negs += sum(n not in corpus for n in neg_ids)
+            blank_negs += sum(n in corpus and not _text(corpus[n]) for n in neg_ids)
             own_positive += sum(n == str(row["pos_id"]) for n in neg_ids)
             if require_negatives and not kept:
                 continue
@@ -144,7 +159,10 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             out.append(Triplet(row["query"], pos, [corpus[neg_ids[i]] for i in idx], teacher))
         problems = [f"skipped {dangling} row(s) whose pos_id is not in the corpus" if dangling else "",
                     f"skipped {empty} row(s) with an empty query" if empty else "",
+                    f"skipped {blank_pos} row(s) whose positive document is empty" if blank_pos else "",
+                    f"skipped {repeated} repeated row(s)" if repeated else "",
                     f"dropped {missing_negs} hard negative id(s) not in the corpus" if missing_negs else "",
+                    f"dropped {blank_negs} empty hard negative document(s)" if blank_negs else "",
                     f"dropped {own_positive} hard negative(s) equal to the row's pos_id" if own_positive else ""]
         if any(problems):
             warnings.warn(f"{folder / 'pairs.jsonl'}: " + "; ".join(p for p in problems if p), stacklevel=2)

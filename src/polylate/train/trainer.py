@@ -173,12 +173,20 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
                encoder_layers: Sequence[int] | None = None) -> Path:
     """Write just the projection head(s) as ``heads.<dim>.weight`` (+ ``.bias``) float32, and
     the given (trained) encoder layers as ``encoder.layers.<i>.*`` float16 — a small file
-    that turns a base encoder into the trained model (see ``model.bundled.load_bundled``).
-    ``encoder_layers=None``: the layers the model already carries over its base encoder
-    (``model.tuned_layers``, set by ``load_bundled``): without them the heads would be loaded
-    onto states they were not trained on. The metadata's ``base`` names the model it was
-    trained over, so a loader can refuse to put it on another."""
+    that turns the bundled base encoder into the trained model (``model.bundled.load_bundled``).
+    ``encoder_layers=None``: every layer that differs from the base encoder's
+    (``layers_over_base``), so the heads load onto the states they were trained on; a model
+    that is not the bundled encoder is refused (save it whole). The metadata's ``base``
+    names the model it was trained over, so a loader can refuse to put it on another."""
     path = Path(path)
+    if encoder_layers is None:
+        from polylate.model.bundled import layers_over_base
+
+        encoder_layers = layers_over_base(model)
+        if encoder_layers is None:
+            raise ValueError(f"{getattr(model, 'name', '') or 'this model'} is not the bundled encoder with other "
+                             "heads or layers (its embeddings, shapes or settings differ): a heads file cannot "
+                             "stand for it; save it whole (model.save)")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for d in dims or model.head_dims:
@@ -186,8 +194,6 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
         state[f"heads.{d}.weight"] = head.weight.detach().float().cpu().contiguous()
         if head.bias is not None:
             state[f"heads.{d}.bias"] = head.bias.detach().float().cpu().contiguous()
-    if encoder_layers is None:
-        encoder_layers = getattr(model, "tuned_layers", ())
     for i in sorted(set(encoder_layers)):
         for name, value in model.encoder.layers[i].state_dict().items():
             state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
@@ -270,6 +276,11 @@ class Trainer:
             raise ValueError(f"train_encoder_layers must be in [0, {n_layers}]")
         self.model = model
         self.items = [as_triplet(x) for x in train_items]
+        if min(batch_size, len(self.items)) == 1 and not any(t.negatives for t in self.items):
+            # the positive is the only candidate: every loss term is exactly 0
+            raise ValueError(f"each batch holds one item ({len(self.items)} item(s), batch size {batch_size}) and no "
+                             "item has hard negatives: there is nothing to contrast the positive with, so training "
+                             "would change nothing; use more items per batch or give hard negatives")
         if teacher == "items" and distill_weight > 0:
             unscored = sum(t.teacher_scores is None for t in self.items)
             if unscored:
