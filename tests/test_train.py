@@ -722,6 +722,52 @@ def test_blank_documents_and_repeated_rows_are_not_trained_on(tmp_path):
     assert [(t.query, t.negatives) for t in items] == [("a", ["other"]), ("c", ["other"])]
 
 
+def test_a_jsonl_file_of_texts(tmp_path):
+    from polylate.train.data import load_triplets_file
+
+    path = tmp_path / "triplets.jsonl"
+    rows = [{"query": "q1", "positive": "p1", "negatives": ["n1", " ", "n2"], "teacher_scores": [3, 2, 1, 0]},
+            {"anchor": "q2", "positive": "p2", "negative": "n3"},  # sentence-transformers' columns
+            {"query": "q3", "positive": "p3"},
+            {"query": "q3", "positive": "p3"}, {"query": "", "positive": "p4"}]
+    path.write_text("\ufeff" + "".join(json.dumps(r) + "\r\n" for r in rows), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) with an empty query or positive; skipped 1 repeated "
+                                         r"row\(s\); dropped 1 empty negative"):
+        items = load_triplets_file(path, max_negatives=2)
+    assert items == [Triplet("q1", "p1", ["n1", "n2"], [3.0, 2.0, 0.0]), Triplet("q2", "p2", ["n3"]),
+                     Triplet("q3", "p3", [])]
+    for row, problem in (({"query": "q"}, "needs a 'query' .* and a 'positive'"),
+                         ({"query": "q", "positive": "p", "negatives": "n"}, "'negatives' must be a list of texts"),
+                         ({"query": "q", "positive": "p", "teacher_scores": [1, 2]}, "teacher_scores must be a list of 1 \\+ 0 numbers")):
+        path.write_text(json.dumps({"query": "a", "positive": "b"}) + "\n" + json.dumps(row) + "\n")
+        with pytest.raises(ValueError, match=f"{path}:2: {problem}"):
+            load_triplets_file(path)
+    path.write_text("")
+    with pytest.raises(ValueError, match="holds no training rows"):
+        load_triplets_file(path)
+
+
+def test_cli_trains_on_a_jsonl_file(tmp_path):
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from polylate.cli import app
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"query": f"where is city {i}?", "positive": f"City {i} lies by the river.",
+                                        "negatives": [f"City {i + 1} has a port."], "teacher_scores": [5, 1]}) + "\n"
+                            for i in range(6)))
+    out = tmp_path / "h.safetensors"
+    res = CliRunner().invoke(app, ["train", str(path), "-o", str(out), "--heads-only", "-b", "3", "--teacher", "data",
+                                   "--doc-maxlen", "32"])
+    assert res.exit_code == 0 and "trained on 6 items" in " ".join(res.output.split()), res.output
+    assert "heads.64.weight" in load_file(str(out))
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    res = CliRunner().invoke(app, ["train", str(other), "-o", str(tmp_path / "x.safetensors"), "--heads-only"])
+    assert res.exit_code == 2 and "neither a BEIR folder nor a .jsonl file" in " ".join(res.output.split())
+
+
 def test_training_that_cannot_learn_is_refused():
     """One item per batch and no hard negatives: every loss term is 0 (it ran, saying 'mean loss 0.0000')."""
     model = tiny_model(seed=8)

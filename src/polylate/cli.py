@@ -1240,7 +1240,8 @@ def _option_names(message: str) -> str:
 
 @app.command()
 def train(
-    data: list[Path] = typer.Argument(..., help="BEIR folders with a train split (pairs.jsonl hard negatives used when present)"),
+    data: list[Path] = typer.Argument(..., help="BEIR folders with a train split (pairs.jsonl hard negatives used "
+                                      "when present), or .jsonl(.gz) files of {query, positive, negatives} texts"),
     output: Path = typer.Option(..., "--output", "-o", help="folder for the trained model (or a .safetensors file with --heads-only)"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     epochs: int = typer.Option(1),
@@ -1287,7 +1288,7 @@ def train(
 ) -> None:
     """Fine-tune a ColBERT model: InfoNCE with in-batch and hard negatives, distillation, Matryoshka."""
     from polylate.eval.beir import DatasetError
-    from polylate.train.data import load_triplets
+    from polylate.train.data import load_triplets, load_triplets_file
     from polylate.train.trainer import Trainer, save_heads
 
     if teacher not in ("dense", "data", "none"):
@@ -1336,12 +1337,17 @@ def train(
 
     items = []
     for folder in data:
-        if not folder.is_dir():
-            _fail(f"training data {folder} " + ("is a file, not a BEIR folder" if folder.exists() else "does not exist"))
+        text_file = folder.is_file() and folder.name.lower().endswith((".jsonl", ".jsonl.gz"))
+        if not (folder.is_dir() or text_file):
+            _fail(f"training data {folder} " + ("is neither a BEIR folder nor a .jsonl file of texts"
+                                                 if folder.exists() else "does not exist"))
         try:
-            items += load_triplets(folder, split=split, max_negatives=negatives, limit=limit, seed=seed)
+            if text_file:
+                items += load_triplets_file(folder, max_negatives=negatives, limit=limit, seed=seed)
+            else:
+                items += load_triplets(folder, split=split, max_negatives=negatives, limit=limit, seed=seed)
         except (DatasetError, FileNotFoundError, ValueError) as exc:
-            _fail(f"{folder}: {exc}")
+            _fail(str(exc) if str(folder) in str(exc) else f"{folder}: {exc}")
     if gettext_pairs:
         from polylate.train.parallel import load_gettext_pairs
 

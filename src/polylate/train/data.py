@@ -135,9 +135,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
                 raise ValueError(f"{where}: hard_negative_ids must be a list of ids")
             neg_ids = [str(n) for n in raw_negs]
             teacher = row.get("teacher_scores")
-            if teacher is not None and (not isinstance(teacher, list) or len(teacher) != 1 + len(neg_ids)):
-                raise ValueError(f"{where}: teacher_scores must be a list of 1 + {len(neg_ids)} numbers "
-                                 "(the positive, then each hard negative)")
+            _check_teacher(where, teacher, len(neg_ids))
             key = (row["query"], str(row["pos_id"]), tuple(neg_ids), None if teacher is None else tuple(map(repr, teacher)))
             if key in seen:  # a repeated row would only weigh its pair more
                 repeated += 1
@@ -150,12 +148,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             own_positive += sum(n == str(row["pos_id"]) for n in neg_ids)
             if require_negatives and not kept:
                 continue
-            idx = sorted(rng.sample(kept, min(max_negatives, len(kept))))
-            if teacher is not None:
-                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                           for x in teacher):
-                    raise ValueError(f"{where}: teacher_scores must be finite numbers")
-                teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
+            idx, teacher = _choose(kept, teacher, rng, max_negatives)
             out.append(Triplet(row["query"], pos, [corpus[neg_ids[i]] for i in idx], teacher))
         problems = [f"skipped {dangling} row(s) whose pos_id is not in the corpus" if dangling else "",
                     f"skipped {empty} row(s) with an empty query" if empty else "",
@@ -172,6 +165,78 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             return []
         out = [Triplet(queries[q], corpus[d], []) for q, d in _judged_pairs(folder, split, corpus, queries, qrels)]
     return _subsample(out, limit, seed)
+
+
+#: column names of a triplets file, as sentence-transformers' datasets name them too
+_QUERY_KEYS, _POSITIVE_KEYS = ("query", "anchor"), ("positive", "pos")
+
+
+def load_triplets_file(path: str | Path, max_negatives: int = 1, limit: int | None = None,
+                       seed: int = 0) -> list[Triplet]:
+    """Triplets from one ``.jsonl(.gz)`` file of texts (no corpus to look ids up in): rows
+    ``{"query", "positive", "negatives": [...], "teacher_scores": [...]}`` — ``anchor`` for
+    ``query``, ``negative`` (one text) for ``negatives`` as sentence-transformers' datasets
+    name them; ``teacher_scores`` (optional) scores the positive, then each negative.
+
+    Up to ``max_negatives`` negatives per triplet, chosen with ``seed``; blank texts and
+    repeated rows are skipped and counted in one warning."""
+    path = Path(path)
+    if max_negatives < 0:
+        raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
+    rng = random.Random(seed)
+    out: list[Triplet] = []
+    blank = blank_negs = repeated = 0
+    seen = set()
+    for line, row in beir._numbered_rows(path, require_id=False):
+        where = f"{path}:{line}"
+        query = next((row[k] for k in _QUERY_KEYS if isinstance(row, dict) and k in row), None)
+        positive = next((row[k] for k in _POSITIVE_KEYS if isinstance(row, dict) and k in row), None)
+        if not isinstance(query, str) or not isinstance(positive, str):
+            raise ValueError(f"{where}: needs a 'query' (or 'anchor') string and a 'positive' string")
+        negatives = row.get("negatives", [row["negative"]] if "negative" in row else [])
+        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+            raise ValueError(f"{where}: 'negatives' must be a list of texts ('negative': one text)")
+        teacher = row.get("teacher_scores")
+        _check_teacher(where, teacher, len(negatives))
+        if not (_text(query) and _text(positive)):
+            blank += 1
+            continue
+        key = (query, positive, tuple(negatives), None if teacher is None else tuple(map(repr, teacher)))
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        kept = [i for i, n in enumerate(negatives) if _text(n)]
+        blank_negs += len(negatives) - len(kept)
+        chosen, teacher = _choose(kept, teacher, rng, max_negatives)
+        out.append(Triplet(query, positive, [negatives[i] for i in chosen], teacher))
+    problems = [f"skipped {blank} row(s) with an empty query or positive" if blank else "",
+                f"skipped {repeated} repeated row(s)" if repeated else "",
+                f"dropped {blank_negs} empty negative(s)" if blank_negs else ""]
+    if any(problems):
+        warnings.warn(f"{path}: " + "; ".join(p for p in problems if p), stacklevel=2)
+    if not out:
+        raise ValueError(f"{path} holds no training rows")
+    return _subsample(out, limit, seed)
+
+
+def _check_teacher(where: str, teacher, n_negatives: int) -> None:
+    if teacher is None:
+        return
+    if not isinstance(teacher, list) or len(teacher) != 1 + n_negatives:
+        raise ValueError(f"{where}: teacher_scores must be a list of 1 + {n_negatives} numbers "
+                         "(the positive, then each hard negative)")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in teacher):
+        raise ValueError(f"{where}: teacher_scores must be finite numbers")
+
+
+def _choose(kept: list[int], teacher, rng: random.Random, max_negatives: int):
+    """Up to ``max_negatives`` of the usable negatives (their indices), with the teacher's scores
+    of the positive and of those chosen, kept aligned."""
+    idx = sorted(rng.sample(kept, min(max_negatives, len(kept))))
+    if teacher is not None:
+        teacher = [float(teacher[0])] + [float(teacher[1 + i]) for i in idx]
+    return idx, teacher
 
 
 def as_triplet(item: Pair | Triplet) -> Triplet:
