@@ -267,6 +267,17 @@ def test_bad_inputs(tmp_path, jina_folder):
         model.encode(["ok", None])
     with pytest.raises(ValueError, match="doc_maxlen"):
         model.encode("x", doc_maxlen=0)
+    for dtype, to_numpy in ((np.int8, True), ("U10", True), (bool, True), (torch.int8, False), (torch.int8, True)):
+        with pytest.raises(TypeError, match="dtype must be a float type"):  # int8 gave zeros, "U10" strings
+            model.encode("x", dtype=dtype, to_numpy=to_numpy)
+
+
+def test_a_model_pickles_for_spawned_workers(jina_folder):
+    import pickle
+
+    model = load_model(jina_folder[0])
+    again = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(again.encode("hello world", is_query=True), model.encode("hello world", is_query=True))
 
 
 def test_punctuation_dropped_as_each_reference_library_does(jina_folder, tmp_path):

@@ -83,8 +83,9 @@ def test_search_settings_from_the_command_line(corpus, tmp_path):
     fast = _search(runner, index, "What is the capital of Germany?")["hits"]
     thorough = _search(runner, index, "What is the capital of Germany?", "--thorough", "--ncells", "4")["hits"]
     assert fast[0]["id"] == thorough[0]["id"] == "de-berlin"
-    res = runner.invoke(app, ["index", "search", str(index), "x", "--ndocs", "0"])
-    assert res.exit_code == 2 and "ndocs must be positive" in res.output
+    for args, message in ((["--ndocs", "0"], "--ndocs must be a positive integer"), (["-k", "0"], "-k must be positive")):
+        res = runner.invoke(app, ["index", "search", str(index), "x", *args])
+        assert res.exit_code == 2 and message in res.output, res.output
 
 
 def test_text_files_bad_input_and_locked_indexes(corpus, tmp_path):

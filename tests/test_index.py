@@ -659,3 +659,41 @@ def test_warm_up_searches_a_throwaway_index_and_leaves_nothing(tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     warm_up()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_library_arguments_are_checked_before_anything_changes(tmp_path, corpus):
+    """What an engineer embedding the library passes by mistake: one string of ids (ExactIndex
+    deleted "a" and "b" for "ab"), a bad commit_every (-1 added nothing, silently), a bad nbits
+    (left a half-made folder), settings of the wrong type."""
+    small = ExactIndex(64)
+    small.add(["a", "b", "ab"], corpus.docs[:3])
+    with pytest.raises(TypeError, match="not one string"):
+        small.delete("ab")
+    with pytest.raises(TypeError, match="not one string"):
+        small.search(corpus.docs[0], k=2, filter_ids="ab")
+    for bad_k in (-1, 2.5, 0):
+        with pytest.raises(ValueError, match="k must be positive"):
+            small.search(corpus.docs[0], k=bad_k)
+    assert len(small) == 3
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        ExactIndex("8")
+
+    idx = PlaidIndex.build(tmp_path / "i", corpus.ids[:4], np.stack([d[:5] for d in corpus.docs[:4]]))  # 3-D array
+    assert len(idx) == 4
+    for every in (-1, 0, 2.5):
+        with pytest.raises(ValueError, match="commit_every must be a positive number"):
+            idx.add(["x"], corpus.docs[4:5], commit_every=every)
+    assert "x" not in PlaidIndex.open(idx.root)
+    for nbits, match in ((3, "nbits must be one of"), (True, "nbits must be one of")):
+        with pytest.raises(ValueError, match=match):
+            PlaidIndex.build(tmp_path / "new", corpus.ids[:2], corpus.docs[:2], nbits=nbits)
+        assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="num_centroids must be a positive integer"):
+        PlaidIndex.build(tmp_path / "new", corpus.ids[:2], corpus.docs[:2], num_centroids=0)
+    with pytest.raises(TypeError, match="settings must be a SearchSettings"):
+        idx.search(corpus.docs[0], k=2, settings=(2, 0.4, 10))
+    for args in ((2.5, 0.4, 100), (2, 0.4, "10"), (2, float("nan"), 10), (0, 0.4, 10)):
+        with pytest.raises(ValueError, match="must be a"):
+            SearchSettings(*args)
+    with pytest.raises(ValueError, match="k must be positive"):
+        SearchSettings.for_k(0)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -619,14 +620,14 @@ def index_search(
     """Search the index with text queries: print the hits, or write a TREC run and score it."""
     from polylate.index.plaid import SearchSettings
 
-    base = SearchSettings.for_k(k, thorough=thorough)
+    if threshold is not None and not math.isfinite(threshold):
+        _fail(f"--threshold must be a number, got {threshold}")
     try:
+        base = SearchSettings.for_k(k, thorough=thorough)
         settings = dataclasses.replace(base, **{name: value for name, value in (
             ("ncells", ncells), ("ndocs", ndocs), ("centroid_score_threshold", threshold)) if value is not None})
     except ValueError as exc:
-        _fail(str(exc))
-    if threshold is not None and not math.isfinite(threshold):
-        _fail(f"--threshold must be a number, got {threshold}")
+        _fail(re.sub(r"^(ncells|ndocs|k) ", lambda m: ("-k" if m[1] == "k" else f"--{m[1]}") + " ", str(exc)))
     _check_at_least(("-k", k, 1), ("--batch-size", batch_size, 1))
     if bool(queries) == (input is not None):
         _fail("give queries as arguments or --input, not both" if queries else "give queries as arguments or --input")

@@ -67,6 +67,17 @@ def train_centroids(sample: np.ndarray, k: int, niter: int = 10, seed: int = 123
     return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
 
+def check_codec_settings(dim: int, nbits: int, num_centroids: int | None = None) -> None:
+    """The settings a codec is trained with, checked before anything is computed or written."""
+    if isinstance(nbits, bool) or nbits not in NBITS:
+        raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}")
+    if (dim * nbits) % 8:
+        raise ValueError(f"dim {dim} × nbits {nbits} is not a whole number of bytes")
+    if num_centroids is not None and (isinstance(num_centroids, bool) or not isinstance(num_centroids, (int, np.integer))
+                                      or num_centroids < 1):
+        raise ValueError(f"num_centroids must be a positive integer, got {num_centroids!r}")
+
+
 @dataclass
 class ResidualCodec:
     centroids: np.ndarray  # float32 [K, dim], unit norm

@@ -10,13 +10,15 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from polylate.index.plaid import Hit, _validate_docs
+from polylate.index.plaid import Hit, _id_list, _validate_docs, validate_query
 from polylate.scoring import maxsim_packed
 
 
 class ExactIndex:
     def __init__(self, dim: int):
-        self.dim = dim
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = int(dim)
         self._ids: list[str] = []
         self._vectors: list[torch.Tensor] = []
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -26,7 +28,8 @@ class ExactIndex:
 
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
         vectors = [np.asarray(v) for v in vectors]
-        _validate_docs(list(ids), vectors, self.dim)
+        ids = _id_list(ids, "ids")
+        _validate_docs(ids, vectors, self.dim)
         present = set(self._ids).intersection(ids)
         if present:
             raise ValueError(f"id(s) already in the index: {sorted(present)[:5]}")
@@ -35,7 +38,7 @@ class ExactIndex:
         self._packed = None
 
     def delete(self, ids: Iterable[str]) -> None:
-        drop = set(ids)
+        drop = set(_id_list(ids, "ids"))  # one string is not its characters
         unknown = drop.difference(self._ids)
         if unknown:
             raise KeyError(f"id(s) not in the index: {sorted(unknown)[:5]}")
@@ -49,12 +52,11 @@ class ExactIndex:
         if self._packed is None:
             lens = torch.tensor([v.shape[0] for v in self._vectors], dtype=torch.long)
             self._packed = (torch.cat(self._vectors).float() if self._vectors else torch.zeros(0, self.dim), lens)
-        q = torch.as_tensor(np.asarray(query, dtype=np.float32))
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query must have shape [tokens, {self.dim}], got {list(q.shape)}")
+        q = torch.from_numpy(validate_query(query, self.dim, 1))
         return maxsim_packed(q, *self._packed)
 
     def search(self, query, k: int = 10, filter_ids: Iterable[str] | None = None) -> list[Hit]:
+        validate_query(query, self.dim, k, filter_ids)  # the same checks as PlaidIndex.search
         if not self._ids:
             return []
         scores = self.scores(query)

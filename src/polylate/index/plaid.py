@@ -13,6 +13,7 @@ writes new tombstones; both become visible in one atomic manifest commit (storag
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from polylate.index.codec import ResidualCodec
+from polylate.index.codec import ResidualCodec, check_codec_settings
 from polylate.index.storage import (
     FORMAT,
     MANIFEST,
@@ -60,8 +61,13 @@ class SearchSettings:
     ndocs: int  # documents kept after stage 2 (ndocs/4 after stage 3)
 
     def __post_init__(self):
-        if self.ncells < 1 or self.ndocs < 1:
-            raise ValueError(f"ncells and ndocs must be positive, got ncells={self.ncells}, ndocs={self.ndocs}")
+        for name in ("ncells", "ndocs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        t = self.centroid_score_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t):
+            raise ValueError(f"centroid_score_threshold must be a finite number, got {t!r}")
 
     @classmethod
     def for_k(cls, k: int, thorough: bool = False) -> SearchSettings:
@@ -72,6 +78,8 @@ class SearchSettings:
         ~6k candidates at stage 4; on an index that keeps its original vectors that is
         recall@10 0.99 against exact MaxSim at ~10x the fast latency (without them the 2-bit
         residuals reorder near-ties and cap it near 0.8)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be positive, got {k!r}")
         if thorough:
             return cls(12, 0.0, 24576) if k <= 10 else cls(16, 0.0, max(32768, 256 * k))
         if k <= 10:
@@ -368,11 +376,12 @@ class PlaidIndex:
         folder holds (``overwrite`` allows it too), but never over a committed index."""
         ids = _id_list(ids, "ids")
         root = Path(root)
+        vectors = [np.asarray(v) for v in vectors]  # a list of arrays, or one [docs, tokens, dim] array
         if not vectors:
             raise ValueError("cannot build an index from zero documents")
-        dim = int(np.asarray(vectors[0]).shape[-1])
-        vectors = [np.asarray(v) for v in vectors]
+        dim = int(vectors[0].shape[-1]) if vectors[0].ndim else 0
         _validate_docs(ids, vectors, dim)
+        check_codec_settings(dim, nbits, num_centroids)  # before any folder is made
         if (root / MANIFEST).exists() and not overwrite:
             raise IndexStoreError(f"an index already exists at {root}; overwrite it explicitly to replace it")
         if root.exists() and not root.is_dir():
@@ -513,6 +522,8 @@ class PlaidIndex:
         ids = _id_list(ids, "ids")
         _validate_docs(ids, vectors, self.dim)
         texts = _check_texts(texts, ids)
+        if isinstance(commit_every, bool) or not isinstance(commit_every, (int, np.integer)) or commit_every < 1:
+            raise ValueError(f"commit_every must be a positive number of documents, got {commit_every!r}")
         lock, manifest = self._begin()
         try:
             present = [i for i in ids if i in self._locator]
@@ -660,6 +671,8 @@ class PlaidIndex:
         # numpy + compiled loops (no torch) on the per-query path: torch's OpenMP workers spin
         # between its small ops and starve the loops that follow (8x slower on 2 cores)
         q = validate_query(query, self.dim, k, filter_ids)
+        if settings is not None and not isinstance(settings, SearchSettings):
+            raise TypeError(f"settings must be a SearchSettings, got {type(settings).__name__}")
         settings = settings or SearchSettings.for_k(k)
         hits: list[tuple[float, str]] = []
         with kernels.parallel_section():

@@ -351,13 +351,19 @@ def _output_dtype(dtype, to_numpy: bool):
     if to_numpy:
         if isinstance(dtype, torch.dtype):
             if dtype not in _TORCH_TO_NUMPY:
-                raise TypeError(f"dtype {dtype} has no numpy equivalent; pass to_numpy=False for torch tensors")
+                raise TypeError(f"dtype {dtype} has no numpy equivalent; pass to_numpy=False for torch tensors"
+                                if dtype.is_floating_point else f"dtype must be a float type, got {dtype}")
             return _TORCH_TO_NUMPY[dtype]
         try:
-            return np.dtype(dtype)
+            as_numpy = np.dtype(dtype)
         except TypeError:
             raise TypeError(f"dtype must be a float type, got {dtype!r}") from None
+        if as_numpy.type not in _TORCH_TO_NUMPY.values():  # int8 gave zeros, "U10" strings
+            raise TypeError(f"dtype must be a float type (float16, float32 or float64), got {dtype!r}")
+        return as_numpy
     if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a float type, got {dtype}")
         return dtype
     if isinstance(dtype, str) and dtype in ("bfloat16", "bf16"):
         return torch.bfloat16

@@ -57,10 +57,12 @@ class EncoderConfig:
         return asdict(self)
 
 
-_ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-}
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+# module-level functions, not lambdas: a model must pickle (spawned worker processes)
+_ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": _gelu_tanh}
 
 
 class RotaryEmbedding(nn.Module):
