@@ -108,9 +108,10 @@ def _field(path: Path, n: int, row: dict, key: str) -> str:
 
 
 def doc_text(path: Path, n: int, row: dict) -> str:
-    """A corpus row as one string: ``title text`` (BEIR convention), or just the text."""
+    """A corpus row as one string: ``title text`` (BEIR convention), or whichever of the two
+    it has (a title without text gave "title ", one token more)."""
     title, text = _field(path, n, row, "title"), _field(path, n, row, "text")
-    return f"{title} {text}" if title else text
+    return f"{title} {text}" if title and text else title or text
 
 
 def _by_id(path: Path, text_of) -> dict[str, str]:
@@ -214,6 +215,8 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None,
     if missing_q:
         raise DatasetError(f"{qrels_path}: {len(missing_q)} judged query id(s) not in {queries_path.name}, "
                            f"e.g. {missing_q[:3]}")
+    if not corpus:
+        raise DatasetError(f"{corpus_path}: the corpus holds no documents")
     missing_d = sorted({d for rels in qrels.values() for d in rels if d not in corpus})
     if missing_d:
         raise DatasetError(f"{qrels_path}: {len(missing_d)} judged document id(s) not in {corpus_path.name}, "

@@ -62,6 +62,12 @@ def _ranked(scores: Mapping[str, float]) -> list[str]:
     return sorted(scores, key=lambda d: (float(scores[d]), d), reverse=True)
 
 
+def scored_queries(qrels: Mapping[str, Mapping[str, int]]) -> int:
+    """How many queries the means are over: those with a relevant (score > 0) judgment (BEIR's
+    and trec_eval's convention; a query judged only non-relevant has no ideal ranking)."""
+    return sum(any(int(r) > 0 for r in rels.values()) for rels in qrels.values())
+
+
 def evaluate(
     run: Mapping[str, Mapping[str, float]],
     qrels: Mapping[str, Mapping[str, int]],

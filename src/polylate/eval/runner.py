@@ -7,7 +7,9 @@ Rows are plain dicts so they serialise as JSON and print as tables:
 ``bytes_per_doc`` is the storage a document costs in the ranking structure:
 exact search → float16 vectors, ``dim × 2`` bytes per token × average tokens per document;
 PLAID (``use_index``) → per token a centroid code (2 bytes) + ``dim × nbits / 8`` bytes of
-residual (codec, inverted lists and ids excluded: they do not grow per document token);
+residual, plus the document's inverted-list postings (4 bytes per distinct centroid of its
+tokens); the codec (fixed size) and the ids are left out, and ``index_bytes_per_doc`` (JSON
+output) is every file of the index on disk per document;
 BM25 → the sparse score matrix (4-byte score + 4-byte doc number per posting) per document.
 ``tokens_per_doc`` is ColBERT's token vectors per document, or BM25's terms (XLM-R pieces).
 ``seconds`` is wall time: ranking + evaluation, plus the shared encoding split over the dims.
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from polylate.eval.beir import Dataset, DatasetError, dataset_name, discover, load_beir, subsample
-from polylate.eval.metrics import evaluate
+from polylate.eval.metrics import evaluate, scored_queries
 from polylate.paths import file_in_the_way
 
 __all__ = ["evaluate_bm25", "evaluate_colbert", "main_eval", "plot_quality_vs_storage", "report_table",
@@ -56,8 +58,9 @@ def _rank_plaid(dim, doc_ids, doc_vecs, query_ids, query_vecs, k, nbits):
         run = {q: {h.id: h.score for h in index.search(v, k=k)} for q, v in zip(query_ids, query_vecs)}
         code_bytes = np.dtype(index.codec.code_dtype).itemsize
         per_token = index.codec.bytes_per_token + code_bytes
+        postings = sum(seg.ivf_docs.nbytes for seg in index.segments) / len(doc_ids)
         disk = index.stats()["bytes_on_disk"]
-    return run, {"per_token": per_token, "disk": disk}
+    return run, {"per_token": per_token, "postings_per_doc": postings, "disk": disk}
 
 
 def evaluate_colbert(
@@ -96,7 +99,8 @@ def evaluate_colbert(
         dv, qv = docs.pop(d), queries.pop(d)
         if use_index:
             run, info = _rank_plaid(d, doc_ids, dv, query_ids, qv, k, nbits)
-            method, bytes_per_doc = f"plaid-{nbits}bit", tokens_per_doc * info["per_token"]
+            method = f"plaid-{nbits}bit"
+            bytes_per_doc = tokens_per_doc * info["per_token"] + info["postings_per_doc"]
         else:
             run, info = rank_exact(d, doc_ids, dv, query_ids, qv, k)
             method, bytes_per_doc = "exact", tokens_per_doc * d * 2
@@ -108,7 +112,7 @@ def evaluate_colbert(
         rows[d] = {
             "dataset": dataset.name, "method": method, "dim": d, **scores,
             "bytes_per_doc": bytes_per_doc, "tokens_per_doc": tokens_per_doc,
-            "queries": len(query_ids), "docs": len(doc_ids),
+            "queries": scored_queries(dataset.qrels), "docs": len(doc_ids),
             "seconds": encode_s + time.perf_counter() - start,
         }
         if info is not None:
@@ -130,7 +134,7 @@ def evaluate_bm25(dataset: Dataset, k: int = 100, tokenizer="xlmr",
     return [{
         "dataset": dataset.name, "method": "bm25", "dim": "bm25", **scores,
         "bytes_per_doc": bm25.index_bytes / len(bm25), "tokens_per_doc": bm25.num_tokens / len(bm25),
-        "queries": len(dataset.queries), "docs": len(dataset.corpus),
+        "queries": scored_queries(dataset.qrels), "docs": len(dataset.corpus),
         "seconds": time.perf_counter() - start,
     }]
 
@@ -166,7 +170,9 @@ def trec_lines(run: dict[str, dict[str, float]], tag: str) -> Iterator[str]:
 
     for qid in sorted(run):
         for rank, doc in enumerate(_ranked(run[qid]), 1):
-            yield f"{qid} Q0 {doc} {rank} {float(run[qid][doc]):.6f} {tag}\n"
+            # every digit (repr: the shortest that reads back): 6 decimals made ties that
+            # trec_eval would break by doc id, away from the order the metrics were computed on
+            yield f"{qid} Q0 {doc} {rank} {float(run[qid][doc])!r} {tag}\n"
 
 
 _FIXED = ("dataset", "method", "dim")
@@ -274,7 +280,9 @@ def _resolve_datasets(paths: Iterable[str | Path], split: str) -> list[Path]:
             raise DatasetError(f"{p} is not a folder")
         found = discover(p, split=split)
         if not found:
-            raise DatasetError(f"no dataset with qrels/{split}.tsv (or .tsv.gz) under {p}")
+            splits = sorted({q.name.split(".")[0] for d in discover(p) for q in (d / "qrels").glob("*.tsv*")})
+            raise DatasetError(f"no dataset with qrels/{split}.tsv (or .tsv.gz) under {p}"
+                               + (f"; the splits there: {', '.join(splits)}" if splits else ""))
         out.extend(f for f in found if f.resolve() not in {g.resolve() for g in out})
     return out
 
@@ -332,8 +340,9 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
         raise ValueError("no metrics given")
     for name in metrics:
         parse_metric(name)  # a typo fails before hours of encoding, not after
-    if k < 1 or batch_size < 1:
-        raise ValueError(f"ranking depth and batch size must be positive, got {k} and {batch_size}")
+    for option, value in (("depth", k), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{option} must be positive, got {value}")
     for option, value in (("max_queries", max_queries), ("max_docs", max_docs)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be positive, got {value}")
