@@ -697,3 +697,6 @@ def test_library_arguments_are_checked_before_anything_changes(tmp_path, corpus)
             SearchSettings(*args)
     with pytest.raises(ValueError, match="k must be positive"):
         SearchSettings.for_k(0)
+    with pytest.warns(UserWarning, match=r"1 document\(s\) have token vectors that are not unit length .*'big'"):
+        idx.add(["big", "fine"], [corpus.docs[5] * 100, corpus.docs[6]])  # would outrank better documents
+    assert "big" in PlaidIndex.open(idx.root)  # stored as given

@@ -137,6 +137,17 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
+def _warn_unnormalised(ids: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
+    """PLAID's centroids, residuals and decompression assume unit-norm token vectors (what the
+    models output): a longer vector scores as if it were that many matches, and sinks or
+    floats a document above better ones. Stored as given, but said out loud."""
+    off = [i for i, v in zip(ids, vectors)
+           if not np.allclose(np.linalg.norm(v.astype(np.float32, copy=False), axis=1), 1.0, atol=2e-2)]
+    if off:
+        warnings.warn(f"{len(off)} document(s) have token vectors that are not unit length (e.g. {off[:3]}); "
+                      "PLAID indexes L2-normalised vectors, as ColBERT models output them", stacklevel=3)
+
+
 def validate_query(query, dim: int, k: int, filter_ids=None) -> np.ndarray:
     """A search's arguments checked, the query as a contiguous float32 ``[tokens, dim]`` array."""
     if isinstance(query, torch.Tensor):
@@ -382,6 +393,7 @@ class PlaidIndex:
         dim = int(vectors[0].shape[-1]) if vectors[0].ndim else 0
         _validate_docs(ids, vectors, dim)
         check_codec_settings(dim, nbits, num_centroids)  # before any folder is made
+        _warn_unnormalised(ids, vectors)
         if (root / MANIFEST).exists() and not overwrite:
             raise IndexStoreError(f"an index already exists at {root}; overwrite it explicitly to replace it")
         if root.exists() and not root.is_dir():
@@ -524,6 +536,7 @@ class PlaidIndex:
         texts = _check_texts(texts, ids)
         if isinstance(commit_every, bool) or not isinstance(commit_every, (int, np.integer)) or commit_every < 1:
             raise ValueError(f"commit_every must be a positive number of documents, got {commit_every!r}")
+        _warn_unnormalised(ids, vectors)
         lock, manifest = self._begin()
         try:
             present = [i for i in ids if i in self._locator]

@@ -140,7 +140,10 @@ class ColBERT(nn.Module):
         Texts are sorted by token count and batched so a batch pads only to its own
         longest member; results come back in input order. A document longer than the
         encoder's window (``max_doc_tokens``) but within ``doc_maxlen`` is encoded in
-        overlapping windows and comes back whole (``ColBERTTokenizer.doc_windows``).
+        overlapping windows and comes back whole (``ColBERTTokenizer.doc_windows``); past
+        ``doc_maxlen`` (default ``config.doc_maxlen``) it is cut there, as ColBERT does —
+        split longer texts into passages first. Queries (``is_query``) are cut at
+        ``query_maxlen``. Token vectors are L2-normalised, so MaxSim is a sum of cosines.
         """
         dim = self.config.dim if dim is None else dim
         single = isinstance(texts, str)
