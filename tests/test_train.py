@@ -716,10 +716,10 @@ def test_blank_documents_and_repeated_rows_are_not_trained_on(tmp_path):
         assert load_pairs(tmp_path) == [Pair("y", "doc")]
     row = {"query": "a", "pos_id": "d0", "hard_negative_ids": ["blank", "d2"]}
     write_pairs(tmp_path, [row, row, {"query": "b", "pos_id": "blank"}, {**row, "query": "c"}])
-    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) whose positive document is empty; skipped 1 repeated "
-                                         r"row\(s\); dropped 2 empty hard negative document\(s\)"):
+    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) whose positive document is empty; 1 row\(s\) repeat "
+                                         r"an earlier one \(kept\); dropped 3 empty hard negative document\(s\)"):
         items = load_triplets(tmp_path, max_negatives=2)
-    assert [(t.query, t.negatives) for t in items] == [("a", ["other"]), ("c", ["other"])]
+    assert [(t.query, t.negatives) for t in items] == [("a", ["other"]), ("a", ["other"]), ("c", ["other"])]
 
 
 def test_a_jsonl_file_of_texts(tmp_path):
@@ -731,11 +731,11 @@ def test_a_jsonl_file_of_texts(tmp_path):
             {"query": "q3", "positive": "p3"},
             {"query": "q3", "positive": "p3"}, {"query": "", "positive": "p4"}]
     path.write_text("\ufeff" + "".join(json.dumps(r) + "\r\n" for r in rows), encoding="utf-8")
-    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) with an empty query or positive; skipped 1 repeated "
-                                         r"row\(s\); dropped 1 empty negative"):
+    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) with an empty query or positive; 1 row\(s\) repeat "
+                                         r"an earlier one \(kept\); dropped 1 empty negative"):
         items = load_triplets_file(path, max_negatives=2)
     assert items == [Triplet("q1", "p1", ["n1", "n2"], [3.0, 2.0, 0.0]), Triplet("q2", "p2", ["n3"]),
-                     Triplet("q3", "p3", [])]
+                     Triplet("q3", "p3", []), Triplet("q3", "p3", [])]
     for row, problem in (({"query": "q"}, "needs a 'query' .* and a 'positive'"),
                          ({"query": "q", "positive": "p", "negatives": "n"}, "'negatives' must be a list of texts"),
                          ({"query": "q", "positive": "p", "teacher_scores": [1, 2]}, "teacher_scores must be a list of 1 \\+ 0 numbers")):

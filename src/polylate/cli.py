@@ -1091,27 +1091,18 @@ def eval_(
         _fail(f"--dims must be comma-separated integers, got {dims!r}")
     if not colbert and not bm25:
         _fail("--bm25-only with --no-bm25 leaves nothing to run")
+    if not colbert and (dims is not None or use_index):
+        _fail("--bm25-only runs no ColBERT model: --dims and --index do not apply")
     args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
                 batch_size=batch_size, max_queries=max_queries, max_docs=max_docs, use_index=use_index,
                 nbits=nbits, bm25=bm25, colbert=colbert, output_json=output_json, plot=plot, runs_dir=runs,
                 doc_maxlen=doc_maxlen)
     read: dict = {}
     try:  # bad paths, options and data fail before the model loads
-        check_eval_args([str(p) for p in paths], read_data=True, keep=read, **args)
-        if use_index and colbert:
-            from polylate.index.codec import check_codec_settings
-
-            for d in dim_list or ():
-                check_codec_settings(d, nbits)  # a dim × nbits that packs into no whole byte
+        check_eval_args([str(p) for p in paths], read_data=True, keep=read, dims=dim_list, **args)
     except (DatasetError, ValueError) as exc:
         _fail(_option_names(str(exc)))
-    m = None
-    if colbert:
-        m = _load_model(model, device, dtype)
-        unknown = [d for d in dim_list or () if d not in m.output_dims]
-        if unknown:  # as index build, the server and rerank: the sizes the model was trained at
-            _fail(f"--dims {','.join(map(str, unknown))}: the model makes {m.output_dims} (a size trained as a "
-                  "truncation, polylate train --dims, is recorded in the model and accepted)")
+    m = _load_model(model, device, dtype) if colbert else None
     try:
         main_eval([str(p) for p in paths], dims=(m.output_dims if dim_list is None else dim_list) if m else (),
                   model=m, seed=seed, datasets=read, **args)
@@ -1250,6 +1241,7 @@ def _option_names(message: str) -> str:
     """Library messages name parameters (max_queries); the CLI user typed options (--max-queries)."""
     for param, option in (("max_queries", "--max-queries"), ("max_docs", "--max-docs"), ("nbits", "--nbits"),
                           ("depth must", "--depth must"), ("batch_size must", "--batch-size must"),
+                          ("dims [", "--dims ["),
                           ("doc_maxlen", "--doc-maxlen"), ("dim must be", "--dims: dim must be"),
                           ("train_encoder_layers", "--encoder-layers"),
                           ("more items per batch", "a larger --batch-size")):

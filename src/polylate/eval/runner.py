@@ -328,13 +328,14 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
                     use_index: bool = False, nbits: int = 2, bm25: bool = True, colbert: bool = True,
                     output_json: str | Path | None = None, plot: str | Path | None = None,
                     runs_dir: str | Path | None = None, doc_maxlen: int | None = None,
-                    read_data: bool = False, keep: dict | None = None) -> list[Path]:
+                    read_data: bool = False, keep: dict | None = None,
+                    dims: Sequence[int] | None = None) -> list[Path]:
     """Everything about an eval that can be wrong before any model is loaded or any text
     encoded; returns the dataset folders. Raises ValueError / DatasetError naming the option.
     ``read_data``: also read every dataset (see :func:`_check_datasets`); ``keep``: a dict that
     collects them for :func:`main_eval`'s ``datasets``."""
     from polylate.eval.metrics import parse_metric
-    from polylate.index.codec import NBITS
+    from polylate.index.codec import check_codec_settings
 
     if not metrics:
         raise ValueError("no metrics given")
@@ -346,8 +347,9 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
     for option, value in (("max_queries", max_queries), ("max_docs", max_docs)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be positive, got {value}")
-    if use_index and nbits not in NBITS:
-        raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
+    if use_index:  # a dim × nbits that packs into no whole byte, before anything is encoded
+        for d in dims or (8,):
+            check_codec_settings(int(d), nbits)
     if not bm25 and not colbert:
         raise ValueError("nothing to run: enable bm25 and/or colbert")
     if doc_maxlen is not None and doc_maxlen < 4:
@@ -448,7 +450,7 @@ def main_eval(
     datasets = {} if datasets is None else datasets
     found = check_eval_args(paths, split, metrics, k, batch_size, max_queries, max_docs, use_index, nbits,
                             bm25, colbert, output_json, plot, runs_dir, doc_maxlen, read_data=loads_model,
-                            keep=datasets)
+                            keep=datasets, dims=dims if colbert else None)
     deepest = max((parse_metric(m)[1] or 0 for m in metrics), default=0)
     if deepest > k:  # recall@1000 over a 100-deep ranking would be silently wrong
         print(f"ranking {deepest} documents per query (not {k}): a metric cuts off at {deepest}", file=sys.stderr)
@@ -461,9 +463,11 @@ def main_eval(
         from polylate import load_model
 
         model = load_model(None if model is None else str(model))
-    if colbert:
-        for d in dims:
-            model.source_head(int(d))  # a dim the model cannot make fails before any dataset runs
+    if colbert:  # before any dataset runs; the sizes index build, rerank and the server take too
+        unknown = [int(d) for d in dims if int(d) not in model.output_dims]
+        if unknown:
+            raise ValueError(f"dims {unknown} are not sizes the model makes, {model.output_dims} (a size trained as "
+                             "a truncation, polylate train --dims, is recorded in the model and counts)")
     rows: list[dict] = []
     for n, folder in enumerate(found, 1):
         started, first = time.perf_counter(), len(rows)

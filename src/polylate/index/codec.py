@@ -86,11 +86,7 @@ class ResidualCodec:
     nbits: int
 
     def __post_init__(self) -> None:
-        if self.nbits not in NBITS:
-            raise ValueError(f"nbits must be one of {NBITS}, got {self.nbits}")
-        dim = self.centroids.shape[1]
-        if (dim * self.nbits) % 8:
-            raise ValueError(f"dim {dim} × nbits {self.nbits} is not a whole number of bytes")
+        check_codec_settings(self.centroids.shape[1], self.nbits)
         self._centroids_t = torch.from_numpy(np.ascontiguousarray(self.centroids, np.float32))
         self.lut = self._decode_table()  # [bytes, 256, values per byte]
         self._graph = None
@@ -117,8 +113,7 @@ class ResidualCodec:
     def train(cls, sample: np.ndarray, nbits: int = 2, num_centroids: int | None = None,
               heldout_fraction: float = 0.05, niter: int = 10, seed: int = 1234) -> ResidualCodec:
         """Centroids from most of the sample; bucket statistics from the held-out rest."""
-        if nbits not in NBITS:
-            raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
+        check_codec_settings(sample.shape[1], nbits, num_centroids)
         sample = np.asarray(sample, dtype=np.float32)
         rng = np.random.default_rng(seed)
         sample = sample[rng.permutation(sample.shape[0])]

@@ -536,13 +536,13 @@ class PlaidIndex:
         texts = _check_texts(texts, ids)
         if isinstance(commit_every, bool) or not isinstance(commit_every, (int, np.integer)) or commit_every < 1:
             raise ValueError(f"commit_every must be a positive number of documents, got {commit_every!r}")
-        _warn_unnormalised(ids, vectors)
         lock, manifest = self._begin()
         try:
             present = [i for i in ids if i in self._locator]
             if present and not replace:
                 raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; "
                                  "delete them first or replace them")
+            _warn_unnormalised(ids, vectors)  # (only for an add that goes ahead)
             for start in range(0, len(ids), commit_every):
                 chunk_ids = ids[start : start + commit_every]
                 self._tombstone([i for i in chunk_ids if i in self._locator], manifest)

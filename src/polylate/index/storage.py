@@ -276,6 +276,8 @@ def read_segment(root: Path, meta: dict) -> SegmentArrays:
         (doclens.ndim == 1 and (doclens >= 0).all(), "doclens.npy holds negative lengths"),
         (codes.ndim == 1 and len(codes) == tokens, f"codes.npy holds {codes.shape} for {tokens} tokens"),
         (codes.dtype.kind in "iu", f"codes.npy holds {codes.dtype} values, not integers"),
+        (ivf_docs.ndim == 1 and ivf_docs.dtype.kind in "iu", f"ivf_docs.npy holds {ivf_docs.dtype} "
+         f"{ivf_docs.shape}, not a list of document numbers"),
         (residuals.ndim == 2 and len(residuals) == tokens, f"residuals.npy holds {residuals.shape} for {tokens} tokens"),
         (deleted.shape == (len(doclens),), f"tombstones hold {deleted.shape} for {len(doclens)} documents"),
         (ivf_offsets.ndim == 1 and len(ivf_offsets) >= 2 and int(ivf_offsets[0]) == 0

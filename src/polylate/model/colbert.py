@@ -357,6 +357,8 @@ def _output_dtype(dtype, to_numpy: bool):
                 raise TypeError(f"dtype {dtype} has no numpy equivalent; pass to_numpy=False for torch tensors"
                                 if dtype.is_floating_point else f"dtype must be a float type, got {dtype}")
             return _TORCH_TO_NUMPY[dtype]
+        if isinstance(dtype, str) and dtype in ("bfloat16", "bf16"):
+            raise TypeError("numpy has no bfloat16; pass to_numpy=False for bfloat16 torch tensors")
         try:
             as_numpy = np.dtype(dtype)
         except TypeError:

@@ -137,9 +137,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
             teacher = row.get("teacher_scores")
             _check_teacher(where, teacher, len(neg_ids))
             key = (row["query"], str(row["pos_id"]), tuple(neg_ids), None if teacher is None else tuple(map(repr, teacher)))
-            if key in seen:  # a repeated row would only weigh its pair more
-                repeated += 1
-                continue
+            repeated += key in seen  # kept (it weighs its pair more, as the file asks), but said
             seen.add(key)
             # drop negatives missing from the corpus, blank, or the positive itself, with their teacher scores
             kept = [i for i, n in enumerate(neg_ids) if _text(corpus.get(n)) and n != str(row["pos_id"])]
@@ -153,7 +151,7 @@ def load_triplets(folder: str | Path, split: str = "train", max_negatives: int =
         problems = [f"skipped {dangling} row(s) whose pos_id is not in the corpus" if dangling else "",
                     f"skipped {empty} row(s) with an empty query" if empty else "",
                     f"skipped {blank_pos} row(s) whose positive document is empty" if blank_pos else "",
-                    f"skipped {repeated} repeated row(s)" if repeated else "",
+                    f"{repeated} row(s) repeat an earlier one (kept)" if repeated else "",
                     f"dropped {missing_negs} hard negative id(s) not in the corpus" if missing_negs else "",
                     f"dropped {blank_negs} empty hard negative document(s)" if blank_negs else "",
                     f"dropped {own_positive} hard negative(s) equal to the row's pos_id" if own_positive else ""]
@@ -178,8 +176,8 @@ def load_triplets_file(path: str | Path, max_negatives: int = 1, limit: int | No
     ``query``, ``negative`` (one text) for ``negatives`` as sentence-transformers' datasets
     name them; ``teacher_scores`` (optional) scores the positive, then each negative.
 
-    Up to ``max_negatives`` negatives per triplet, chosen with ``seed``; blank texts and
-    repeated rows are skipped and counted in one warning."""
+    Up to ``max_negatives`` negatives per triplet, chosen with ``seed``; blank texts are
+    skipped, and they and repeated rows (kept) are counted in one warning."""
     path = Path(path)
     if max_negatives < 0:
         raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
@@ -202,16 +200,14 @@ def load_triplets_file(path: str | Path, max_negatives: int = 1, limit: int | No
             blank += 1
             continue
         key = (query, positive, tuple(negatives), None if teacher is None else tuple(map(repr, teacher)))
-        if key in seen:
-            repeated += 1
-            continue
+        repeated += key in seen  # kept, as in pairs.jsonl
         seen.add(key)
         kept = [i for i, n in enumerate(negatives) if _text(n)]
         blank_negs += len(negatives) - len(kept)
         chosen, teacher = _choose(kept, teacher, rng, max_negatives)
         out.append(Triplet(query, positive, [negatives[i] for i in chosen], teacher))
     problems = [f"skipped {blank} row(s) with an empty query or positive" if blank else "",
-                f"skipped {repeated} repeated row(s)" if repeated else "",
+                f"{repeated} row(s) repeat an earlier one (kept)" if repeated else "",
                 f"dropped {blank_negs} empty negative(s)" if blank_negs else ""]
     if any(problems):
         warnings.warn(f"{path}: " + "; ".join(p for p in problems if p), stacklevel=2)
