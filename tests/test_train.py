@@ -469,7 +469,8 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "--heads-only", "-o", str(tmp_path / "h.safetensors")],
                            "--heads-only writes heads that load over the bundled default model"),
                           ([str(data), "--checkpoint-dir", str(ckpt), "--keep-checkpoints", "1"],
-                           "holds 6 checkpoint(s) of another run")):
+                           "holds 6 checkpoint(s) of another run (epoch-1, epoch-2, step-1, step-2, ...): resume that "
+                           "run with --resume, or give this one its own --checkpoint-dir")):
         res = run(app, base + args + ([] if "-m" in args else ["-m", str(start)])
                   + ([] if "-o" in args else ["-o", str(tmp_path / "x")]))
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)

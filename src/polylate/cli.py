@@ -1241,7 +1241,9 @@ def _option_names(message: str) -> str:
     """Library messages name parameters (max_queries); the CLI user typed options (--max-queries)."""
     for param, option in (("max_queries", "--max-queries"), ("max_docs", "--max-docs"), ("nbits", "--nbits"),
                           ("depth must", "--depth must"), ("batch_size must", "--batch-size must"),
-                          ("dims [", "--dims ["),
+                          ("dims [", "--dims ["), ("checkpoint_dir", "--checkpoint-dir"),
+                          ("resume that run (resume)", "resume that run with --resume"),
+                          ("start a new run from it as the model", "start a new run from it with --model"),
                           ("doc_maxlen", "--doc-maxlen"), ("dim must be", "--dims: dim must be"),
                           ("train_encoder_layers", "--encoder-layers"),
                           ("more items per batch", "a larger --batch-size")):

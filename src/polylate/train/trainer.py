@@ -605,9 +605,9 @@ class Trainer:
         ``epoch-1`` over theirs, or pruning them, would destroy a run that may be resumed."""
         foreign = [p.name for p in self._checkpoints() if not self._is_mine(p)]
         if foreign:
-            raise ValueError(f"--checkpoint-dir {self.checkpoint_dir} holds {len(foreign)} checkpoint(s) of another "
+            raise ValueError(f"checkpoint_dir {self.checkpoint_dir} holds {len(foreign)} checkpoint(s) of another "
                              f"run ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}): resume that run "
-                             "with --resume, or give this one its own --checkpoint-dir")
+                             "(resume), or give this one its own checkpoint_dir")
         self._dir_checked = True
 
     def _prune_checkpoints(self) -> None:
@@ -629,7 +629,7 @@ class Trainer:
         path = Path(checkpoint) / TRAINER_STATE
         if not path.is_file():
             raise ValueError(f"{checkpoint} is not a training checkpoint (no {TRAINER_STATE}); "
-                             "start a new run from it with --model instead")
+                             "start a new run from it as the model instead")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated or foreign file; torch's own advice (weights_only=False) does not apply
