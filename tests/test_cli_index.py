@@ -83,7 +83,7 @@ def test_search_settings_from_the_command_line(corpus, tmp_path):
     fast = _search(runner, index, "What is the capital of Germany?")["hits"]
     thorough = _search(runner, index, "What is the capital of Germany?", "--thorough", "--ncells", "4")["hits"]
     assert fast[0]["id"] == thorough[0]["id"] == "de-berlin"
-    for args, message in ((["--ndocs", "0"], "--ndocs must be a positive integer"), (["-k", "0"], "-k must be positive")):
+    for args, message in ((["--ndocs", "0"], "--ndocs must be a positive integer"), (["-k", "0"], "-k must be a positive integer")):
         res = runner.invoke(app, ["index", "search", str(index), "x", *args])
         assert res.exit_code == 2 and message in res.output, res.output
 

@@ -672,7 +672,7 @@ def test_library_arguments_are_checked_before_anything_changes(tmp_path, corpus)
     with pytest.raises(TypeError, match="not one string"):
         small.search(corpus.docs[0], k=2, filter_ids="ab")
     for bad_k in (-1, 2.5, 0):
-        with pytest.raises(ValueError, match="k must be positive"):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
             small.search(corpus.docs[0], k=bad_k)
     assert len(small) == 3
     with pytest.raises(ValueError, match="dim must be a positive integer"):
@@ -695,7 +695,7 @@ def test_library_arguments_are_checked_before_anything_changes(tmp_path, corpus)
     for args in ((2.5, 0.4, 100), (2, 0.4, "10"), (2, float("nan"), 10), (0, 0.4, 10)):
         with pytest.raises(ValueError, match="must be a"):
             SearchSettings(*args)
-    with pytest.raises(ValueError, match="k must be positive"):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
         SearchSettings.for_k(0)
     with pytest.warns(UserWarning, match=r"1 document\(s\) have token vectors that are not unit length .*'big'"):
         idx.add(["big", "fine"], [corpus.docs[5] * 100, corpus.docs[6]])  # would outrank better documents

@@ -1372,8 +1372,9 @@ def train(
         _fail("no training items found")
     unscored = sum(getattr(t, "teacher_scores", None) is None for t in items)
     if teacher == "data" and distill > 0 and unscored:
-        _fail(f"--teacher data: {unscored} of {len(items)} training items have no teacher_scores (pairs.jsonl "
-              "rows without them, qrels-only folders, --gettext-pairs); use --teacher dense or none")
+        _fail(f"--teacher data: {unscored} of {len(items)} training items have no teacher_scores (rows of "
+              "pairs.jsonl or of a .jsonl file without them, qrels-only folders, --gettext-pairs); use --teacher "
+              "dense or none")
     m = _load_model(model, device)
     if dim_list is None:
         dim_list = m.output_dims

@@ -79,7 +79,7 @@ class SearchSettings:
         recall@10 0.99 against exact MaxSim at ~10x the fast latency (without them the 2-bit
         residuals reorder near-ties and cap it near 0.8)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be positive, got {k!r}")
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         if thorough:
             return cls(12, 0.0, 24576) if k <= 10 else cls(16, 0.0, max(32768, 256 * k))
         if k <= 10:
@@ -160,7 +160,7 @@ def validate_query(query, dim: int, k: int, filter_ids=None) -> np.ndarray:
     if isinstance(filter_ids, (str, bytes)):
         raise TypeError("filter_ids must be a collection of ids, not one string")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be positive, got {k!r}")
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     return q
 
 
