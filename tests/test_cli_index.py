@@ -351,3 +351,38 @@ def test_an_add_that_cannot_retrain_still_succeeds(tmp_path):
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
     assert f"{len(SAMPLE_DOCUMENTS)} in the index" in out and "were not retrained" in out
+
+
+def test_a_collection_larger_than_one_part_builds_part_by_part(corpus, tmp_path, monkeypatch):
+    """Past BUILD_PART_DOCS documents, index build trains the codec on a random part and
+    encodes and compresses the rest a part at a time (bounded memory), still in one commit:
+    the index equals in content what a one-shot build makes."""
+    import polylate.cli
+    from polylate.index.plaid import PlaidIndex
+
+    path, _ = corpus
+    monkeypatch.setattr(polylate.cli, "BUILD_PART_DOCS", 5)
+    runner = CliRunner()
+    res = runner.invoke(app, ["index", "build", str(tmp_path / "parts"), "-i", str(path), "--keep-vectors"])
+    assert res.exit_code == 0 and "centroids from a random 5, then the rest in 2 part(s)" in res.output, res.output
+    idx = PlaidIndex.open(tmp_path / "parts")
+    assert idx.manifest["generation"] == 0 and len(idx.segments) == 3  # one commit, three parts
+    assert sorted(idx.ids) == sorted(d["id"] for d in SAMPLE_DOCUMENTS[:12])
+    assert idx.manifest["trained_tokens"] == idx.stats()["tokens"] and not idx.outgrown()
+    whole = dict(zip(idx.ids, idx.documents(idx.ids)))
+    assert all(whole[d["id"]] == d["text"] for d in SAMPLE_DOCUMENTS[:12])
+    hits = _search(runner, tmp_path / "parts", "What is the capital of Germany?")["hits"]
+    assert hits[0]["id"] == "de-berlin"
+    # a failure while encoding a later part leaves no index and no folder it made
+    real = polylate.cli._encode_docs
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(polylate.cli, "_encode_docs", failing)
+    runner.invoke(app, ["index", "build", str(tmp_path / "killed"), "-i", str(path)])
+    assert not (tmp_path / "killed").exists()

@@ -700,3 +700,17 @@ def test_library_arguments_are_checked_before_anything_changes(tmp_path, corpus)
     with pytest.warns(UserWarning, match=r"1 document\(s\) have token vectors that are not unit length .*'big'"):
         idx.add(["big", "fine"], [corpus.docs[5] * 100, corpus.docs[6]])  # would outrank better documents
     assert "big" in PlaidIndex.open(idx.root)  # stored as given
+
+
+def test_build_in_parts_is_one_commit(tmp_path, corpus, exact):
+    parts = [(corpus.ids[i : i + 100], corpus.docs[i : i + 100], None) for i in range(200, 600, 100)]
+    idx = PlaidIndex.build(tmp_path / "p", corpus.ids[:200], corpus.docs[:200], num_centroids=128,
+                           keep_vectors=True, more=iter(parts))
+    assert idx.manifest["generation"] == 0 and len(idx.segments) == 5 and len(idx) == 600
+    assert idx.manifest["trained_tokens"] == sum(len(d) for d in corpus.docs)
+    q = corpus.query_for(450)
+    assert idx.search(q, k=5, settings=SearchSettings.for_k(5, thorough=True))[0].id == exact.search(q, k=1)[0].id
+    bad = iter([(corpus.ids[200:210], corpus.docs[200:210], None), (corpus.ids[205:215], corpus.docs[205:215], None)])
+    with pytest.raises(ValueError, match="5 id\\(s\\) given twice"):
+        PlaidIndex.build(tmp_path / "dup", corpus.ids[:200], corpus.docs[:200], more=bad)
+    assert not (tmp_path / "dup" / "MANIFEST.json").exists()  # nothing committed

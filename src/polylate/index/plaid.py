@@ -378,8 +378,14 @@ class PlaidIndex:
         kmeans_niter: int = 10,
         sample_tokens: int = 1 << 18,
         seed: int = 1234,
+        more: Iterable[tuple[Sequence[str], Sequence[np.ndarray], Sequence[str] | None]] | None = None,
     ) -> PlaidIndex:
         """Train the codec on a sample of the vectors and write the first segment.
+
+        ``more``: further ``(ids, vectors, texts)`` parts of the collection (say, encoded one
+        part at a time by a generator), each written as a segment before the one commit, so a
+        collection larger than memory is built atomically; the codec is trained on the first
+        part only, which should then be a random sample of the whole.
 
         ``replaces=(generation, codec)``: overwrite only the index in exactly that state
         (IndexStoreError otherwise), so a rebuild cannot drop another process's commits.
@@ -449,6 +455,18 @@ class PlaidIndex:
             index = cls.__new__(cls)
             index.root, index.manifest, index.codec, index.segments, index._locator = root, manifest, codec, [], {}
             index._append_segment(list(ids), vectors, manifest, _check_texts(texts, ids))
+            seen = set(ids)
+            for part_ids, part_vectors, part_texts in more or ():
+                part_ids = _id_list(part_ids, "ids")
+                part_vectors = [np.asarray(v) for v in part_vectors]
+                _validate_docs(part_ids, part_vectors, dim)
+                again = seen.intersection(part_ids)
+                if again:
+                    raise ValueError(f"{len(again)} id(s) given twice, e.g. {sorted(again)[:5]}")
+                seen.update(part_ids)
+                _warn_unnormalised(part_ids, part_vectors)
+                index._append_segment(part_ids, part_vectors, manifest, _check_texts(part_texts, part_ids))
+                manifest["trained_tokens"] += sum(v.shape[0] for v in part_vectors)
             commit_manifest(root, manifest)
             sweep(root, manifest)
             (root / BUILDING).unlink(missing_ok=True)
