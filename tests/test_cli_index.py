@@ -360,7 +360,7 @@ def test_a_collection_larger_than_one_part_builds_part_by_part(corpus, tmp_path,
     import polylate.cli
     from polylate.index.plaid import PlaidIndex
 
-    path, _ = corpus
+    path, more = corpus
     monkeypatch.setattr(polylate.cli, "BUILD_PART_DOCS", 5)
     runner = CliRunner()
     res = runner.invoke(app, ["index", "build", str(tmp_path / "parts"), "-i", str(path), "--keep-vectors"])
@@ -373,6 +373,10 @@ def test_a_collection_larger_than_one_part_builds_part_by_part(corpus, tmp_path,
     assert all(whole[d["id"]] == d["text"] for d in SAMPLE_DOCUMENTS[:12])
     hits = _search(runner, tmp_path / "parts", "What is the capital of Germany?")["hits"]
     assert hits[0]["id"] == "de-berlin"
+    res = runner.invoke(app, ["index", "add", str(tmp_path / "parts"), "-i", str(more)])  # one part of 5
+    monkeypatch.setattr(polylate.cli, "BUILD_PART_DOCS", 2)
+    res = runner.invoke(app, ["index", "add", str(tmp_path / "parts"), "-i", str(more), "--replace"])  # parts of 2
+    assert res.exit_code == 0 and f"added {len(SAMPLE_DOCUMENTS) - 12} documents; {len(SAMPLE_DOCUMENTS)} in the index" in res.output, res.output
     # a failure while encoding a later part leaves no index and no folder it made
     real = polylate.cli._encode_docs
     calls = []

@@ -543,10 +543,13 @@ def index_add(
         _fail(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; delete them first or pass --replace")
     m, dim, doc_maxlen = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
     _check_writer(path)
-    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
-    with _writing(path), Progress(console=console, transient=True) as bar:
-        task = bar.add_task("committing", total=len(ids))
-        idx.add(ids, vectors, replace=replace, texts=texts, progress=lambda n: bar.advance(task, n))
+    # a part at a time (bounded memory, as index build); each add commits every 10k documents anyway
+    for start in range(0, len(ids), BUILD_PART_DOCS):
+        part_ids, part_texts = ids[start : start + BUILD_PART_DOCS], texts[start : start + BUILD_PART_DOCS]
+        vectors = _encode_docs(m, part_texts, dim, batch_size, doc_maxlen)
+        with _writing(path), Progress(console=console, transient=True) as bar:
+            task = bar.add_task("committing", total=len(part_ids))
+            idx.add(part_ids, vectors, replace=replace, texts=part_texts, progress=lambda n: bar.advance(task, n))
     console.print(f"added {len(ids)} documents; {len(idx)} in the index")
     if idx.outgrown():
         trained = idx.manifest["trained_tokens"]
