@@ -315,7 +315,6 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
                device: str | None, dtype: str | None) -> None:
     """The first documents of an index the server created empty: they build it, with the
     settings and model it records (as the server's own first add does)."""
-    from polylate.index.plaid import PlaidIndex
     from polylate.index.storage import SERVER_META, write_json
 
     ids, texts = read_texts(input, [])
@@ -324,12 +323,11 @@ def _add_first(path: Path, settings: dict, input: Path, model: str | None, batch
     recorded = settings.get("model") or {}
     m, dim, doc_maxlen = _index_model(recorded, settings["dim"], model, device, dtype)
     _check_writer(path)
-    vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
-    with _writing(path), console.status("training centroids and compressing"):
-        # over what an interrupted first build left, if that is all the folder holds
-        idx = PlaidIndex.build(path, ids, vectors, nbits=settings["nbits"], over_interrupted=True,
-                               keep_vectors=bool(settings.get("keep_vectors")), texts=texts,
-                               model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
+    # over what an interrupted first build left, if that is all the folder holds
+    idx = _build_encoded(path, ids, texts, m, dim, batch_size, doc_maxlen, nbits=settings["nbits"],
+                         over_interrupted=True, keep_vectors=bool(settings.get("keep_vectors")),
+                         model=recorded or identity.model_record(m, model or "default", dim, doc_maxlen))
+    with _writing(path):
         write_json(path / SERVER_META, {**settings, "trained_tokens": idx.manifest["trained_tokens"]})
     console.print(f"added {len(ids)} documents; {len(idx)} in the index (its first: the centroids were trained on them)")
 
@@ -434,6 +432,33 @@ def _build_parts(n: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
     return first, [rest[i : i + BUILD_PART_DOCS] for i in range(0, len(rest), BUILD_PART_DOCS)]
 
 
+def _build_encoded(path: Path, ids: list[str], texts: list[str], m, dim: int, batch_size: int,
+                   doc_maxlen: int | None, **build):
+    """Encode ``texts`` and build an index of them (``PlaidIndex.build`` options in ``build``).
+    A collection past ``BUILD_PART_DOCS`` documents never sits in memory whole: the codec is
+    trained on a random part, then the rest is encoded and compressed a part at a time; still
+    one commit at the end."""
+    from polylate.index.plaid import PlaidIndex
+
+    if len(texts) <= BUILD_PART_DOCS:
+        vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
+        with _writing(path), console.status("training centroids and compressing"):
+            return PlaidIndex.build(path, ids, vectors, texts=texts, **build)
+    first, parts = _build_parts(len(texts))
+    console.print(f"{len(texts)} documents: centroids from a random {len(first)}, then the rest in "
+                  f"{len(parts)} part(s) of up to {BUILD_PART_DOCS}")
+
+    def rest():
+        for part in parts:
+            part_texts = [texts[i] for i in part]
+            yield [ids[i] for i in part], _encode_docs(m, part_texts, dim, batch_size, doc_maxlen), part_texts
+
+    first_texts = [texts[i] for i in first]
+    vectors = _encode_docs(m, first_texts, dim, batch_size, doc_maxlen)
+    with _writing(path):
+        return PlaidIndex.build(path, [ids[i] for i in first], vectors, texts=first_texts, more=rest(), **build)
+
+
 @index_app.command("build")
 def index_build(
     path: Path = typer.Argument(..., help="index folder to create"),
@@ -450,7 +475,7 @@ def index_build(
 ) -> None:
     """Encode a collection and build a compressed index."""
     from polylate.index.codec import NBITS
-    from polylate.index.plaid import PlaidIndex, interrupted_build
+    from polylate.index.plaid import interrupted_build
     from polylate.index.storage import MANIFEST, SERVER_META
 
     if nbits not in NBITS:
@@ -479,28 +504,8 @@ def index_build(
     record = identity.model_record(m, model, dim, doc_maxlen)
     try:
         start = time.perf_counter()
-        if len(texts) <= BUILD_PART_DOCS:
-            vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
-            with _writing(path), console.status("training centroids and compressing"):
-                idx = PlaidIndex.build(path, ids, vectors, nbits=nbits, keep_vectors=keep_vectors, texts=texts,
-                                       model=record, overwrite=overwrite)
-        else:
-            # a collection larger than memory: the codec is trained on a random part, then the rest
-            # is encoded and compressed a part at a time; still one commit at the end
-            first, parts = _build_parts(len(texts))
-            console.print(f"{len(texts)} documents: centroids from a random {len(first)}, then the rest in "
-                          f"{len(parts)} part(s) of up to {BUILD_PART_DOCS}")
-
-            def rest():
-                for part in parts:
-                    part_texts = [texts[i] for i in part]
-                    yield [ids[i] for i in part], _encode_docs(m, part_texts, dim, batch_size, doc_maxlen), part_texts
-
-            first_texts = [texts[i] for i in first]
-            vectors = _encode_docs(m, first_texts, dim, batch_size, doc_maxlen)
-            with _writing(path):
-                idx = PlaidIndex.build(path, [ids[i] for i in first], vectors, nbits=nbits, keep_vectors=keep_vectors,
-                                       texts=first_texts, model=record, overwrite=overwrite, more=rest())
+        idx = _build_encoded(path, ids, texts, m, dim, batch_size, doc_maxlen, nbits=nbits,
+                             keep_vectors=keep_vectors, model=record, overwrite=overwrite)
     except BaseException:
         if created and not (path / MANIFEST).exists():  # a failed build leaves no folder it made
             shutil.rmtree(path, ignore_errors=True)
