@@ -714,3 +714,29 @@ def test_build_in_parts_is_one_commit(tmp_path, corpus, exact):
     with pytest.raises(ValueError, match="5 id\\(s\\) given twice"):
         PlaidIndex.build(tmp_path / "dup", corpus.ids[:200], corpus.docs[:200], more=bad)
     assert not (tmp_path / "dup" / "MANIFEST.json").exists()  # nothing committed
+
+
+@pytest.mark.parametrize("keep_vectors", [True, False])
+def test_retrain_in_parts(tmp_path, corpus, monkeypatch, keep_vectors):
+    """Past RETRAIN_PART_DOCS documents a retrain holds one part's vectors at a time: kept
+    originals read from the old segments, or texts encoded a part per call; one commit."""
+    monkeypatch.setattr(PlaidIndex, "RETRAIN_PART_DOCS", 150)
+    vectors = dict(zip(corpus.ids, corpus.docs))
+    texts = [f"text of {i}" for i in corpus.ids[:400]]
+    idx = PlaidIndex.build(tmp_path / "r", corpus.ids[:100], corpus.docs[:100], num_centroids=32,
+                           keep_vectors=keep_vectors, texts=texts[:100])
+    idx.add(corpus.ids[100:400], corpus.docs[100:400], texts=texts[100:])
+    idx.delete(corpus.ids[:10])
+    calls = []
+
+    def encode(batch):
+        calls.append(len(batch))
+        return [vectors[t.removeprefix("text of ")] for t in batch]
+
+    new = idx.retrain(encode)
+    assert calls == ([] if keep_vectors else [150, 150, 90])  # a part per call, never the whole
+    assert new.manifest["generation"] == idx.manifest["generation"] + 1 and len(new.segments) == 3
+    assert sorted(new.ids) == sorted(corpus.ids[10:400]) and new.manifest["trained_tokens"] == new.stats()["tokens"]
+    assert new.documents([corpus.ids[200]]) == ["text of " + corpus.ids[200]]
+    q = corpus.query_for(250)
+    assert new.search(q, k=1, settings=SearchSettings.for_k(1, thorough=True))[0].id == corpus.ids[250]

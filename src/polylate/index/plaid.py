@@ -479,28 +479,58 @@ class PlaidIndex:
         (IndexStoreError) if another writer committed since this object last read the index:
         the rebuild would drop that writer's changes."""
         state = (self.manifest["generation"], self.manifest["codec"])
-        ids, texts, vectors = [], [], []
-        for batch_ids, batch_texts, batch_vectors in self.export():
-            ids += batch_ids
-            texts += batch_texts
-            vectors += batch_vectors or []
+        ids, texts = [], []
+        kept = all(seg.vectors is not None for seg in self.segments)
+        for seg in self.segments:
+            live = np.flatnonzero(~seg.deleted)
+            seg_texts = seg.texts()
+            ids += [seg.ids[r] for r in live]
+            texts += [seg_texts[r] if seg_texts else None for r in live]
         if not ids:
             raise IndexStoreError(f"index {self.root} holds no documents to retrain on")
-        if len(vectors) != len(ids):
+        if not kept:
             if any(t is None for t in texts):
                 raise IndexStoreError(f"index {self.root} keeps neither vectors (keep_vectors) nor all its "
                                       "texts: nothing to retrain from")
             if encode is None:
                 raise ValueError(f"index {self.root} keeps no vectors: retraining re-encodes its texts, "
                                  "so it needs the model (encode)")
-            vectors = list(encode(texts))
-            if len(vectors) != len(ids) or any(np.shape(v)[-1] != self.dim for v in vectors):
-                raise ValueError(f"encode gave {len(vectors)} documents' vectors for {len(ids)} texts, or not "
+
+        def vectors_of(rows: Sequence[int]) -> list[np.ndarray]:
+            """The kept originals of those documents, else their texts encoded (read from the
+            old segments, which stay until the new index commits)."""
+            if kept:
+                out = []
+                for r in rows:
+                    seg_no, row = self._locator[ids[r]]
+                    seg = self.segments[seg_no]
+                    out.append(np.asarray(seg.vectors[seg.offsets[row]:seg.offsets[row] + seg.doclens[row]]))
+                return out
+            out = list(encode([texts[r] for r in rows]))
+            if len(out) != len(rows) or any(np.shape(v)[-1] != self.dim for v in out):
+                raise ValueError(f"encode gave {len(out)} documents' vectors for {len(rows)} texts, or not "
                                  f"of the index's dim {self.dim}")
-        return PlaidIndex.build(self.root, ids, vectors, nbits=self.codec.nbits,
+            return out
+
+        # a part at a time, as a large build: memory bounded by RETRAIN_PART_DOCS documents' vectors;
+        # the codec from a random part (all of a smaller index), one commit at the end
+        n, part = len(ids), self.RETRAIN_PART_DOCS
+        first = np.arange(n) if n <= part else np.sort(np.random.default_rng(0).choice(n, part, replace=False))
+        rest = np.setdiff1d(np.arange(n), first)
+        has_texts = any(t is not None for t in texts)
+
+        def parts():
+            for start in range(0, len(rest), part):
+                rows = rest[start:start + part]
+                yield [ids[r] for r in rows], vectors_of(rows), [texts[r] for r in rows] if has_texts else None
+
+        return PlaidIndex.build(self.root, [ids[r] for r in first], vectors_of(first), nbits=self.codec.nbits,
                                 keep_vectors=bool(self.manifest.get("keep_vectors")),
-                                texts=texts if any(t is not None for t in texts) else None,
-                                model=self.manifest.get("model"), overwrite=True, replaces=state)
+                                texts=[texts[r] for r in first] if has_texts else None,
+                                model=self.manifest.get("model"), overwrite=True, replaces=state, more=parts())
+
+    #: documents whose vectors a retrain holds at a time (an index past it is rebuilt part by part)
+    RETRAIN_PART_DOCS = 50_000
 
     def _append_segment(self, ids: list[str], vectors: list[np.ndarray], manifest: dict, texts=None) -> None:
         flat = np.concatenate(vectors).astype(np.float32)
