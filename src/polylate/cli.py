@@ -425,26 +425,19 @@ def _encode_docs(model, texts, dim, batch_size, doc_maxlen):
 BUILD_PART_DOCS = 50_000
 
 
-def _build_parts(n: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A random first part (the codec's sample, a fair one of the whole), then the rest in order."""
-    first = np.sort(np.random.default_rng(seed).choice(n, BUILD_PART_DOCS, replace=False))
-    rest = np.setdiff1d(np.arange(n), first)
-    return first, [rest[i : i + BUILD_PART_DOCS] for i in range(0, len(rest), BUILD_PART_DOCS)]
-
-
 def _build_encoded(path: Path, ids: list[str], texts: list[str], m, dim: int, batch_size: int,
                    doc_maxlen: int | None, **build):
     """Encode ``texts`` and build an index of them (``PlaidIndex.build`` options in ``build``).
     A collection past ``BUILD_PART_DOCS`` documents never sits in memory whole: the codec is
     trained on a random part, then the rest is encoded and compressed a part at a time; still
     one commit at the end."""
-    from polylate.index.plaid import PlaidIndex
+    from polylate.index.plaid import PlaidIndex, build_parts
 
     if len(texts) <= BUILD_PART_DOCS:
         vectors = _encode_docs(m, texts, dim, batch_size, doc_maxlen)
         with _writing(path), console.status("training centroids and compressing"):
             return PlaidIndex.build(path, ids, vectors, texts=texts, **build)
-    first, parts = _build_parts(len(texts))
+    first, parts = build_parts(len(texts), BUILD_PART_DOCS)
     console.print(f"{len(texts)} documents: centroids from a random {len(first)}, then the rest in "
                   f"{len(parts)} part(s) of up to {BUILD_PART_DOCS}")
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from polylate.arguments import is_positive_int
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -66,7 +68,7 @@ def pack(docs: Sequence[ArrayLike]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_top_n(top_n) -> None:
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1):
+    if top_n is not None and not is_positive_int(top_n):
         raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
 
 

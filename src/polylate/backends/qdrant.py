@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from polylate.index.plaid import Hit, _id_list, _validate_docs, validate_query
+from polylate.index.plaid import Hit, _checked_docs, validate_query
 from polylate.model import identity
 
 __all__ = ["QdrantIndex", "connect"]
@@ -209,8 +209,7 @@ class QdrantIndex:
         copies read first) before the error is raised, so the call changes all or nothing as long
         as Qdrant can still be reached."""
         models = _models()
-        ids, vectors = _id_list(ids, "ids"), [np.asarray(v) for v in vectors]
-        _validate_docs(ids, vectors, self.dim)
+        ids, vectors = _checked_docs(ids, vectors, self.dim)
         if texts is not None:  # None for a document without one (e.g. imported from an index)
             texts = list(texts)
             if len(texts) != len(ids) or not all(t is None or isinstance(t, str) for t in texts):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polylate.arguments import is_positive_int
 from polylate.index.kernels import centroid_scores, decompress_docs
 from polylate.index.storage import save_array
 
@@ -73,8 +74,7 @@ def check_codec_settings(dim: int, nbits: int, num_centroids: int | None = None)
         raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}")
     if (dim * nbits) % 8:
         raise ValueError(f"dim {dim} × nbits {nbits} is not a whole number of bytes")
-    if num_centroids is not None and (isinstance(num_centroids, bool) or not isinstance(num_centroids, (int, np.integer))
-                                      or num_centroids < 1):
+    if num_centroids is not None and not is_positive_int(num_centroids):
         raise ValueError(f"num_centroids must be a positive integer, got {num_centroids!r}")
 
 

@@ -10,13 +10,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from polylate.index.plaid import Hit, _id_list, _validate_docs, validate_query
+from polylate.arguments import is_positive_int
+from polylate.index.plaid import Hit, _checked_docs, _id_list, validate_query
 from polylate.scoring import maxsim_packed
 
 
 class ExactIndex:
     def __init__(self, dim: int):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        if not is_positive_int(dim):
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim = int(dim)
         self._ids: list[str] = []
@@ -27,9 +28,7 @@ class ExactIndex:
         return len(self._ids)
 
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
-        vectors = [np.asarray(v) for v in vectors]
-        ids = _id_list(ids, "ids")
-        _validate_docs(ids, vectors, self.dim)
+        ids, vectors = _checked_docs(ids, vectors, self.dim)
         present = set(self._ids).intersection(ids)
         if present:
             raise ValueError(f"id(s) already in the index: {sorted(present)[:5]}")

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from polylate.arguments import is_positive_int
 from polylate.index.codec import ResidualCodec, check_codec_settings
 from polylate.index.storage import (
     FORMAT,
@@ -63,7 +64,7 @@ class SearchSettings:
     def __post_init__(self):
         for name in ("ncells", "ndocs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            if not is_positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         t = self.centroid_score_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t):
@@ -78,7 +79,7 @@ class SearchSettings:
         ~6k candidates at stage 4; on an index that keeps its original vectors that is
         recall@10 0.99 against exact MaxSim at ~10x the fast latency (without them the 2-bit
         residuals reorder near-ties and cap it near 0.8)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        if not is_positive_int(k):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if thorough:
             return cls(12, 0.0, 24576) if k <= 10 else cls(16, 0.0, max(32768, 256 * k))
@@ -137,6 +138,14 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
+def _checked_docs(ids, vectors, dim: int) -> tuple[list[str], list[np.ndarray]]:
+    """A write's documents as an id list and arrays, checked (``_validate_docs``): what every
+    store's add runs before it touches anything."""
+    ids, vectors = _id_list(ids, "ids"), [np.asarray(v) for v in vectors]
+    _validate_docs(ids, vectors, dim)
+    return ids, vectors
+
+
 def _warn_unnormalised(ids: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
     """PLAID's centroids, residuals and decompression assume unit-norm token vectors (what the
     models output): a longer vector scores as if it were that many matches, and sinks or
@@ -159,7 +168,7 @@ def validate_query(query, dim: int, k: int, filter_ids=None) -> np.ndarray:
         raise ValueError("query has NaN or infinite values")
     if isinstance(filter_ids, (str, bytes)):
         raise TypeError("filter_ids must be a collection of ids, not one string")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not is_positive_int(k):
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return q
 
@@ -252,6 +261,15 @@ def _disk_bytes(root: Path) -> int:
             except FileNotFoundError:
                 pass
     return total
+
+
+def build_parts(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Document numbers ``0..n-1`` as a build in parts takes them (``PlaidIndex.build``'s
+    ``more``): a random first part of ``size`` (the codec's sample, a fair one of the whole; all
+    of a collection that fits), then the rest in order, ``size`` at a time."""
+    first = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    rest = np.setdiff1d(np.arange(n), first)
+    return first, [rest[i : i + size] for i in range(0, len(rest), size)]
 
 
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
@@ -457,9 +475,7 @@ class PlaidIndex:
             index._append_segment(list(ids), vectors, manifest, _check_texts(texts, ids))
             seen = set(ids)
             for part_ids, part_vectors, part_texts in more or ():
-                part_ids = _id_list(part_ids, "ids")
-                part_vectors = [np.asarray(v) for v in part_vectors]
-                _validate_docs(part_ids, part_vectors, dim)
+                part_ids, part_vectors = _checked_docs(part_ids, part_vectors, dim)
                 again = seen.intersection(part_ids)
                 if again:
                     raise ValueError(f"{len(again)} id(s) given twice, e.g. {sorted(again)[:5]}")
@@ -474,18 +490,18 @@ class PlaidIndex:
 
     def retrain(self, encode: Callable[[list[str]], Sequence[np.ndarray]] | None = None) -> PlaidIndex:
         """Refit the codec to the whole collection (an index grown well past what its centroids
-        were trained on) and rewrite it as one segment, from the kept vectors or, for an index
-        without them, ``encode(texts)`` of its stored texts. One commit, refused
+        were trained on) and rewrite it (one segment per ``RETRAIN_PART_DOCS`` documents), from
+        the kept vectors or, for an index without them, ``encode(texts)`` of its stored texts,
+        a part per call. One commit, refused
         (IndexStoreError) if another writer committed since this object last read the index:
         the rebuild would drop that writer's changes."""
         state = (self.manifest["generation"], self.manifest["codec"])
-        ids, texts = [], []
-        kept = all(seg.vectors is not None for seg in self.segments)
-        for seg in self.segments:
-            live = np.flatnonzero(~seg.deleted)
-            seg_texts = seg.texts()
-            ids += [seg.ids[r] for r in live]
-            texts += [seg_texts[r] if seg_texts else None for r in live]
+        ids, texts, kept_vectors = [], [], []  # (the kept vectors as views of the mapped segments: not read yet)
+        for batch_ids, batch_texts, batch_vectors in self.export():
+            ids += batch_ids
+            texts += batch_texts
+            kept_vectors += batch_vectors or []
+        kept = len(kept_vectors) == len(ids)
         if not ids:
             raise IndexStoreError(f"index {self.root} holds no documents to retrain on")
         if not kept:
@@ -500,12 +516,7 @@ class PlaidIndex:
             """The kept originals of those documents, else their texts encoded (read from the
             old segments, which stay until the new index commits)."""
             if kept:
-                out = []
-                for r in rows:
-                    seg_no, row = self._locator[ids[r]]
-                    seg = self.segments[seg_no]
-                    out.append(np.asarray(seg.vectors[seg.offsets[row]:seg.offsets[row] + seg.doclens[row]]))
-                return out
+                return [kept_vectors[r] for r in rows]
             out = list(encode([texts[r] for r in rows]))
             if len(out) != len(rows) or any(np.shape(v)[-1] != self.dim for v in out):
                 raise ValueError(f"encode gave {len(out)} documents' vectors for {len(rows)} texts, or not "
@@ -514,14 +525,11 @@ class PlaidIndex:
 
         # a part at a time, as a large build: memory bounded by RETRAIN_PART_DOCS documents' vectors;
         # the codec from a random part (all of a smaller index), one commit at the end
-        n, part = len(ids), self.RETRAIN_PART_DOCS
-        first = np.arange(n) if n <= part else np.sort(np.random.default_rng(0).choice(n, part, replace=False))
-        rest = np.setdiff1d(np.arange(n), first)
+        first, rest = build_parts(len(ids), self.RETRAIN_PART_DOCS)
         has_texts = any(t is not None for t in texts)
 
         def parts():
-            for start in range(0, len(rest), part):
-                rows = rest[start:start + part]
+            for rows in rest:
                 yield [ids[r] for r in rows], vectors_of(rows), [texts[r] for r in rows] if has_texts else None
 
         return PlaidIndex.build(self.root, [ids[r] for r in first], vectors_of(first), nbits=self.codec.nbits,
@@ -578,11 +586,9 @@ class PlaidIndex:
         deleted in the same commit as the new one is added). When adds have left more than
         ``MAX_SEGMENTS`` segments, they are merged afterwards (also an atomic commit).
         """
-        vectors = [np.asarray(v) for v in vectors]
-        ids = _id_list(ids, "ids")
-        _validate_docs(ids, vectors, self.dim)
+        ids, vectors = _checked_docs(ids, vectors, self.dim)
         texts = _check_texts(texts, ids)
-        if isinstance(commit_every, bool) or not isinstance(commit_every, (int, np.integer)) or commit_every < 1:
+        if not is_positive_int(commit_every):
             raise ValueError(f"commit_every must be a positive number of documents, got {commit_every!r}")
         lock, manifest = self._begin()
         try:
