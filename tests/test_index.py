@@ -740,3 +740,37 @@ def test_retrain_in_parts(tmp_path, corpus, monkeypatch, keep_vectors):
     assert new.documents([corpus.ids[200]]) == ["text of " + corpus.ids[200]]
     q = corpus.query_for(250)
     assert new.search(q, k=1, settings=SearchSettings.for_k(1, thorough=True))[0].id == corpus.ids[250]
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory, corpus):
+    """The corpus built in eight parts, and a compacted copy: the same codec and codes in one
+    segment, so the two differ in segmentation only."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("parts")
+    parts = [(corpus.ids[s : s + 80], corpus.docs[s : s + 80], None) for s in range(80, 600, 80)]
+    many = PlaidIndex.build(root / "many", corpus.ids[:80], corpus.docs[:80], num_centroids=64, more=parts,
+                            keep_vectors=True)
+    many.delete(corpus.ids[100:130])
+    shutil.copytree(root / "many", root / "one")
+    one = PlaidIndex.open(root / "one")
+    one.compact()
+    assert (len(many.segments), len(one.segments)) == (8, 1)
+    return many, one
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.integers(0, 599), k=st.integers(1, 40), ncells=st.integers(1, 6), ndocs=st.integers(1, 400),
+       threshold=st.sampled_from([0.0, 0.4, 0.6]), filtered=st.booleans())
+def test_segments_do_not_change_answers(segmented, corpus, doc, k, ncells, ndocs, threshold, filtered):
+    """Each stage's cut is taken over the whole index: an index in many segments (adds, a build
+    in parts) answers as the same documents in one segment do, at the same cost."""
+    many, one = segmented
+    q = corpus.query_for(doc)
+    search = SearchSettings(ncells, threshold, ndocs)
+    filter_ids = corpus.ids[doc % 7 :: 5] if filtered else None
+    a = many.search(q, k=k, settings=search, filter_ids=filter_ids)
+    b = one.search(q, k=k, settings=search, filter_ids=filter_ids)
+    assert [h.id for h in a] == [h.id for h in b]
+    assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)

@@ -308,8 +308,15 @@ def half_maxsim(bits, offsets, cand, half_to_float, q):
     return out
 
 
-def top_indices(scores: np.ndarray, keep: int) -> np.ndarray:
-    """Positions of the `keep` highest scores, in ascending position order."""
+def top_indices(scores: np.ndarray, keep: int, key: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the `keep` highest scores, in ascending position order. Ties at the cut go
+    to the lowest ``key`` (default: position), so the cut does not depend on how the
+    candidates happen to be ordered (stage-2 scores tie often: documents in the same cells)."""
     if len(scores) <= keep:
         return np.arange(len(scores))
-    return np.sort(np.argpartition(-scores, keep - 1)[:keep])
+    cut = np.partition(scores, len(scores) - keep)[len(scores) - keep]
+    above = np.flatnonzero(scores > cut)
+    ties = np.flatnonzero(scores == cut)
+    if key is not None:
+        ties = ties[np.argsort(key[ties], kind="stable")]
+    return np.sort(np.concatenate([above, ties[: keep - len(above)]]))
