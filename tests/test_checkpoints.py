@@ -265,8 +265,12 @@ def test_bad_inputs(tmp_path, jina_folder):
         model.encode("x", dim=256)
     with pytest.raises(TypeError, match="text #1"):
         model.encode(["ok", None])
-    with pytest.raises(ValueError, match="doc_maxlen"):
-        model.encode("x", doc_maxlen=0)
+    for bad in (0, 12289, 10**9):  # past 12288 it was taken per call, unbounded (the config refused it)
+        with pytest.raises(ValueError, match=r"doc_maxlen must be in \[4, 12288\]"):
+            model.encode("x", doc_maxlen=bad)
+    for bad in (6.0, "300", True):
+        with pytest.raises(TypeError, match="doc_maxlen must be an integer"):
+            model.encode("x", doc_maxlen=bad)
     for dtype, to_numpy in ((np.int8, True), ("U10", True), (bool, True), (torch.int8, False), (torch.int8, True)):
         with pytest.raises(TypeError, match="dtype must be a float type"):  # int8 gave zeros, "U10" strings
             model.encode("x", dtype=dtype, to_numpy=to_numpy)
@@ -399,3 +403,40 @@ def test_strip_text_as_sentence_transformers_does():
     assert strip.content_ids([text]) == strip.content_ids(["hello world"])
     spans = [(s.start, s.end) for s in strip.token_spans(text, is_query=False) if s.start is not None]
     assert [text[a:b] for a, b in spans] == ["hello", "world"]
+
+
+def test_documents_past_doc_maxlen_are_cut_aloud(jina_folder):
+    """Text past doc_maxlen is never encoded, so it can never be found: say how many documents
+    lost some, as the CLI's skipped-rows note does (it was silent)."""
+    import warnings
+
+    model = load_model(jina_folder[0])
+    specials = 2 + len(model.tokenizer.doc_marker_ids)
+    short, long = "alpha beta", " ".join(["alpha beta gamma delta"] * 10)
+    limit = max(4, len(_content(model, short)) + specials)  # the short one just fits
+    with pytest.warns(UserWarning, match=rf"1 of 2 document\(s\) are longer than doc_maxlen \({limit} tokens\)"):
+        cut = model.encode([short, long], doc_maxlen=limit)
+    assert len(cut[1]) <= limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.encode([short, long])  # within the model's own doc_maxlen: no warning
+    with pytest.raises(ValueError, match="leaves no room for text"):  # bundled e5: "passage:" is 2 tokens
+        load_model().encode(short, doc_maxlen=4)
+    # score and rerank take the same per-call limit
+    with pytest.warns(UserWarning, match="cut there"):
+        ranked = model.rerank("alpha", [short, long], doc_maxlen=limit)
+    with pytest.warns(UserWarning, match="cut there"):
+        scores = model.score("alpha", [short, long], doc_maxlen=limit)
+    assert [r["score"] for r in sorted(ranked, key=lambda r: r["index"])] == pytest.approx(scores[0].tolist(), abs=1e-5)
+
+
+def test_score_packs_documents_of_any_length():
+    """score() equals each document's own MaxSim, however unequal the lengths in one call."""
+    model = load_model()
+    docs = ["berlin", "berlin is the capital of germany " * 40, "paris is in france", ""]
+    scores = model.score(["capital of germany", "france"], docs)
+    for qi, query in enumerate(["capital of germany", "france"]):
+        q = model.encode(query, is_query=True)
+        for di, doc in enumerate(docs):
+            d = model.encode(doc)
+            assert float(scores[qi, di]) == pytest.approx(float((q @ d.T).max(1).sum()), abs=1e-4)

@@ -16,6 +16,15 @@ MAX_DOC_TOKENS = 8192
 MAX_DOC_TOKENS_EXTENDED = 12288  # with rotary scaling (see EncoderConfig.rope_scaling)
 
 
+def check_doc_maxlen(doc_maxlen) -> None:
+    """The one rule for a document length limit, in a config or given per call."""
+    if isinstance(doc_maxlen, bool) or not isinstance(doc_maxlen, int) and not hasattr(doc_maxlen, "__index__"):
+        raise TypeError(f"doc_maxlen must be an integer, got {doc_maxlen!r}")
+    if not 4 <= doc_maxlen <= MAX_DOC_TOKENS_EXTENDED:
+        raise ValueError(f"doc_maxlen must be in [4, {MAX_DOC_TOKENS_EXTENDED}] tokens, got {doc_maxlen} "
+                         "(split longer texts into passages)")
+
+
 @dataclass
 class ColBERTConfig:
     """How queries and documents are tokenised and projected.
@@ -55,10 +64,7 @@ class ColBERTConfig:
     def __post_init__(self) -> None:
         if self.query_maxlen < 4:
             raise ValueError(f"query_maxlen must be at least 4, got {self.query_maxlen}")
-        if not 4 <= self.doc_maxlen <= MAX_DOC_TOKENS_EXTENDED:
-            raise ValueError(
-                f"doc_maxlen must be in [4, {MAX_DOC_TOKENS_EXTENDED}], got {self.doc_maxlen}"
-            )
+        check_doc_maxlen(self.doc_maxlen)
         if self.skiplist_rule not in ("pieces", "colbert", "exact"):
             raise ValueError(f"skiplist_rule must be pieces, colbert or exact, got {self.skiplist_rule!r}")
         if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.trained_dims):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,9 +22,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from polylate.config import MATRYOSHKA_DIMS, ColBERTConfig
+from polylate.config import MATRYOSHKA_DIMS, MAX_DOC_TOKENS_EXTENDED, ColBERTConfig, check_doc_maxlen
 from polylate.model.encoder import Encoder, EncoderConfig
-from polylate.scoring import check_top_n, maxsim, rerank as rerank_vectors
+from polylate.scoring import check_top_n, maxsim_packed, pack, rerank as rerank_vectors
 from polylate.text.tokenizer import ColBERTTokenizer, TokenBatch
 
 NATIVE_CONFIG = "polylate.json"
@@ -181,16 +182,25 @@ class ColBERT(nn.Module):
             self._projection(d)  # validate early
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if doc_maxlen is not None and (isinstance(doc_maxlen, bool) or not isinstance(doc_maxlen, (int, np.integer))):
-            raise TypeError(f"doc_maxlen must be an integer, got {doc_maxlen!r}")
-        if doc_maxlen is not None and doc_maxlen < 4:
-            raise ValueError(f"doc_maxlen must be at least 4, got {doc_maxlen}")
+        if doc_maxlen is not None:
+            check_doc_maxlen(doc_maxlen)
+            specials = int(doc_maxlen) - self.tokenizer.max_doc_content(int(doc_maxlen))
+            if specials >= doc_maxlen:
+                raise ValueError(f"doc_maxlen {doc_maxlen} leaves no room for text: <s>, the document marker "
+                                 f"and </s> take {specials} tokens")
         dtype = _output_dtype(dtype, to_numpy)
         if is_query:
             sequences = self.tokenizer.sequences(texts, True)
             pieces = [(i, seq, 0, len(seq)) for i, seq in enumerate(sequences)]
         else:
             content = self.tokenizer.content_ids(texts)
+            room = self.tokenizer.max_doc_content(doc_maxlen)
+            cut = sum(len(c) > room for c in content)
+            if cut:  # as ColBERT does; said aloud, since the cut-off text can never be found
+                warnings.warn(f"{cut} of {len(content)} document(s) are longer than doc_maxlen "
+                              f"({doc_maxlen or self.config.doc_maxlen} tokens) and were cut there: "
+                              "their text past it is not encoded; split long texts into passages "
+                              f"(or raise doc_maxlen, up to {MAX_DOC_TOKENS_EXTENDED})", stacklevel=3)
             pieces = [(i, *w) for i, c in enumerate(content)
                       for w in self.tokenizer.doc_windows(c, doc_maxlen, self.max_doc_tokens)]
         order = sorted(range(len(pieces)), key=lambda p: -len(pieces[p][1]))
@@ -222,9 +232,12 @@ class ColBERT(nn.Module):
 
     # -- scoring ---------------------------------------------------------------------------
 
-    def score(self, queries: Sequence[str], documents: Sequence[str], dim: int | None = None):
+    def score(self, queries: Sequence[str], documents: Sequence[str], dim: int | None = None,
+              doc_maxlen: int | None = None) -> torch.Tensor:
         """MaxSim of every query against every document → [n_queries, n_documents]
-        (a single string counts as one query or one document)."""
+        (a single string counts as one query or one document). Documents are scored packed,
+        never padded to the longest: one long document beside many short ones costs its own
+        tokens, not their number times its length."""
         for name, value in (("queries", queries), ("documents", documents)):
             if not isinstance(value, str) and (not hasattr(value, "__iter__") or isinstance(value, (bytes, Mapping))):
                 raise TypeError(f"{name} must be a string or a sequence of strings, got {type(value).__name__}")
@@ -232,22 +245,14 @@ class ColBERT(nn.Module):
         documents = [documents] if isinstance(documents, str) else list(documents)
         dim = self.config.dim if dim is None else dim
         q = self.encode(queries, is_query=True, dim=dim, to_numpy=False)
-        d = self.encode(documents, is_query=False, dim=dim, to_numpy=False)
-        width = max((t.shape[0] for t in d), default=0)
-        padded = torch.zeros(len(d), width, dim)
-        mask = torch.zeros(len(d), width, dtype=torch.bool)
-        for i, t in enumerate(d):
-            padded[i, : t.shape[0]] = t.float().cpu()
-            mask[i, : t.shape[0]] = True
+        d = self.encode(documents, is_query=False, dim=dim, doc_maxlen=doc_maxlen, to_numpy=False)
         if not q or not d:
             return torch.zeros(len(q), len(d))
-        if len({t.shape[0] for t in q}) == 1:  # mask-expanded queries all have query_maxlen rows
-            return maxsim(torch.stack([t.float().cpu() for t in q]), padded, mask)
-        # without query expansion each query has its own length
-        return torch.stack([maxsim(t.float().cpu(), padded, mask) for t in q])
+        packed, lengths = pack([t.float().cpu() for t in d])
+        return torch.stack([maxsim_packed(t.float().cpu(), packed, lengths) for t in q])
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
-               dim: int | None = None) -> list[dict]:
+               dim: int | None = None, doc_maxlen: int | None = None) -> list[dict]:
         """Order documents for one query → [{index, score, document}], best first (ties keep
         the documents' order)."""
         if not isinstance(query, str):
@@ -255,7 +260,7 @@ class ColBERT(nn.Module):
         documents = [documents] if isinstance(documents, str) else list(documents)
         check_top_n(top_n)  # before the encoding, not after
         q = self.encode(query, is_query=True, dim=dim, to_numpy=False)
-        d = self.encode(documents, is_query=False, dim=dim, to_numpy=False)
+        d = self.encode(documents, is_query=False, dim=dim, doc_maxlen=doc_maxlen, to_numpy=False)
         ranked = rerank_vectors(q.float().cpu(), [t.float().cpu() for t in d], top_n)
         return [{"index": i, "score": s, "document": documents[i]} for i, s in ranked]
 
