@@ -113,7 +113,8 @@ def test_text_files_bad_input_and_locked_indexes(corpus, tmp_path):
     bad = tmp_path / "bad.jsonl"
     for rows, message in (([{"_id": "a", "text": 5}], "'text' must be a string"),
                           ([{"_id": None, "text": "x"}], "'_id' must be"),
-                          ([{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}], "bad.jsonl:2: id 'a' again")):
+                          ([{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}], "bad.jsonl:2: id 'a' again"),
+                          ([{"_id": "a\nb", "text": "x"}], "bad.jsonl:1: id holds a control character")):
         bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
         res = runner.invoke(app, ["index", "add", str(index), "-i", str(bad)])
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output

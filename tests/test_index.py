@@ -515,6 +515,7 @@ def test_inputs_are_checked_before_anything_is_written(tmp_path, corpus):
             (["a\udc80"], corpus.docs[1:2], None, ValueError, "not valid Unicode"),
             (["a"], corpus.docs[1:2], ["caf\udce9"], ValueError, "text is not valid Unicode"),
             ([["a"]], corpus.docs[1:2], None, ValueError, "id must be a non-empty string"),
+            (["a\tb"], corpus.docs[1:2], None, ValueError, "id holds a control character"),
             (["a"], [np.array([[object()] * 64])], None, ValueError, "must be numbers")):
         with pytest.raises(error, match=match):
             idx.add(ids, vectors, texts=texts)

@@ -134,6 +134,8 @@ def test_bad_requests_do_not_lose_data(client, tmp_path):
         ({"documents": [{"id": "n", "text": 12}]}, 422, "string"),
         ({"documents": [{"id": "", "text": "t"}]}, 422, "id"),
         ({"documents": [{"id": "  ", "text": "t"}]}, 422, "blank"),
+        # an id with a newline cannot be written to an ids file or a TREC run
+        ({"documents": [{"id": "a\nb", "text": "t"}]}, 422, "documents[0].id holds a control character"),
         ({"documents": [{"id": "empty", "text": " "}]}, 422, "text is blank"),
         ({"documents": []}, 422, "documents"),
     ]

@@ -109,6 +109,7 @@ def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[
     """(ids, texts) from arguments, a .txt[.gz] (one per non-blank line) or BEIR .jsonl[.gz]
     file, or stdin. Texts without ids of their own are numbered from ``first_id``."""
     from polylate.eval.beir import DatasetError, _lines, _numbered_rows, doc_text
+    from polylate.index.plaid import id_problem
 
     if texts:
         lines = texts
@@ -133,6 +134,9 @@ def read_texts(path: Path | None, texts: list[str], first_id: int = 0) -> tuple[
                 doc_id = str(row["_id"])
                 if doc_id in where:
                     _fail(f"{path}:{n}: id {doc_id!r} again (first at line {where[doc_id]})")
+                problem = id_problem(doc_id)  # refused here, before hours of encoding, not after
+                if problem:
+                    _fail(f"{path}:{n}: id {problem}, got {doc_id!r}")
                 where[doc_id] = n
                 text = doc_text(path, n, row)
                 if not text:  # markers only: it would match every query a little

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -114,14 +115,25 @@ def _utf8(text: str) -> bool:
         return False
 
 
+def id_problem(doc_id) -> str | None:
+    """Why ``doc_id`` cannot be a document id, or None. Control characters are refused: an id
+    with a newline or tab cannot be written to an ids file (one per line) or a TREC run."""
+    if not isinstance(doc_id, str) or not doc_id:
+        return "must be a non-empty string"
+    if not _utf8(doc_id):
+        return "is not valid Unicode text (a lone surrogate?)"
+    if any(unicodedata.category(c) == "Cc" for c in doc_id):
+        return "holds a control character (newline, tab, ...)"
+    return None
+
+
 def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) -> None:
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids but {len(vectors)} documents")
     for i, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise ValueError(f"document #{i}: id must be a non-empty string, got {doc_id!r}")
-        if not _utf8(doc_id):
-            raise ValueError(f"document #{i}: id {doc_id!r} is not valid Unicode text (a lone surrogate?)")
+        problem = id_problem(doc_id)
+        if problem:
+            raise ValueError(f"document #{i}: id {problem}, got {doc_id!r}")
     if len(set(ids)) != len(ids):
         seen, dup = set(), []
         for i in ids:

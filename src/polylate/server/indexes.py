@@ -28,7 +28,7 @@ from pathlib import Path
 
 from polylate.model import identity
 from polylate.model.identity import model_mismatch, model_record
-from polylate.index.plaid import PlaidIndex, SearchSettings
+from polylate.index.plaid import PlaidIndex, SearchSettings, id_problem
 from polylate.index.storage import (MANIFEST, SERVER_META, IndexStoreError, WriterLock, read_manifest,
                                      read_server_meta)
 from polylate.index.storage import write_json as _write_json
@@ -112,10 +112,9 @@ def check_documents(ids: list[str], texts: list[str]) -> None:
             raise RegistryError(422, f"documents[{i}].id is blank")
         if not text.strip():  # encoded as markers only, it would match every query a little
             raise RegistryError(422, f"documents[{i}].text is blank")
-        try:
-            doc_id.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RegistryError(422, f"documents[{i}].id is not valid Unicode text") from None
+        problem = id_problem(doc_id)
+        if problem:
+            raise RegistryError(422, f"documents[{i}].id {problem}, got {doc_id!r}")
 
 
 def check_served(runner: ModelRunner, name: str, model: dict, dim: int) -> None:
