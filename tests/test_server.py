@@ -302,7 +302,7 @@ def test_request_limits(model, tmp_path):
         res = c.post("/v1/multi-vector", json={"input": ["Paris is the capital of France."] * 6, **doc})
         assert res.status_code == 413 and "max_request_tokens" in _detail(res)
         res = c.post("/v1/rerank", json={"query": "capital", "documents": ["Paris is the capital of France."] * 6})
-        assert res.status_code == 413 and "documents bring the request to" in _detail(res)
+        assert res.status_code == 413 and "the request's texts come to" in _detail(res)
         # rerank's limit is the request's total: three documents fill it alone, the query tips it over
         res = c.post("/v1/rerank", json={"query": text, "documents": [text] * 3})
         assert res.status_code == 413 and "max_request_tokens" in _detail(res)

@@ -148,12 +148,12 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         """Count, size and token checks; ``also``: tokens the same request encodes elsewhere
         (rerank's query), so the limit holds for the request's total. Returns the tokens."""
         check_batch(len(texts), settings.max_batch, what)
-        check_texts(texts, settings.max_text_chars, what)
+        check_texts(texts, settings.max_text_chars, what, single=what == "query")
         # the encoder's work is tokens, not characters or texts: 128 texts of 16k characters
         # are ~10 minutes of a 2-core CPU, holding the model from every other request
         tokens = runner.count_tokens(texts, is_query) + also
         if tokens > settings.max_request_tokens:
-            raise HTTPException(413, f"{what} bring the request to {tokens} tokens; this server encodes at most "
+            raise HTTPException(413, f"the request's texts come to {tokens} tokens; this server encodes at most "
                                      f"{settings.max_request_tokens} per request (max_request_tokens)")
         return tokens
 

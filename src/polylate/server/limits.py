@@ -80,14 +80,16 @@ def check_batch(count: int, max_batch: int, what: str = "input", setting: str = 
                                  f"per request ({setting})")
 
 
-def check_texts(texts: Sequence[str], max_chars: int, what: str = "input") -> None:
-    """Length limit, and text that cannot become UTF-8 (lone surrogates from JSON escapes)."""
+def check_texts(texts: Sequence[str], max_chars: int, what: str = "input", single: bool = False) -> None:
+    """Length limit, and text that cannot become UTF-8 (lone surrogates from JSON escapes).
+    ``single``: ``what`` names one text (rerank's query), not a list of them."""
     for i, text in enumerate(texts):
+        name = what if single else f"{what}[{i}]"
         if len(text) > max_chars:
-            raise HTTPException(413, f"{what}[{i}] has {len(text)} characters; the limit is {max_chars} "
+            raise HTTPException(413, f"{name} has {len(text)} characters; the limit is {max_chars} "
                                      "(max_text_chars)")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise HTTPException(422, f"{what}[{i}] is not valid Unicode text ({exc.reason} at "
+            raise HTTPException(422, f"{name} is not valid Unicode text ({exc.reason} at "
                                      f"position {exc.start})") from None
