@@ -24,6 +24,7 @@ def test_one_string_is_never_read_as_ids(tmp_path):
     rng = np.random.default_rng(0)
     ids = [str(i) for i in range(15)]
     vectors = [rng.standard_normal((3, 16)).astype(np.float32) for _ in ids]
+    vectors = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vectors]
     idx = PlaidIndex.build(tmp_path / "idx", ids, vectors, texts=[f"doc {i}" for i in ids])
     for call in (lambda: idx.delete("12"), lambda: idx.documents("34")):
         with pytest.raises(TypeError, match="not one string"):
