@@ -120,6 +120,11 @@ def test_index_errors(client):
     assert "nope" not in client.app.state.registry._entries  # unknown names leave no trace
     for bad in ({"query": ""}, {"query": "  "}, {"query": "x", "k": 0}, {"query": "x", "k": 1001}, {"query": ["x"]}):
         assert client.post("/v1/indexes/x1/search", json=bad).status_code == 422, bad
+    # a field the body does not have is named, not ignored ("top_k" was answered as if absent)
+    res = client.post("/v1/indexes/x1/search", json={"query": "x", "top_k": 3})
+    assert res.status_code == 422 and "top_k" in res.text and "Extra inputs are not permitted" in res.text
+    res = client.post("/v1/indexes/x1/documents", json={"documents": [{"id": "a", "text": "t", "metadata": {}}]})
+    assert res.status_code == 422 and "metadata" in res.text
 
 
 def test_bad_requests_do_not_lose_data(client, tmp_path):
@@ -283,7 +288,7 @@ def test_an_index_the_server_created_empty_works_from_the_cli(client, tmp_path):
     assert res.exit_code == 0 and f"{len(DOCS)} in the index" in res.output, res.output
     stats = client.get("/v1/indexes/e2").json()  # the server sees what the CLI built, at its settings
     assert stats["documents"] == len(DOCS) and stats["dim"] == 96 and stats["nbits"] == 4
-    res = client.post("/v1/indexes/e2/search", json={"query": "What is the capital of Germany?", "top_k": 3})
+    res = client.post("/v1/indexes/e2/search", json={"query": "What is the capital of Germany?", "k": 3})
     assert "de-berlin" in _ids(res)
 
 

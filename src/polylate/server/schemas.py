@@ -194,12 +194,19 @@ class RerankResponse(BaseModel):
 # -- indexes ---------------------------------------------------------------------------------
 
 
+#: polylate's own request bodies refuse fields they do not know (a typo such as "top_k" for
+#: "k" was answered as if absent); the Jina-compatible bodies stay lenient for Jina's clients
+STRICT_FIELDS = ConfigDict(extra="forbid")
+
+
 class Document(BaseModel):
+    model_config = STRICT_FIELDS
     id: str = Field(..., min_length=1, max_length=512)
     text: str
 
 
 class CreateIndexRequest(BaseModel):
+    model_config = STRICT_FIELDS
     name: IndexName
     dim: int | None = Field(None, strict=True, description="128, 96 or 64 (default: the model's)")
     nbits: Literal[1, 2, 4] = Field(2, description="residual bits per dimension")
@@ -208,16 +215,19 @@ class CreateIndexRequest(BaseModel):
 
 
 class AddDocumentsRequest(BaseModel):
+    model_config = STRICT_FIELDS
     documents: list[Document] = Field(..., min_length=1)
     replace: bool = Field(False, strict=True, description="replace documents whose id is already indexed")
 
 
 class DeleteDocumentsRequest(BaseModel):
+    model_config = STRICT_FIELDS
     ids: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(..., min_length=1)
     missing_ok: bool = Field(False, strict=True, description="ignore ids that are not in the index")
 
 
 class SearchRequest(BaseModel):
+    model_config = STRICT_FIELDS
     query: str = Field(..., min_length=1, pattern=r"\S", description="the query text (not blank)")
     k: int = Field(10, ge=1, le=1000, strict=True)
     filter_ids: list[str] | None = Field(None, description="only these documents may be returned")
