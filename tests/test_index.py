@@ -72,6 +72,22 @@ def test_codec_pack_unpack_and_quality(corpus):
     assert cos[1] < cos[2] < cos[4] and cos[2] > 0.9
 
 
+def test_codec_keeps_centroids_in_float16(tmp_path, corpus):
+    """Saved as float16 (half the codec's bytes) without a change of value: they were rounded
+    before any residual was taken. A codec written float32 by an older version stays float32."""
+    flat = np.concatenate(corpus.docs).astype(np.float32)
+    codec = ResidualCodec.train(flat, nbits=2, num_centroids=64, niter=3)
+    codec.save(tmp_path)
+    assert np.load(tmp_path / "centroids.npy").dtype == np.float16
+    again = ResidualCodec.load(tmp_path, 2)
+    assert again.centroids.dtype == np.float32 and np.array_equal(again.centroids, codec.centroids)
+    assert np.array_equal(again.compress(flat[:300])[1], codec.compress(flat[:300])[1])
+    old = ResidualCodec(codec.centroids + np.float32(1e-6), codec.cutoffs, codec.weights, 2)
+    (tmp_path / "old").mkdir()
+    old.save(tmp_path / "old")
+    assert np.load(tmp_path / "old" / "centroids.npy").dtype == np.float32
+
+
 def test_search_agrees_with_exact(built, corpus, exact):
     recalls, wide = [], []
     for i in range(0, 600, 15):

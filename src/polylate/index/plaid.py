@@ -1,11 +1,11 @@
 """PLAID-style compressed late-interaction index: build, add, delete, search.
 
-Search (per segment, then merged): query tokens probe their nearest centroids' inverted
-lists for candidates → centroid interaction with pruning (each token stands in for its
-centroid; tokens whose centroid no query token likes are skipped) keeps ``ndocs`` →
-centroid interaction without pruning keeps ``ndocs/4`` → those are scored with MaxSim on
+Search: query tokens probe their nearest centroids' inverted lists → approximate scores from
+the postings alone (pruned: cells no query token likes count 0) keep ``ndocs`` → centroid
+interaction over every token of those keeps ``ndocs/4`` → those are scored with MaxSim on
 their decompressed vectors, or, when the index keeps the original float16 vectors, on those
 (read in place; as fast as decompressing), so the final scores and order are exact MaxSim.
+Each cut is taken over all segments together, so segmentation does not change answers.
 
 Documents carry the caller's string ids. Adding writes new immutable segments; deleting
 writes new tombstones; both become visible in one atomic manifest commit (storage.py).
