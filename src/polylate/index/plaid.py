@@ -782,8 +782,8 @@ class PlaidIndex:
 
     def _search_segments(self, q, centroid_scores, cells, cell_scores, masks, k, settings):
         """Stages 2-4 with each stage's cut taken over all segments together, so an index in
-        many segments (adds, a build in parts) costs and answers as one segment would: cut per
-        segment, stages 3 and 4 ran once per segment (ten segments, ~5x the latency)."""
+        many segments (adds, a build in parts) costs and answers as one segment would (cut per
+        segment, stages 3 and 4 ran once per segment: 16 segments were 6x one segment's latency)."""
         keep = max(k, settings.ndocs // 4)
         bases = np.cumsum([0] + [seg.num_docs for seg in self.segments])
         live = [seg.num_live if allowed is None else int((~seg.deleted & allowed).sum())
@@ -796,37 +796,31 @@ class PlaidIndex:
                                                  cells, cell_scores, seg.deleted,
                                                  _NO_FILTER if allowed is None else allowed, allowed is not None)
                     probed.append((si, docs, approx))
-        pool: list[np.ndarray | None] = [None] * len(self.segments)  # stage-3 candidates
         if sum(len(docs) for _, docs, _ in probed) >= k:
             # stage 2: interaction through the probed inverted lists only (no token reads)
-            for si, docs in _top_per_segment(probed, max(settings.ndocs, k), bases):
-                pool[si] = docs
+            pool = dict(_top_per_segment(probed, max(settings.ndocs, k), bases))  # segment → candidates
         else:
             # no more documents (in the index, or let through by the filter) than stage 4 would
             # score anyway, or the probed lists hold fewer than k of them (a narrow filter, a
             # small index with few documents per cell): take every live (allowed) one
-            pool = [np.flatnonzero(~seg.deleted if allowed is None else ~seg.deleted & allowed)
-                    for seg, allowed in zip(self.segments, masks)]
-        pool_sizes = [0 if c is None else len(c) for c in pool]
-        if sum(pool_sizes) > keep:  # stage 3: centroid interaction over every token of the survivors
-            approx = []
-            for si, cand in enumerate(pool):
-                if cand is not None and len(cand):
-                    seg = self.segments[si]
-                    scores = self._guarded(seg, kernels.centroid_interaction, seg.codes, seg.offsets, cand,
-                                           centroid_scores)
-                    if np.isnan(scores).any():
-                        raise self._damaged(seg)
-                    approx.append((si, cand, scores))
-            for si in range(len(pool)):
-                pool[si] = None
-            for si, cand in _top_per_segment(approx, keep, bases):
-                pool[si] = cand
+            pool = {si: np.flatnonzero(~seg.deleted if allowed is None else ~seg.deleted & allowed)
+                    for si, (seg, allowed) in enumerate(zip(self.segments, masks))}
+        if sum(len(cand) for cand in pool.values()) > keep:
+            # stage 3: centroid interaction over every token of the survivors
+            approx = [(si, cand, self._centroid_interaction(self.segments[si], cand, centroid_scores))
+                      for si, cand in pool.items() if len(cand)]
+            pool = dict(_top_per_segment(approx, keep, bases))
         hits = []
-        for si, cand in enumerate(pool):  # stage 4: MaxSim of the survivors
-            if cand is not None and len(cand):
+        for si, cand in pool.items():  # stage 4: MaxSim of the survivors
+            if len(cand):
                 hits.extend(self._guarded(self.segments[si], self._score, self.segments[si], q, cand, k))
         return hits
+
+    def _centroid_interaction(self, seg, cand, centroid_scores):
+        scores = self._guarded(seg, kernels.centroid_interaction, seg.codes, seg.offsets, cand, centroid_scores)
+        if np.isnan(scores).any():
+            raise self._damaged(seg)
+        return scores
 
     def _guarded(self, seg, kernel, *args):
         """A kernel's out-of-range read of ``seg`` as the index damage it is."""
