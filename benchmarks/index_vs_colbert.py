@@ -15,14 +15,18 @@ polylate/colbert-ai ratios, and three quality columns:
   (labelled quality; exact MaxSim's own value is the ceiling).
 
     python benchmarks/index_vs_colbert.py [--docs 120000] [--queries 300]
-        [--embeddings benchmarks/.cache/<folder>] [--settings 4,0.4,4096 ...]
+        [--embeddings benchmarks/.cache/<folder>] [--settings 4,0.4,4096 ...] [--threads N]
 
-Rows: each engine at its defaults; colbert-ai at its widest search (16 cells, no pruning,
-ndocs 16384: its recall ceiling); polylate's ``thorough`` preset with and without the kept
-float16 originals (with them, stage 4 scores the candidates exactly).
+Rows: each engine at its defaults; polylate at colbert-ai's settings (1,0.5,256: the same
+work, for a like-for-like latency ratio); colbert-ai at its widest search (16 cells, no
+pruning, ndocs 16384: its recall ceiling); polylate's ``thorough`` preset with and without the
+kept float16 originals (with them, stage 4 scores the candidates exactly, at ~7x the bytes).
 
 colbert-ai runs in its own venv (benchmarks/peers/setup_colbert_venv.sh); without it the
-table has polylate's rows only.
+table has polylate's rows only. It is built in the same run as polylate (``--fast-assign``:
+its nearest-centroid step without torch 2.x's CPU slowdown, the same index; see
+peers/README.md). The exact row's latency comes from the run that cached the ground truth.
+``--threads 1`` gives the steadiest ratios on a shared machine.
 """
 
 from __future__ import annotations
@@ -212,6 +216,11 @@ def exact_truth(folder: Path, docs, queries, depth: int = 50) -> dict:
     return truth
 
 
+#: colbert-ai's own settings for k <= 10 (ncells 1, threshold 0.5, ndocs 256): polylate doing
+#: the same amount of work as the peer at its defaults, for a like-for-like latency ratio
+PEER_DEFAULTS = SearchSettings(1, 0.5, 256)
+
+
 def _settings(text: str) -> SearchSettings:
     ncells, threshold, ndocs = text.split(",")
     return SearchSettings(int(ncells), float(threshold), int(ndocs))
@@ -230,10 +239,22 @@ def main() -> None:
                     help="reuse a cached embeddings folder (benchmarks/.cache/…) instead of encoding")
     ap.add_argument("--settings", type=_settings, nargs="*", default=[],
                     help="extra polylate rows at ncells,threshold,ndocs (e.g. 4,0.4,4096)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both engines and the exact baseline (default: all cores); on a "
+                         "shared machine 1 gives the steadiest ratios")
     ap.add_argument("--skip-peer", action="store_true")
-    ap.add_argument("--rerun-peer", action="store_true", help="rebuild colbert-ai even if a result is cached")
+    ap.add_argument("--reuse-peer-build", action="store_true",
+                    help="take colbert-ai's build time from an earlier run (its searches are timed anew); "
+                         "by default it is rebuilt beside polylate's build")
+    ap.add_argument("--peer-stock-assign", action="store_true",
+                    help="build colbert-ai with its stock nearest-centroid step (5-6x slower on CPU under "
+                         "torch 2.x, same index; peers/README.md) instead of --fast-assign")
     args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        import numba
+
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
 
     folder = args.embeddings or embeddings(args.docs, args.queries)
     docs, queries = unpack(folder)
@@ -247,12 +268,16 @@ def main() -> None:
     rows = {"exact MaxSim (fp16 originals)": {"build_seconds": float("nan"), "bytes_per_token": 2.0 * docs[0].shape[1],
                                               "latencies_ms": truth["latencies_ms"], "results": top_ids}}
     out = folder / "colbert-ai.json"
+    if not PEER_PY.exists() and not args.skip_peer:
+        print(f"note: no colbert-ai at {PEER_PY} (benchmarks/peers/setup_colbert_venv.sh makes it): "
+              "polylate's rows only, no ratios")
     if PEER_PY.exists() and not args.skip_peer:
         cmd = [str(PEER_PY), str(PEER), "--docs", str(folder / "docs.npz"), "--queries",
                str(folder / "queries.npz"), "--index-dir", str(folder / "colbert-ai-index"),
                "--nbits", "2", "--k", str(args.k), "--threads", str(torch.get_num_threads())]
-        if args.rerun_peer or not out.exists():
-            subprocess.run(cmd + ["--out", str(out)], check=True)  # build + search
+        if not args.reuse_peer_build or not out.exists():  # build + search, now, beside ours
+            subprocess.run(cmd + ["--out", str(out)] + ([] if args.peer_stock_assign else ["--fast-assign"]),
+                           check=True)
         else:  # keep the recorded build; time its search again, now, beside ours
             fresh = folder / "colbert-ai-search.json"
             subprocess.run(cmd + ["--out", str(fresh), "--reuse-index"], check=True)
@@ -271,7 +296,7 @@ def main() -> None:
     for keep_vectors in (False, True):
         idx, built = polylate_build(folder, docs, keep_vectors)
         name = "polylate PLAID" + (" + fp16 rerank" if keep_vectors else "")
-        for settings in [None, thorough, *args.settings]:
+        for settings in [None, thorough, PEER_DEFAULTS, *args.settings]:
             label = name if settings is None else (f"{name} thorough" if settings is thorough else f"{name} {_label(settings)}")
             rows[label] = {**built, **polylate_search(idx, queries, args.k, settings)}
 
@@ -291,8 +316,11 @@ def main() -> None:
               f"{np.percentile(lat, 95):>9.2f}{recall(r['results'], top_ids, args.k):>11.4f}"
               f"{tie_recall(r['results'], docs, queries, kth, args.k):>9.4f}"
               f"{success(r['results'], relevant, args.k):>11.4f}{r['bytes_per_token']:>11.1f}")
-    pairs = [("polylate PLAID", "colbert-ai PLAID", "defaults"),
-             ("polylate PLAID + fp16 rerank thorough", "colbert-ai PLAID 16,0,16384", "widest / thorough")]
+    pairs = [("polylate PLAID", "colbert-ai PLAID", "each at its defaults"),
+             (f"polylate PLAID {_label(PEER_DEFAULTS)}", "colbert-ai PLAID", "both at colbert-ai's settings"),
+             ("polylate PLAID thorough", "colbert-ai PLAID 16,0,16384", "widest / thorough, same storage"),
+             ("polylate PLAID + fp16 rerank thorough", "colbert-ai PLAID 16,0,16384",
+              "widest / thorough, polylate keeping fp16 originals: ~7x the bytes/token")]
     for ours_name, peer_name, what in pairs:
         ours, peer = rows.get(ours_name), rows.get(peer_name)
         if ours and peer:
