@@ -415,6 +415,30 @@ def test_many_small_adds_are_merged(tmp_path, corpus, monkeypatch):
     assert set(PlaidIndex.open(idx.root).ids) == set(corpus.ids[:110])
 
 
+def test_adds_merge_only_the_smallest_segments(tmp_path, corpus, monkeypatch):
+    """Past MAX_SEGMENTS an add merges the smallest segments, no more than MERGE_MAX_BYTES of
+    them: the big parts of a large build are never read whole into memory for it."""
+    monkeypatch.setattr(PlaidIndex, "MAX_SEGMENTS", 4)
+    parts = [(corpus.ids[s : s + 100], corpus.docs[s : s + 100], None) for s in range(100, 400, 100)]
+    idx = PlaidIndex.build(tmp_path / "m", corpus.ids[:100], corpus.docs[:100], num_centroids=32, more=parts)
+    big = {seg.name for seg in idx.segments}
+    per_token = idx.codec.bytes_per_token + 2  # uint16 codes, no kept vectors
+    monkeypatch.setattr(PlaidIndex, "MERGE_MAX_BYTES", 40 * 25 * per_token)  # < one big part, > small adds
+    q = corpus.query_for(420)
+    for start in range(400, 440, 10):
+        idx.add(corpus.ids[start : start + 10], corpus.docs[start : start + 10])
+    names = {seg.name for seg in idx.segments}
+    assert big <= names  # the four 100-document parts are untouched
+    assert len(idx.segments) < 4 + 4  # the four small adds were merged
+    reopened = PlaidIndex.open(idx.root)
+    assert sorted(reopened.ids) == sorted(corpus.ids[:440])
+    one = PlaidIndex.open(idx.root)
+    one.compact()  # asked for: everything into one
+    assert len(one.segments) == 1 and sorted(one.ids) == sorted(corpus.ids[:440])
+    assert [h.id for h in reopened.search(q, k=10, settings=EXHAUSTIVE)] == \
+        [h.id for h in one.search(q, k=10, settings=EXHAUSTIVE)]
+
+
 def test_rebuild_in_place_is_seen_by_open_handles(tmp_path, corpus):
     """A handle opened before a rebuild must not keep writing against the old index."""
     root = tmp_path / "rb"
@@ -590,7 +614,7 @@ def test_search_refuses_damage_the_open_checks_did_not_read(tmp_path, corpus, mo
 def test_an_add_whose_merge_fails_keeps_its_documents(tmp_path, corpus, monkeypatch):
     idx = PlaidIndex.build(tmp_path / "m", corpus.ids[:5], corpus.docs[:5])
     monkeypatch.setattr(PlaidIndex, "MAX_SEGMENTS", 1)
-    monkeypatch.setattr(PlaidIndex, "_compact", lambda self, manifest: (_ for _ in ()).throw(
+    monkeypatch.setattr(PlaidIndex, "_compact", lambda self, manifest, which=None: (_ for _ in ()).throw(
         OSError(28, "No space left on device")))
     with pytest.warns(UserWarning, match="documents were added, but merging .* No space left"):
         idx.add(corpus.ids[5:8], corpus.docs[5:8])

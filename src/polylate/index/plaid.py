@@ -604,8 +604,10 @@ class PlaidIndex:
             raise IndexStoreError(f"the change was committed (generation {manifest['generation']}), but "
                                   f"the index cannot be re-read: {exc}") from exc
 
-    #: more segments than this after an add → merge them (search cost grows per segment)
+    #: more segments than this after an add → merge the smallest (search cost grows per segment)
     MAX_SEGMENTS = 32
+    #: what one such merge may hold in memory (compressed tokens, and kept vectors)
+    MERGE_MAX_BYTES = 1 << 30
 
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], replace: bool = False,
             commit_every: int = 10_000, progress=None, texts: Sequence[str] | None = None) -> None:
@@ -613,7 +615,8 @@ class PlaidIndex:
 
         An id already in the index is an error unless ``replace`` (then the old version is
         deleted in the same commit as the new one is added). When adds have left more than
-        ``MAX_SEGMENTS`` segments, they are merged afterwards (also an atomic commit).
+        ``MAX_SEGMENTS`` segments, the smallest are merged afterwards (also an atomic commit;
+        at most ``MERGE_MAX_BYTES`` of them at once, so a large index is never read whole).
         """
         ids, vectors = _checked_docs(ids, vectors, self.dim)
         texts = _check_texts(texts, ids)
@@ -635,9 +638,9 @@ class PlaidIndex:
                 manifest = _writable(self.manifest)
                 if progress is not None:
                     progress(len(chunk_ids))
-            if len(self.segments) > self.MAX_SEGMENTS:  # under the same lock: no writer in between
+            if len(self.segments) > self.MAX_SEGMENTS and self._merge_choice():  # under the same lock
                 try:
-                    self._compact(manifest)
+                    self._compact(manifest, self._merge_choice())
                 except (OSError, IndexStoreError) as exc:  # the documents are committed: the merge waits
                     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                     warnings.warn(f"the documents were added, but merging the index's {len(self.segments)} "
@@ -684,10 +687,31 @@ class PlaidIndex:
         finally:
             lock.release()
 
-    def _compact(self, manifest: dict) -> None:
-        """Merge every segment into one; the caller holds the writer lock."""
+    def _merge_choice(self) -> list[int]:
+        """The segments an add's merge takes: the smallest, as many as fit in
+        ``MERGE_MAX_BYTES`` together, enough to bring the count to half of ``MAX_SEGMENTS``
+        if they fit. Large segments (a build's parts) stay as they are: merging everything, as
+        before, held the whole index in memory (a 1M-document index with kept vectors: ~25 GB)."""
+        per_token = self.codec.bytes_per_token + np.dtype(self.codec.code_dtype).itemsize + (
+            2 * self.dim if self.manifest.get("keep_vectors") else 0)
+        size = {si: int(seg.doclens[~seg.deleted].sum()) * per_token for si, seg in enumerate(self.segments)}
+        wanted = len(self.segments) - self.MAX_SEGMENTS // 2 + 1
+        chosen, total = [], 0
+        for si in sorted(size, key=lambda si: (size[si], si)):
+            if len(chosen) == wanted or total + size[si] > self.MERGE_MAX_BYTES:
+                break
+            chosen.append(si)
+            total += size[si]
+        return sorted(chosen) if len(chosen) >= 2 else []
+
+    def _compact(self, manifest: dict, which: Sequence[int] | None = None) -> None:
+        """Merge segments ``which`` (default: all) into one, dropping deleted documents; the
+        merged segment takes the place of the first of them. The caller holds the writer lock."""
+        which = list(range(len(self.segments))) if which is None else sorted(which)
+        for si in which:
+            assert manifest["segments"][si]["name"] == self.segments[si].name
         parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors", "texts")}
-        for seg in self.segments:
+        for seg in (self.segments[si] for si in which):
             live = np.flatnonzero(~seg.deleted)
             tok = _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
             parts["codes"].append(np.asarray(seg.codes[tok]))
@@ -698,9 +722,8 @@ class PlaidIndex:
             parts["texts"].extend(seg_texts[i] if seg_texts else None for i in live)
             if seg.vectors is not None:
                 parts["vectors"].append(np.asarray(seg.vectors[tok]))
-        if not parts["ids"]:
-            manifest["segments"] = []
-        else:
+        merged = []
+        if parts["ids"]:
             codes = np.concatenate(parts["codes"])
             # (segments too large to check at every open are checked here)
             if len(codes) and int(codes.max()) >= self.codec.num_centroids:
@@ -713,8 +736,11 @@ class PlaidIndex:
                           doclens, ivf_docs, ivf_offsets, parts["ids"],
                           np.concatenate(parts["vectors"]) if parts["vectors"] else None,
                           parts["texts"] if any(t is not None for t in parts["texts"]) else None)
-            manifest["segments"] = [{"name": name, "docs": len(parts["ids"]),
-                                     "tokens": int(doclens.sum()), "deleted": None}]
+            merged = [{"name": name, "docs": len(parts["ids"]), "tokens": int(doclens.sum()), "deleted": None}]
+        if which:
+            segments, first = manifest["segments"], which[0]
+            manifest["segments"] = (segments[:first] + merged
+                                    + [m for si, m in enumerate(segments) if si > first and si not in which])
         self._commit(manifest)
 
     def export(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[str | None], list[np.ndarray] | None]]:
