@@ -439,6 +439,19 @@ def test_adds_merge_only_the_smallest_segments(tmp_path, corpus, monkeypatch):
         [h.id for h in one.search(q, k=10, settings=EXHAUSTIVE)]
 
 
+def test_an_id_stored_before_the_control_character_rule_survives_a_retrain(tmp_path, corpus):
+    """Older versions let ids with a tab in; such an index still opens, retrains (the rebuild
+    rewrites ids already stored) and deletes them. Only new ids are refused."""
+    idx = PlaidIndex.build(tmp_path / "old", corpus.ids[:40], corpus.docs[:40], keep_vectors=True)
+    ids_file = idx.root / "segments" / idx.segments[0].name / "ids.json"
+    ids_file.write_text(json.dumps(["old\tid", *corpus.ids[1:40]]))
+    idx = PlaidIndex.open(idx.root).retrain()
+    assert "old\tid" in idx and len(idx) == 40
+    with pytest.raises(ValueError, match="control character"):
+        idx.add(["new\tid"], [corpus.docs[50]])
+    assert idx.delete(["old\tid"]) == 1
+
+
 def test_rebuild_in_place_is_seen_by_open_handles(tmp_path, corpus):
     """A handle opened before a rebuild must not keep writing against the old index."""
     root = tmp_path / "rb"

@@ -121,6 +121,26 @@ def test_top_indices():
     assert kernels.top_indices(s, 10).tolist() == [0, 1, 2, 3, 4]
 
 
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, float("nan")]), min_size=1, max_size=40),
+       keep=st.integers(1, 45), seed=st.integers(0, 1000))
+def test_top_indices_cuts_ties_by_key_and_ranks_nan_last(values, keep, seed):
+    """Exactly min(keep, n) positions; none left out scores higher (NaN counts lowest); a tie
+    at the cut goes to the lowest key, so the cut does not depend on the candidates' order."""
+    scores = np.array(values, np.float32)
+    key = np.random.default_rng(seed).permutation(len(scores))
+    for k in (None, key):
+        top = kernels.top_indices(scores, keep, k)
+        assert top.tolist() == sorted(set(top.tolist())) and len(top) == min(keep, len(scores))
+        ranked = np.where(np.isnan(scores), -np.inf, scores)
+        rest = np.setdiff1d(np.arange(len(scores)), top)
+        if len(rest):
+            assert ranked[top].min() >= ranked[rest].max()
+            if k is not None:
+                cut = ranked[top].min()
+                assert k[top][ranked[top] == cut].max() < k[rest][ranked[rest] == cut].min(initial=len(scores))
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31), ncells=st.integers(1, 9), n_k=st.integers(1, 40))
 def test_probe_cells_is_the_union_of_each_tokens_best(seed, ncells, n_k):

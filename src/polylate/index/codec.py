@@ -87,8 +87,8 @@ class ResidualCodec:
 
     def __post_init__(self) -> None:
         check_codec_settings(self.centroids.shape[1], self.nbits)
-        self.centroids = np.asarray(self.centroids, np.float32)  # stored as float16, computed in float32
-        self._centroids_t = torch.from_numpy(np.ascontiguousarray(self.centroids, np.float32))
+        self.centroids = np.ascontiguousarray(self.centroids, np.float32)  # stored as float16, computed in float32
+        self._centroids_t = torch.from_numpy(self.centroids)
         self.lut = self._decode_table()  # [bytes, 256, values per byte]
         self._graph = None
 

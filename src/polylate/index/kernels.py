@@ -317,6 +317,9 @@ def top_indices(scores: np.ndarray, keep: int, key: np.ndarray | None = None) ->
     cut = np.partition(scores, len(scores) - keep)[len(scores) - keep]
     above = np.flatnonzero(scores > cut)
     ties = np.flatnonzero(scores == cut)
-    if key is not None:
-        ties = ties[np.argsort(key[ties], kind="stable")]
-    return np.sort(np.concatenate([above, ties[: keep - len(above)]]))
+    need = keep - len(above)
+    if len(ties) < need:  # NaNs, which no comparison counts: rank them below every number
+        return top_indices(np.where(np.isnan(scores), -np.inf, scores), keep, key)
+    if key is not None and len(ties) > need:  # (pruned stage-2 scores tie at 0 by the thousand)
+        ties = ties[np.argpartition(key[ties], need - 1)[:need]]
+    return np.sort(np.concatenate([above, ties[:need]]))

@@ -115,23 +115,25 @@ def _utf8(text: str) -> bool:
         return False
 
 
-def id_problem(doc_id) -> str | None:
-    """Why ``doc_id`` cannot be a document id, or None. Control characters are refused: an id
-    with a newline or tab cannot be written to an ids file (one per line) or a TREC run."""
+def id_problem(doc_id, stored: bool = False) -> str | None:
+    """Why ``doc_id`` cannot be a document id, or None. Control characters are refused in new
+    ids: an id with a newline or tab cannot be written to an ids file (one per line) or a TREC
+    run. ``stored``: an id already in the index (a retrain rewrites it), which older versions
+    let in and which must not make its index unrebuildable."""
     if not isinstance(doc_id, str) or not doc_id:
         return "must be a non-empty string"
     if not _utf8(doc_id):
         return "is not valid Unicode text (a lone surrogate?)"
-    if any(unicodedata.category(c) == "Cc" for c in doc_id):
+    if not stored and any(unicodedata.category(c) == "Cc" for c in doc_id):
         return "holds a control character (newline, tab, ...)"
     return None
 
 
-def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) -> None:
+def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int, stored: bool = False) -> None:
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids but {len(vectors)} documents")
     for i, doc_id in enumerate(ids):
-        problem = id_problem(doc_id)
+        problem = id_problem(doc_id, stored)
         if problem:
             raise ValueError(f"document #{i}: id {problem}, got {doc_id!r}")
     if len(set(ids)) != len(ids):
@@ -150,11 +152,11 @@ def _validate_docs(ids: Sequence[str], vectors: Sequence[np.ndarray], dim: int) 
             raise ValueError(f"document {doc_id!r} has NaN or infinite values")
 
 
-def _checked_docs(ids, vectors, dim: int) -> tuple[list[str], list[np.ndarray]]:
+def _checked_docs(ids, vectors, dim: int, stored: bool = False) -> tuple[list[str], list[np.ndarray]]:
     """A write's documents as an id list and arrays, checked (``_validate_docs``): what every
     store's add runs before it touches anything."""
     ids, vectors = _id_list(ids, "ids"), [np.asarray(v) for v in vectors]
-    _validate_docs(ids, vectors, dim)
+    _validate_docs(ids, vectors, dim, stored)
     return ids, vectors
 
 
@@ -334,9 +336,12 @@ class PlaidIndex:
                 manifest = read_manifest(self.root)
             except (KeyError, ValueError, TypeError, IndexError, EOFError, OSError) as exc:
                 raise IndexStoreError(f"index {self.root} is damaged: {type(exc).__name__}: {exc}") from exc
-        self.manifest, self.codec, self.segments = manifest, codec, segments
-        self._locator = {doc_id: (si, li) for si, seg in enumerate(self.segments)
-                         for li, doc_id in enumerate(seg.ids) if not seg.deleted[li]}
+        locator = {doc_id: (si, li) for si, seg in enumerate(segments)
+                   for li, doc_id in enumerate(seg.ids) if not seg.deleted[li]}
+        self.manifest, self.codec, self.segments, self._locator = manifest, codec, segments, locator
+        # what a search reads, swapped in one assignment: a search in another thread while
+        # this object reloads (after a write) sees the old state or the new, never a mix
+        self._view = (codec, segments, locator)
 
     @classmethod
     def open(cls, root: str | Path) -> PlaidIndex:
@@ -444,7 +449,8 @@ class PlaidIndex:
         if not vectors:
             raise ValueError("cannot build an index from zero documents")
         dim = int(vectors[0].shape[-1]) if vectors[0].ndim else 0
-        _validate_docs(ids, vectors, dim)
+        stored = replaces is not None  # a rebuild of this index (retrain): its ids are already in it
+        _validate_docs(ids, vectors, dim, stored)
         check_codec_settings(dim, nbits, num_centroids)  # before any folder is made
         _warn_unnormalised(ids, vectors)
         if (root / MANIFEST).exists() and not overwrite:
@@ -504,7 +510,7 @@ class PlaidIndex:
             index._append_segment(list(ids), vectors, manifest, _check_texts(texts, ids))
             seen = set(ids)
             for part_ids, part_vectors, part_texts in more or ():
-                part_ids, part_vectors = _checked_docs(part_ids, part_vectors, dim)
+                part_ids, part_vectors = _checked_docs(part_ids, part_vectors, dim, stored)
                 again = seen.intersection(part_ids)
                 if again:
                     raise ValueError(f"{len(again)} id(s) given twice, e.g. {sorted(again)[:5]}")
@@ -638,9 +644,10 @@ class PlaidIndex:
                 manifest = _writable(self.manifest)
                 if progress is not None:
                     progress(len(chunk_ids))
-            if len(self.segments) > self.MAX_SEGMENTS and self._merge_choice():  # under the same lock
+            merge = self._merge_choice() if len(self.segments) > self.MAX_SEGMENTS else []
+            if merge:  # under the same lock: no writer in between
                 try:
-                    self._compact(manifest, self._merge_choice())
+                    self._compact(manifest, merge)
                 except (OSError, IndexStoreError) as exc:  # the documents are committed: the merge waits
                     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                     warnings.warn(f"the documents were added, but merging the index's {len(self.segments)} "
@@ -777,12 +784,13 @@ class PlaidIndex:
 
     # -- searching -------------------------------------------------------------------------
 
-    def _filter_masks(self, filter_ids: Iterable[str] | None) -> list[np.ndarray | None]:
+    @staticmethod
+    def _filter_masks(filter_ids: Iterable[str] | None, segments, locator) -> list[np.ndarray | None]:
         if filter_ids is None:
-            return [None] * len(self.segments)
-        masks = [np.zeros(s.num_docs, dtype=bool) for s in self.segments]
+            return [None] * len(segments)
+        masks = [np.zeros(s.num_docs, dtype=bool) for s in segments]
         for doc_id in filter_ids:
-            loc = self._locator.get(doc_id)
+            loc = locator.get(doc_id)
             if loc is not None:
                 masks[loc[0]][loc[1]] = True
         return masks
@@ -797,26 +805,28 @@ class PlaidIndex:
             raise TypeError(f"settings must be a SearchSettings, got {type(settings).__name__}")
         settings = settings or SearchSettings.for_k(k)
         with kernels.parallel_section():
-            scores = self.codec.centroid_scores_t(q)  # [K, Lq]
-            cells = kernels.probe_cells(scores, min(settings.ncells, self.codec.num_centroids))
+            codec, segments, locator = self._view  # one consistent state for the whole search
+            scores = codec.centroid_scores_t(q)  # [K, Lq]
+            cells = kernels.probe_cells(scores, min(settings.ncells, codec.num_centroids))
             # stage-2 table: the probed cells only, pruned (cells no query token likes count 0)
             cell_scores = scores[cells]  # [cells, Lq]
             cell_scores *= cell_scores.max(axis=1, keepdims=True) >= settings.centroid_score_threshold
-            hits = self._search_segments(q, scores, cells, cell_scores, self._filter_masks(filter_ids), k, settings)
+            masks = self._filter_masks(filter_ids, segments, locator)
+            hits = self._search_segments(codec, segments, q, scores, cells, cell_scores, masks, k, settings)
         hits.sort(key=lambda h: -h[0])
         return [Hit(doc_id, score) for score, doc_id in hits[:k]]
 
-    def _search_segments(self, q, centroid_scores, cells, cell_scores, masks, k, settings):
+    def _search_segments(self, codec, segments, q, centroid_scores, cells, cell_scores, masks, k, settings):
         """Stages 2-4 with each stage's cut taken over all segments together, so an index in
         many segments (adds, a build in parts) costs and answers as one segment would (cut per
         segment, stages 3 and 4 ran once per segment: 16 segments were 6x one segment's latency)."""
         keep = max(k, settings.ndocs // 4)
-        bases = np.cumsum([0] + [seg.num_docs for seg in self.segments])
+        bases = np.cumsum([0] + [seg.num_docs for seg in segments])
         live = [seg.num_live if allowed is None else int((~seg.deleted & allowed).sum())
-                for seg, allowed in zip(self.segments, masks)]
+                for seg, allowed in zip(segments, masks)]
         probed = []  # (segment number, docs, stage-2 scores)
         if sum(live) > keep:
-            for si, (seg, allowed) in enumerate(zip(self.segments, masks)):
+            for si, (seg, allowed) in enumerate(zip(segments, masks)):
                 if live[si]:
                     docs, approx = self._guarded(seg, kernels.ivf_interaction, seg.ivf_docs, seg.ivf_offsets,
                                                  cells, cell_scores, seg.deleted,
@@ -830,16 +840,16 @@ class PlaidIndex:
             # score anyway, or the probed lists hold fewer than k of them (a narrow filter, a
             # small index with few documents per cell): take every live (allowed) one
             pool = {si: np.flatnonzero(~seg.deleted if allowed is None else ~seg.deleted & allowed)
-                    for si, (seg, allowed) in enumerate(zip(self.segments, masks))}
+                    for si, (seg, allowed) in enumerate(zip(segments, masks))}
         if sum(len(cand) for cand in pool.values()) > keep:
             # stage 3: centroid interaction over every token of the survivors
-            approx = [(si, cand, self._centroid_interaction(self.segments[si], cand, centroid_scores))
+            approx = [(si, cand, self._centroid_interaction(segments[si], cand, centroid_scores))
                       for si, cand in pool.items() if len(cand)]
             pool = dict(_top_per_segment(approx, keep, bases))
         hits = []
         for si, cand in pool.items():  # stage 4: MaxSim of the survivors
             if len(cand):
-                hits.extend(self._guarded(self.segments[si], self._score, self.segments[si], q, cand, k))
+                hits.extend(self._guarded(segments[si], self._score, codec, segments[si], q, cand, k))
         return hits
 
     def _centroid_interaction(self, seg, cand, centroid_scores):
@@ -860,7 +870,7 @@ class PlaidIndex:
     def _damaged(self, seg) -> IndexStoreError:
         return IndexStoreError(f"index {self.root} is damaged: segment {seg.name} has {kernels.DAMAGED}")
 
-    def _score(self, seg, q, cand, k):
+    def _score(self, codec, seg, q, cand, k):
         if len(cand) == 0:
             return []
         if seg.vectors is not None:  # stage 4: exact MaxSim on the kept originals
@@ -868,7 +878,7 @@ class PlaidIndex:
                                          kernels.HALF_TO_FLOAT, q)
         else:  # stage 4: MaxSim on decompressed vectors
             scores = kernels.decompressed_maxsim(seg.codes, seg.residuals, seg.offsets, cand,
-                                                 self.codec.centroids, self.codec.lut, q)
+                                                 codec.centroids, codec.lut, q)
             if np.isnan(scores).any():
                 raise self._damaged(seg)
         top = kernels.top_indices(scores, k)
