@@ -17,10 +17,10 @@ polylate/colbert-ai ratios, and three quality columns:
     python benchmarks/index_vs_colbert.py [--docs 120000] [--queries 300]
         [--embeddings benchmarks/.cache/<folder>] [--settings 4,0.4,4096 ...] [--threads N]
 
-Rows: each engine at its defaults; polylate at colbert-ai's settings (1,0.5,256: the same
+Rows: each engine at its defaults; polylate at colbert-ai's settings (k=10: 1,0.5,256; the same
 work, for a like-for-like latency ratio); colbert-ai at its widest search (16 cells, no
 pruning, ndocs 16384: its recall ceiling); polylate's ``thorough`` preset with and without the
-kept float16 originals (with them, stage 4 scores the candidates exactly, at ~7x the bytes).
+kept float16 originals (with them, stage 4 scores the candidates exactly, at 6-7x the bytes).
 
 colbert-ai runs in its own venv (benchmarks/peers/setup_colbert_venv.sh); without it the
 table has polylate's rows only. It is built in the same run as polylate (``--fast-assign``:
@@ -216,9 +216,14 @@ def exact_truth(folder: Path, docs, queries, depth: int = 50) -> dict:
     return truth
 
 
-#: colbert-ai's own settings for k <= 10 (ncells 1, threshold 0.5, ndocs 256): polylate doing
-#: the same amount of work as the peer at its defaults, for a like-for-like latency ratio
-PEER_DEFAULTS = SearchSettings(1, 0.5, 256)
+def peer_defaults(k: int) -> SearchSettings:
+    """colbert-ai's own settings for k (its Searcher's defaults: ncells, threshold, ndocs):
+    polylate doing the peer's amount of work, for a like-for-like latency ratio."""
+    if k <= 10:
+        return SearchSettings(1, 0.5, 256)
+    if k <= 100:
+        return SearchSettings(2, 0.45, 1024)
+    return SearchSettings(4, 0.4, max(k * 4, 4096))
 
 
 def _settings(text: str) -> SearchSettings:
@@ -250,11 +255,11 @@ def main() -> None:
                     help="build colbert-ai with its stock nearest-centroid step (5-6x slower on CPU under "
                          "torch 2.x, same index; peers/README.md) instead of --fast-assign")
     args = ap.parse_args()
-    if args.threads:
-        import numba
+    import numba
 
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()  # the same count for both engines
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
     folder = args.embeddings or embeddings(args.docs, args.queries)
     docs, queries = unpack(folder)
@@ -296,7 +301,7 @@ def main() -> None:
     for keep_vectors in (False, True):
         idx, built = polylate_build(folder, docs, keep_vectors)
         name = "polylate PLAID" + (" + fp16 rerank" if keep_vectors else "")
-        for settings in [None, thorough, PEER_DEFAULTS, *args.settings]:
+        for settings in [None, thorough, peer_defaults(args.k), *args.settings]:
             label = name if settings is None else (f"{name} thorough" if settings is thorough else f"{name} {_label(settings)}")
             rows[label] = {**built, **polylate_search(idx, queries, args.k, settings)}
 
@@ -317,10 +322,10 @@ def main() -> None:
               f"{tie_recall(r['results'], docs, queries, kth, args.k):>9.4f}"
               f"{success(r['results'], relevant, args.k):>11.4f}{r['bytes_per_token']:>11.1f}")
     pairs = [("polylate PLAID", "colbert-ai PLAID", "each at its defaults"),
-             (f"polylate PLAID {_label(PEER_DEFAULTS)}", "colbert-ai PLAID", "both at colbert-ai's settings"),
+             (f"polylate PLAID {_label(peer_defaults(args.k))}", "colbert-ai PLAID", "both at colbert-ai's settings"),
              ("polylate PLAID thorough", "colbert-ai PLAID 16,0,16384", "widest / thorough, same storage"),
              ("polylate PLAID + fp16 rerank thorough", "colbert-ai PLAID 16,0,16384",
-              "widest / thorough, polylate keeping fp16 originals: ~7x the bytes/token")]
+              "widest / thorough, polylate keeping fp16 originals: 6-7x the bytes/token")]
     for ours_name, peer_name, what in pairs:
         ours, peer = rows.get(ours_name), rows.get(peer_name)
         if ours and peer:
