@@ -477,7 +477,7 @@ def test_cli_eval_metrics_and_trec_runs(model, tmp_path):
                           (["--json", str(tmp_path)], "is a folder"),
                           (["--json", str(data / "corpus.jsonl" / "x.json")], "is a file, not a folder"),
                           (["--runs", str(data / "corpus.jsonl")], "is a file, not a folder"),
-                          (["--doc-maxlen", "0"], "--doc-maxlen must be at least 4"),
+                          (["--doc-maxlen", "0"], "--doc-maxlen must be in [4, 12288] tokens, got 0"),
                           # the plot's type is known before the run: it was matplotlib's error after it
                           (["--plot", str(tmp_path / "q.txt")], ".txt is not an image type matplotlib writes")):
         res = CliRunner().invoke(app, ["eval", str(data), "--dims", "64", *args])

@@ -181,7 +181,7 @@ def test_cli_rerank_bm25_first_stage(model, tmp_path):
     (["RUN", "--bm25"], "not both"),
     (["RUN", "--depth", "0"], "--depth must be at least 1, got 0"),
     (["RUN", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-    (["RUN", "--doc-maxlen", "2"], "--doc-maxlen must be at least 4, got 2"),
+    (["RUN", "--doc-maxlen", "2"], "--doc-maxlen must be in [4, 12288] tokens, got 2"),
     (["RUN", "--split", "train"], "--split train: "),
     (["RUN", "--queries", "."], "--queries . is a folder"),
     (["RUN", "--tag", "two words"], "--tag must be one word"),

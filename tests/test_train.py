@@ -458,7 +458,7 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "-o", str(tmp_path / "m2"), "--checkpoint-dir", str(tmp_path / "m2" / "ck")],
                            "is inside --output"),
                           ([str(data), "--checkpoint-dir", str(data / "corpus.jsonl")], "--checkpoint-dir"),
-                          ([str(data), "--doc-maxlen", "-5"], "--doc-maxlen must be at least 4"),
+                          ([str(data), "--doc-maxlen", "-5"], "--doc-maxlen must be in [4, 12288] tokens, got -5"),
                           ([str(data), "--limit", "-1"], "--limit must be positive"),
                           ([str(data), "--gettext-pairs", "-5"], "must be >= 0"),
                           ([str(data), "--dims", "16,16"], "--dims must list distinct dims"),

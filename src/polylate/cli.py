@@ -182,6 +182,17 @@ def _check_output_file(output: Path | None, overwrite: bool | None = None, optio
         _fail(f"{output} exists; pass --overwrite to replace it")
 
 
+def _check_doc_maxlen(doc_maxlen: int | None) -> None:
+    """--doc-maxlen by the library's rule ([4, 12288]), before any model loads."""
+    from polylate.config import check_doc_maxlen
+
+    if doc_maxlen is not None:
+        try:
+            check_doc_maxlen(doc_maxlen)
+        except ValueError as exc:
+            _fail(_option_names(str(exc)))
+
+
 def _check_at_least(*checks: tuple[str, int, int]) -> None:
     """Each (option, value, least): a one-line error for the first value under its least."""
     for option, value, least in checks:
@@ -1201,8 +1212,8 @@ def rerank(
             _fail(f"--split {split}: {data} has no qrels/{split}.tsv")
         console.print(f"[yellow]note:[/yellow] {escape(str(data))} has no qrels/test.tsv: no metrics", soft_wrap=True)
     metric_list = [x.strip() for x in metrics.split(",") if x.strip()]
-    _check_at_least(("--depth", depth, 1), ("--batch-size", batch_size, 1),
-                    ("--doc-maxlen", 4 if doc_maxlen is None else doc_maxlen, 4))
+    _check_at_least(("--depth", depth, 1), ("--batch-size", batch_size, 1))
+    _check_doc_maxlen(doc_maxlen)
     if any(ch.isspace() for ch in tag) or not tag:
         _fail(f"--tag must be one word (it is a TREC column), got {tag!r}")
     _check_output_file(output)
@@ -1367,9 +1378,9 @@ def train(
         if not heads_only and (inside == output.resolve() or output.resolve() in inside.parents):
             _fail(f"--checkpoint-dir {checkpoint_dir} is inside --output {output}, which saving the model "
                   "replaces whole; keep checkpoints elsewhere")
-    for name, value in (("--limit", limit), ("--doc-maxlen", doc_maxlen)):
-        if value is not None and value < (4 if name == "--doc-maxlen" else 1):
-            _fail(f"{name} must be {'at least 4' if name == '--doc-maxlen' else 'positive'}, got {value}")
+    if limit is not None and limit < 1:
+        _fail(f"--limit must be positive, got {limit}")
+    _check_doc_maxlen(doc_maxlen)
     if gettext_pairs < 0 or negatives < 0:
         _fail(f"--gettext-pairs and --negatives must be >= 0, got {gettext_pairs} and {negatives}")
     try:

@@ -21,8 +21,8 @@ def check_doc_maxlen(doc_maxlen) -> None:
     if isinstance(doc_maxlen, bool) or not isinstance(doc_maxlen, int) and not hasattr(doc_maxlen, "__index__"):
         raise TypeError(f"doc_maxlen must be an integer, got {doc_maxlen!r}")
     if not 4 <= doc_maxlen <= MAX_DOC_TOKENS_EXTENDED:
-        raise ValueError(f"doc_maxlen must be in [4, {MAX_DOC_TOKENS_EXTENDED}] tokens, got {doc_maxlen} "
-                         "(split longer texts into passages)")
+        raise ValueError(f"doc_maxlen must be in [4, {MAX_DOC_TOKENS_EXTENDED}] tokens, got {doc_maxlen}"
+                         + (" (split longer texts into passages)" if doc_maxlen > MAX_DOC_TOKENS_EXTENDED else ""))
 
 
 @dataclass

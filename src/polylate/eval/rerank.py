@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from polylate.config import check_doc_maxlen
 from polylate.eval.beir import DatasetError, _lines
 from polylate.eval.metrics import _ranked
 from polylate.scoring import maxsim_packed, pack
@@ -127,8 +128,8 @@ def rerank_candidates(
                                ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
-    if doc_maxlen is not None and doc_maxlen < 4:
-        raise ValueError(f"doc_maxlen must be at least 4, got {doc_maxlen}")
+    if doc_maxlen is not None:
+        check_doc_maxlen(doc_maxlen)  # before any encoding
     dim = model.config.dim if dim is None else dim
     model.source_head(dim)  # an unknown dim fails before any encoding
 
@@ -143,8 +144,8 @@ def rerank_candidates(
     for n, step in enumerate(steps):
         todo = list(dict.fromkeys(d for q in step for d in shortlist[q] if d not in cache))
         if todo:
-            encoded = model.encode([corpus[d] for d in todo], dim=dim, batch_size=batch_size,
-                                   doc_maxlen=doc_maxlen, to_numpy=False, dtype=torch.float32)
+            encoded = model.encode([corpus[d] for d in todo], dim=dim, batch_size=batch_size,  # (cut on purpose)
+                                   doc_maxlen=doc_maxlen, to_numpy=False, dtype=torch.float32, warn_cut=False)
             cache.update((d, v.cpu()) for d, v in zip(todo, encoded))
         q_vecs = model.encode([queries[q] for q in step], is_query=True, dim=dim, batch_size=batch_size,
                               to_numpy=False, dtype=torch.float32)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polylate.config import check_doc_maxlen
 from polylate.eval.beir import Dataset, DatasetError, dataset_name, discover, load_beir, subsample
 from polylate.eval.metrics import evaluate, scored_queries
 from polylate.paths import file_in_the_way
@@ -365,8 +366,8 @@ def check_eval_args(paths, split: str = "test", metrics: Sequence[str] = METRICS
             check_codec_settings(int(d), nbits)
     if not bm25 and not colbert:
         raise ValueError("nothing to run: enable bm25 and/or colbert")
-    if doc_maxlen is not None and doc_maxlen < 4:
-        raise ValueError(f"doc_maxlen must be at least 4 tokens, got {doc_maxlen}")
+    if doc_maxlen is not None:
+        check_doc_maxlen(doc_maxlen)
     for what, target in (("JSON output", output_json), ("plot", plot)):
         if target is not None and Path(target).is_dir():
             raise ValueError(f"{what} {target} is a folder; give a file name")

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,7 @@ class ColBERT(nn.Module):
         doc_maxlen: int | None = None,
         to_numpy: bool = True,
         dtype: torch.dtype | np.dtype = np.float32,
+        warn_cut: bool = True,
     ):
         """Texts → one ``[n_tokens, dim]`` array each (queries: exactly ``query_maxlen``).
 
@@ -143,12 +145,14 @@ class ColBERT(nn.Module):
         encoder's window (``max_doc_tokens``) but within ``doc_maxlen`` is encoded in
         overlapping windows and comes back whole (``ColBERTTokenizer.doc_windows``); past
         ``doc_maxlen`` (default ``config.doc_maxlen``) it is cut there, as ColBERT does —
-        split longer texts into passages first. Queries (``is_query``) are cut at
+        split longer texts into passages first (a warning counts the documents cut, unless
+        ``warn_cut`` is False: callers that cut on purpose). Queries (``is_query``) are cut at
         ``query_maxlen``. Token vectors are L2-normalised, so MaxSim is a sum of cosines.
         """
         dim = self.config.dim if dim is None else dim
         single = isinstance(texts, str)
-        out = self.encode_dims(texts, [dim], is_query, batch_size, show_progress, doc_maxlen, to_numpy, dtype)[dim]
+        out = self.encode_dims(texts, [dim], is_query, batch_size, show_progress, doc_maxlen, to_numpy, dtype,
+                               warn_cut)[dim]
         return out[0] if single else out
 
     @torch.inference_mode()
@@ -162,6 +166,7 @@ class ColBERT(nn.Module):
         doc_maxlen: int | None = None,
         to_numpy: bool = True,
         dtype: torch.dtype | np.dtype = np.float32,
+        warn_cut: bool = True,
     ) -> dict[int, list]:
         """Texts at several Matryoshka dims from one encoder pass → ``{dim: [array per text]}``:
         each dim costs only its projection, so comparing 128/96/64 costs one encoding."""
@@ -195,12 +200,13 @@ class ColBERT(nn.Module):
         else:
             content = self.tokenizer.content_ids(texts)
             room = self.tokenizer.max_doc_content(doc_maxlen)
-            cut = sum(len(c) > room for c in content)
+            cut = sum(len(c) > room for c in content) if warn_cut else 0
             if cut:  # as ColBERT does; said aloud, since the cut-off text can never be found
                 warnings.warn(f"{cut} of {len(content)} document(s) are longer than doc_maxlen "
                               f"({doc_maxlen or self.config.doc_maxlen} tokens) and were cut there: "
                               "their text past it is not encoded; split long texts into passages "
-                              f"(or raise doc_maxlen, up to {MAX_DOC_TOKENS_EXTENDED})", stacklevel=3)
+                              f"(or raise doc_maxlen, up to {MAX_DOC_TOKENS_EXTENDED})",
+                              stacklevel=_caller_stacklevel())
             pieces = [(i, *w) for i, c in enumerate(content)
                       for w in self.tokenizer.doc_windows(c, doc_maxlen, self.max_doc_tokens)]
         order = sorted(range(len(pieces)), key=lambda p: -len(pieces[p][1]))
@@ -286,6 +292,16 @@ class ColBERT(nn.Module):
             "head_bias": self.heads[str(self.max_dim)].bias is not None,
         }
         (folder / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _caller_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel, from the function that calls this, of the first frame
+    outside this module and torch (``encode`` reaches ``encode_dims`` through torch's
+    inference-mode wrapper): the user's line, however the encoding was entered."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename == __file__ or f"{os.sep}torch{os.sep}" in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def replace_folder(folder: str | Path, write) -> Path:

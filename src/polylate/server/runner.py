@@ -45,8 +45,8 @@ class ModelRunner:
         return dim
 
     def encode(self, texts: list[str], is_query: bool, dim: int, doc_maxlen: int | None = None) -> list[np.ndarray]:
-        with self._lock:
-            return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen)
+        with self._lock:  # documents are cut at doc_maxlen as the README says; no warning per request
+            return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen, warn_cut=False)
 
     def count_tokens(self, texts: list[str], is_query: bool) -> int:
         """Tokens the model reads (with markers and special tokens; queries at full length)."""

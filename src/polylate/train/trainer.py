@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from polylate.config import check_doc_maxlen
 from polylate.model.colbert import write_safetensors
 from polylate.train.data import Pair, Triplet, as_triplet, batches
 from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
@@ -305,8 +306,8 @@ class Trainer:
         if len(self.dim_weights) != len(self.dims) or not all(math.isfinite(w) and w >= 0 for w in self.dim_weights) \
                 or not sum(self.dim_weights) > 0:
             raise ValueError(f"dim_weights must be one weight >= 0 per dim, not all 0, got {list(self.dim_weights)}")
-        if doc_maxlen is not None and doc_maxlen < 4:
-            raise ValueError(f"doc_maxlen must be at least 4 tokens, got {doc_maxlen}")
+        if doc_maxlen is not None:
+            check_doc_maxlen(doc_maxlen)
         self.train_encoder_layers = train_encoder_layers
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpoint_every = checkpoint_every
