@@ -143,6 +143,12 @@ def test_bad_json_and_unknown_model(client):
     res = client.post("/v1/multi-vector", content=b'{"input": ["\\ud800 lone surrogate"]}',
                       headers={"content-type": "application/json"})
     assert res.status_code == 422 and "not valid Unicode" in _detail(res)
+    # bytes that are not UTF-8, and JSON nested past the parser's depth: named, not "an error parsing the body"
+    res = client.post("/v1/multi-vector", content=b'{"input": "\xff\xfe"}', headers={"content-type": "application/json"})
+    assert res.status_code == 400 and "not UTF-8 JSON: byte 0xff at offset 11" in _detail(res), res.text
+    res = client.post("/v1/multi-vector", content=b"[" * 100_000 + b"]" * 100_000,
+                      headers={"content-type": "application/json"})
+    assert res.status_code in (400, 422) and "error parsing the body" not in _detail(res), res.text
     res = client.post("/v1/multi-vector", json={"model": "jina-colbert-v3", "input": ["x"]})
     assert res.status_code == 404 and "not served here" in _detail(res)
 

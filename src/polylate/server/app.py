@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polylate import __version__
 from polylate.model.colbert import ColBERT
@@ -140,6 +142,18 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         # in an id) cannot be: it failed with a 500 and a dropped connection. ASCII JSON escapes it.
         body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        # FastAPI answers a body it cannot parse with "There was an error parsing the body";
+        # name the cause where it is known
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            return JSONResponse({"detail": f"the request body is not UTF-8 JSON: byte 0x{cause.object[cause.start]:02x} "
+                                           f"at offset {cause.start} ({cause.reason})"}, status_code=400)
+        if exc.status_code == 400 and isinstance(cause, RecursionError):
+            return JSONResponse({"detail": "the request body's JSON is nested too deeply"}, status_code=400)
+        return await http_exception_handler(request, exc)
 
     async def in_thread(fn, *args):
         return await anyio.to_thread.run_sync(lambda: fn(*args))
