@@ -551,3 +551,17 @@ def test_serve_refuses_an_unreachable_qdrant_before_loading_the_model():
 
     res = CliRunner().invoke(app, ["serve", "--qdrant-url", "http://127.0.0.1:1", "--port", "1"])
     assert res.exit_code == 2 and "cannot open Qdrant at http://127.0.0.1:1" in " ".join(res.output.split())
+
+
+def test_an_add_says_how_many_documents_were_cut(client, model, monkeypatch):
+    """Text past doc_maxlen is not encoded: no warning reaches an API client, so the answer
+    counts the documents that lost text."""
+    assert model.tokenizer.config is model.config
+    monkeypatch.setattr(model.config, "doc_maxlen", 24)
+    long = {"id": "long", "text": "Berlin is the capital of Germany. " * 10}
+    res = client.post("/v1/indexes", json={"name": "cut", "documents": [long, DOCS[1]]})
+    assert res.status_code == 201 and res.json()["truncated"] == 1, res.text
+    res = client.post("/v1/indexes/cut/documents", json={"documents": [DOCS[2], {**long, "id": "long2"}]})
+    assert res.status_code == 200 and res.json()["truncated"] == 1 and res.json()["added"] == 2, res.text
+    res = client.post("/v1/indexes/cut/documents", json={"documents": [DOCS[3]]})
+    assert res.json()["truncated"] == 0

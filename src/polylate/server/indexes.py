@@ -253,7 +253,7 @@ class IndexRegistry:
                 shutil.rmtree(folder, ignore_errors=True)  # a create either happens whole or not at all
                 entry.index = None
                 raise
-        return self.stats(name)
+        return {**self.stats(name), "truncated": self.runner.count_cut(texts)}
 
     def _build(self, entry: _Entry, folder: Path, meta: dict, ids, vectors, texts) -> PlaidIndex:
         """An index's first build (over what a killed first build left, never over a committed one)."""
@@ -305,7 +305,7 @@ class IndexRegistry:
                 retrained = self._maybe_retrain(entry, folder, idx, rec)
             documents = len(entry.index)
         return {"index": name, "documents": documents, "added": len(ids), "replaced": replaced,
-                "retrained": retrained}
+                "retrained": retrained, "truncated": self.runner.count_cut(texts, rec["doc_maxlen"])}
 
     @staticmethod
     def _refuse_present(idx: PlaidIndex | None, ids: list[str], replace: bool) -> None:

@@ -103,7 +103,7 @@ class QdrantRegistry:
             except BaseException:
                 self.client.delete_collection(collection)  # a create happens whole or not at all
                 raise
-        return self.stats(name)
+        return {**self.stats(name), "truncated": self.runner.count_cut(texts)}
 
     def add(self, name: str, ids: list[str], texts: list[str], replace: bool = False) -> dict:
         check_documents(ids, texts)
@@ -124,7 +124,7 @@ class QdrantRegistry:
                 raise RegistryError(409, f"index {name!r} changed while the documents were encoded: {exc}") from exc
             documents = len(idx)
         return {"index": name, "documents": documents, "added": len(ids), "replaced": replaced,
-                "retrained": False}
+                "retrained": False, "truncated": self.runner.count_cut(texts, model.get("doc_maxlen"))}
 
     def delete(self, name: str, ids: list[str], missing_ok: bool = False) -> dict:
         with self._serial():

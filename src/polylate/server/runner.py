@@ -52,6 +52,12 @@ class ModelRunner:
         """Tokens the model reads (with markers and special tokens; queries at full length)."""
         return sum(len(s) for s in self.model.tokenizer.sequences(texts, is_query))
 
+    def count_cut(self, texts: list[str], doc_maxlen: int | None = None) -> int:
+        """Documents longer than ``doc_maxlen`` (default: the model's), whose text past it is
+        not encoded: an add says how many, since no warning reaches an API client."""
+        room = self.model.tokenizer.max_doc_content(doc_maxlen)
+        return sum(len(c) > room for c in self.model.tokenizer.content_ids(texts))
+
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> list[dict]:
         with self._lock:
             return self.model.rerank(query, documents, top_n=top_n)

@@ -276,7 +276,7 @@ class SearchResponse(BaseModel):
 
 
 class IndexStats(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # (a create with documents adds "truncated", as an add does)
     name: str
     documents: int
     dim: int | None = Field(..., description="null only for a damaged index (see problem)")
@@ -299,6 +299,8 @@ class WriteResult(BaseModel):
     replaced: int = Field(0, description="added documents that replaced one with the same id")
     retrained: bool = Field(False, description="the codec was trained on this collection (the first add to an "
                             "empty index, or a retrain once the collection grew)")
+    truncated: int = Field(0, description="added documents longer than the index's doc_maxlen: their text past "
+                           "it is not encoded, so it cannot be found (split long texts into passages)")
 
 
 class ErrorResponse(BaseModel):
