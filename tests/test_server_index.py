@@ -52,7 +52,7 @@ def test_lifecycle(client, tmp_path):
                                            json={"query": "Which country produces the most coffee?", "k": 3}))
     res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["de-berlin"]})
     assert res.json() == {"index": "sample", "documents": 15, "added": 0, "deleted": 1, "replaced": 0,
-                          "retrained": False}
+                          "retrained": False, "truncated": 0}
     assert "de-berlin" not in _ids(client.post("/v1/indexes/sample/search",
                                                json={"query": "What is the capital of Germany?", "k": 3}))
     res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["de-berlin"]})
