@@ -199,8 +199,7 @@ class ColBERT(nn.Module):
             pieces = [(i, seq, 0, len(seq)) for i, seq in enumerate(sequences)]
         else:
             content = self.tokenizer.content_ids(texts)
-            room = self.tokenizer.max_doc_content(doc_maxlen)
-            cut = sum(len(c) > room for c in content) if warn_cut else 0
+            cut = self.tokenizer.count_cut(content, doc_maxlen) if warn_cut else 0
             if cut:  # as ColBERT does; said aloud, since the cut-off text can never be found
                 warnings.warn(f"{cut} of {len(content)} document(s) are longer than doc_maxlen "
                               f"({doc_maxlen or self.config.doc_maxlen} tokens) and were cut there: "

@@ -55,8 +55,7 @@ class ModelRunner:
     def count_cut(self, texts: list[str], doc_maxlen: int | None = None) -> int:
         """Documents longer than ``doc_maxlen`` (default: the model's), whose text past it is
         not encoded: an add says how many, since no warning reaches an API client."""
-        room = self.model.tokenizer.max_doc_content(doc_maxlen)
-        return sum(len(c) > room for c in self.model.tokenizer.content_ids(texts))
+        return self.model.tokenizer.count_cut(self.model.tokenizer.content_ids(texts), doc_maxlen)
 
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> list[dict]:
         with self._lock:

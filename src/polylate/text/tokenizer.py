@@ -135,6 +135,11 @@ class ColBERTTokenizer:
     def max_doc_content(self, doc_maxlen: int | None = None) -> int:
         return (doc_maxlen or self.config.doc_maxlen) - 2 - len(self.doc_marker_ids)
 
+    def count_cut(self, content: list[list[int]], doc_maxlen: int | None = None) -> int:
+        """How many documents (content pieces, ``content_ids``) ``doc_maxlen`` cuts short."""
+        room = self.max_doc_content(doc_maxlen)
+        return sum(len(c) > room for c in content)
+
     # -- encoding -------------------------------------------------------------------------
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
