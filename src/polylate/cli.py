@@ -675,7 +675,7 @@ def index_search(
             ("ncells", ncells), ("ndocs", ndocs), ("centroid_score_threshold", threshold)) if value is not None})
     except ValueError as exc:
         _fail(re.sub(r"^(ncells|ndocs|k) ", lambda m: ("-k" if m[1] == "k" else f"--{m[1]}") + " ", str(exc)))
-    _check_at_least(("-k", k, 1), ("--batch-size", batch_size, 1))
+    _check_at_least(("--batch-size", batch_size, 1))  # (-k: SearchSettings.for_k above)
     if bool(queries) == (input is not None):
         _fail("give queries as arguments or --input, not both" if queries else "give queries as arguments or --input")
     if any(not q.strip() for q in queries or []):

@@ -48,17 +48,20 @@ class ExactIndex:
 
     def scores(self, query) -> torch.Tensor:
         """MaxSim of the query against every document, in insertion order."""
+        return self._scores(validate_query(query, self.dim, 1))
+
+    def _scores(self, q: np.ndarray) -> torch.Tensor:
+        """``scores`` of a query ``validate_query`` already checked and converted."""
         if self._packed is None:
             lens = torch.tensor([v.shape[0] for v in self._vectors], dtype=torch.long)
             self._packed = (torch.cat(self._vectors).float() if self._vectors else torch.zeros(0, self.dim), lens)
-        q = torch.from_numpy(validate_query(query, self.dim, 1))
-        return maxsim_packed(q, *self._packed)
+        return maxsim_packed(torch.from_numpy(q), *self._packed)
 
     def search(self, query, k: int = 10, filter_ids: Iterable[str] | None = None) -> list[Hit]:
-        validate_query(query, self.dim, k, filter_ids)  # the same checks as PlaidIndex.search
+        q = validate_query(query, self.dim, k, filter_ids)  # the same checks as PlaidIndex.search
         if not self._ids:
             return []
-        scores = self.scores(query)
+        scores = self._scores(q)
         if filter_ids is not None:
             allowed = set(filter_ids)
             mask = torch.tensor([d in allowed for d in self._ids])

@@ -786,6 +786,8 @@ class PlaidIndex:
 
     @staticmethod
     def _filter_masks(filter_ids: Iterable[str] | None, segments, locator) -> list[np.ndarray | None]:
+        """Per segment, the documents ``filter_ids`` lets through (None: all), live ones only:
+        the locator holds no deleted document."""
         if filter_ids is None:
             return [None] * len(segments)
         masks = [np.zeros(s.num_docs, dtype=bool) for s in segments]
@@ -822,8 +824,7 @@ class PlaidIndex:
         segment, stages 3 and 4 ran once per segment: 16 segments were 6x one segment's latency)."""
         keep = max(k, settings.ndocs // 4)
         bases = np.cumsum([0] + [seg.num_docs for seg in segments])
-        live = [seg.num_live if allowed is None else int((~seg.deleted & allowed).sum())
-                for seg, allowed in zip(segments, masks)]
+        live = [seg.num_live if allowed is None else int(allowed.sum()) for seg, allowed in zip(segments, masks)]
         probed = []  # (segment number, docs, stage-2 scores)
         if sum(live) > keep:
             for si, (seg, allowed) in enumerate(zip(segments, masks)):
@@ -839,7 +840,7 @@ class PlaidIndex:
             # no more documents (in the index, or let through by the filter) than stage 4 would
             # score anyway, or the probed lists hold fewer than k of them (a narrow filter, a
             # small index with few documents per cell): take every live (allowed) one
-            pool = {si: np.flatnonzero(~seg.deleted if allowed is None else ~seg.deleted & allowed)
+            pool = {si: np.flatnonzero(~seg.deleted if allowed is None else allowed)
                     for si, (seg, allowed) in enumerate(zip(segments, masks))}
         if sum(len(cand) for cand in pool.values()) > keep:
             # stage 3: centroid interaction over every token of the survivors
