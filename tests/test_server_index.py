@@ -238,6 +238,46 @@ def test_small_index_grows_and_retrains(model, tmp_path):
         assert texts == {d["id"]: d["text"] for d in DOCS[:8]}
 
 
+def test_compact_retrains_on_request(model, tmp_path):
+    """Past the automatic retrain's size, centroids are refit only when asked: compact's
+    ``retrain``, which also drops deleted documents and is one commit."""
+    from polylate.index.plaid import PlaidIndex
+    from polylate.model.identity import model_record
+    from polylate.server.indexes import SERVER_META
+
+    with TestClient(app_for(model, tmp_path)) as client:
+        client.app.state.registry.retrain_below_tokens = 0  # as for a large index: no automatic retrain
+        assert client.post("/v1/indexes", json={"name": "g", "documents": DOCS[:1]}).status_code == 201
+        assert client.post("/v1/indexes/g/documents", json={"documents": DOCS[1:12]}).json()["retrained"] is False
+        assert client.post("/v1/indexes/g/documents/delete", json={"ids": ["en-paris"]}).status_code == 200
+        before = client.get("/v1/indexes/g").json()
+        for body in ({"retrain": "yes"}, {"retrian": True}, [True]):
+            res = client.post("/v1/indexes/g/compact", json=body)
+            assert res.status_code == 422, body
+        assert client.get("/v1/indexes/g").json() == before  # refused bodies change nothing
+        res = client.post("/v1/indexes/g/compact", json={"retrain": True})
+        assert res.status_code == 200, res.text
+        after = res.json()
+        assert after["documents"] == 11 and after["segments"] == 1 and after["centroids"] > before["centroids"]
+        assert PlaidIndex.open(tmp_path / "g").manifest["trained_tokens"] == after["tokens"]
+        assert json.loads((tmp_path / "g" / SERVER_META).read_text())["trained_tokens"] == after["tokens"]
+        for doc in DOCS[1:12]:
+            assert doc["id"] in _ids(client.post("/v1/indexes/g/search", json={"query": doc["text"], "k": 3}))
+        assert client.post("/v1/indexes/g/compact", json={}).json()["centroids"] == after["centroids"]
+        assert client.post("/v1/indexes", json={"name": "empty"}).status_code == 201
+        res = client.post("/v1/indexes/empty/compact", json={"retrain": True})
+        assert res.status_code == 409 and "no documents to retrain on" in res.json()["detail"]
+        # an index another tool built (no SERVER.json): retrained all the same, and none is written
+        texts = [d["text"] for d in DOCS]
+        PlaidIndex.build(tmp_path / "cli", [d["id"] for d in DOCS[:2]], model.encode(texts[:2]), texts=texts[:2],
+                         model=model_record(model, "default", 128, None))
+        PlaidIndex.open(tmp_path / "cli").add([d["id"] for d in DOCS[2:]], model.encode(texts[2:]), texts=texts[2:])
+        res = client.post("/v1/indexes/cli/compact", json={"retrain": True})
+        assert res.status_code == 200 and res.json()["documents"] == len(DOCS), res.text
+        assert not (tmp_path / "cli" / SERVER_META).exists()
+        assert "de-berlin" in _ids(client.post("/v1/indexes/cli/search", json={"query": "capital of Germany"}))
+
+
 def test_an_index_that_keeps_vectors_retrains_without_re_encoding(model, tmp_path):
     with TestClient(app_for(model, tmp_path)) as client:
         body = {"name": "kv", "keep_vectors": True, "documents": DOCS[:1]}

@@ -36,6 +36,7 @@ from polylate.server.runner import ModelRunner
 from polylate.server.schemas import (
     INDEX_NAME_PATTERN,
     AddDocumentsRequest,
+    CompactRequest,
     CreateIndexRequest,
     DeleteDocumentsRequest,
     ErrorResponse,
@@ -280,9 +281,9 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
     @app.post("/v1/indexes/{name}/compact", response_model=IndexStats, dependencies=write, tags=["indexes"],
               responses=errors(401, 404, 409),
-              summary="Merge segments and drop deleted documents")
-    async def compact_index(name: IndexNameParam) -> dict:
-        return await in_thread(registry.compact, name)
+              summary="Merge segments and drop deleted documents (retrain: also refit the centroids)")
+    async def compact_index(name: IndexNameParam, req: CompactRequest | None = None) -> dict:
+        return await in_thread(registry.compact, name, bool(req and req.retrain))
 
     @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, dependencies=read, tags=["indexes"],
               responses=errors(401, 404, 409, 413),

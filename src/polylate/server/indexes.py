@@ -281,7 +281,7 @@ class IndexRegistry:
             idx = self._current(name, entry)
             rec = self._recorded(name, idx)
             self._refuse_present(idx, ids, replace)
-        vectors = self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
+        vectors = self._doc_encoder(rec)(texts)
         retrained = False
         with entry.lock.write():
             idx = self._current(name, entry)
@@ -325,8 +325,7 @@ class IndexRegistry:
         if not meta or trained >= self.retrain_below_tokens or idx.live_tokens() <= 2 * trained:
             return False
         try:
-            new = idx.retrain(lambda texts: self.runner.encode(texts, is_query=False, dim=rec["dim"],
-                                                               doc_maxlen=rec["doc_maxlen"]))
+            new = idx.retrain(self._doc_encoder(rec))
         except (IndexStoreError, ValueError, OSError):
             return False
         self._built(entry, folder, meta, new)
@@ -348,8 +347,11 @@ class IndexRegistry:
                 raise RegistryError(409, str(exc)) from exc
             return {"index": name, "documents": len(idx), "deleted": n}
 
-    def compact(self, name: str) -> dict:
+    def compact(self, name: str, retrain: bool = False) -> dict:
         entry = self._entry(name)
+        if retrain:
+            self._retrain(name, entry)
+            return self.stats(name)
         with entry.lock.write():
             idx = self._current(name, entry)
             if idx is not None:
@@ -358,6 +360,30 @@ class IndexRegistry:
                 except IndexStoreError as exc:
                     raise RegistryError(409, str(exc)) from exc
         return self.stats(name)
+
+    def _retrain(self, name: str, entry: _Entry) -> None:
+        """Refit the codec to the whole collection on request (an index past the automatic
+        retrain's size). Under the read lock: searches go on over the old index, whose files
+        stay readable until the rebuild commits, and this server's writes wait; the rebuild is
+        one commit, refused if another process committed meanwhile."""
+        with entry.lock.read():
+            idx = self._current(name, entry)
+            if idx is None or not len(idx):
+                raise RegistryError(409, f"index {name!r} holds no documents to retrain on")
+            rec = self._recorded(name, idx)
+            try:
+                new = idx.retrain(self._doc_encoder(rec))
+            except IndexStoreError as exc:
+                raise RegistryError(409, str(exc)) from exc
+        with entry.lock.write():
+            if rec["meta"]:
+                self._built(entry, self.folder(name), rec["meta"], new)
+            else:  # an index the CLI built: no SERVER.json to note the count in
+                entry.index = new
+
+    def _doc_encoder(self, rec: dict):
+        """Documents' vectors as this index's writes make them (its dim and doc_maxlen)."""
+        return lambda texts: self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
 
     def drop(self, name: str) -> None:
         folder = self.folder(name)

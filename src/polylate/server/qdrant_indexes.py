@@ -135,8 +135,9 @@ class QdrantRegistry:
                 raise RegistryError(404, str(exc.args[0])) from exc
             return {"index": name, "documents": len(idx), "deleted": n}
 
-    def compact(self, name: str) -> dict:
-        return self.stats(name)  # Qdrant's optimizer merges segments and drops deletions itself
+    def compact(self, name: str, retrain: bool = False) -> dict:
+        # Qdrant's optimizer merges segments and drops deletions itself; float16 vectors, no codec to retrain
+        return self.stats(name)
 
     def drop(self, name: str) -> None:
         collection = self._collection(name)

@@ -226,6 +226,13 @@ class DeleteDocumentsRequest(BaseModel):
     missing_ok: bool = Field(False, strict=True, description="ignore ids that are not in the index")
 
 
+class CompactRequest(BaseModel):
+    model_config = STRICT_FIELDS
+    retrain: bool = Field(False, strict=True, description="also refit the centroids to the whole collection (from "
+                          "the kept vectors, else the stored texts re-encoded): for an index grown well past "
+                          "what they were trained on. Searches go on meanwhile; this server's writes wait")
+
+
 class SearchRequest(BaseModel):
     model_config = STRICT_FIELDS
     query: str = Field(..., min_length=1, pattern=r"\S", description="the query text (not blank)")
