@@ -171,6 +171,42 @@ def test_add_delete_reopen_and_compact(built, corpus, tmp_path):
     assert len(list((again.root / "segments").iterdir())) == 1
 
 
+def test_compact_copies_the_live_rows_block_by_block(tmp_path, corpus, monkeypatch):
+    """A merge streams residuals and kept vectors from the old segments into the new files;
+    those hold exactly the live documents' rows, in order, whatever the block size."""
+    monkeypatch.setattr(PlaidIndex, "MERGE_BLOCK_TOKENS", 7)  # blocks that split documents
+    idx = PlaidIndex.build(tmp_path / "b", corpus.ids[:60], corpus.docs[:60], num_centroids=16, keep_vectors=True,
+                           texts=[f"t{i}" for i in range(60)])
+    idx.add(corpus.ids[60:90], corpus.docs[60:90])  # a segment without texts
+    idx.delete(corpus.ids[5:50:3] + corpus.ids[61:63])
+    expected = {k: [] for k in ("codes", "residuals", "vectors")}
+    for seg in idx.segments:
+        for row in np.flatnonzero(~seg.deleted):
+            rows = slice(seg.offsets[row], seg.offsets[row + 1])
+            for k in expected:
+                expected[k].append(np.asarray(getattr(seg, k)[rows]))
+    live = list(idx.ids)
+    idx.compact()
+    (seg,) = PlaidIndex.open(idx.root).segments
+    assert seg.ids == live
+    for k, rows in expected.items():
+        assert np.array_equal(getattr(seg, k), np.concatenate(rows)), k
+    assert seg.texts() == [f"t{corpus.ids.index(i)}" if corpus.ids.index(i) < 60 else None for i in live]
+
+
+def test_an_array_written_in_blocks_is_the_array_np_save_writes(tmp_path):
+    from polylate.index.storage import Blocks, save_array
+
+    a = np.arange(24, dtype=np.float16).reshape(8, 3)
+    save_array(tmp_path / "whole.npy", a)
+    save_array(tmp_path / "blocks.npy", Blocks(a.shape, a.dtype, (a[i : i + 3] for i in range(0, 8, 3))))
+    assert (tmp_path / "whole.npy").read_bytes() == (tmp_path / "blocks.npy").read_bytes()
+    with pytest.raises(ValueError, match="7 rows written for an array of 8"):
+        save_array(tmp_path / "short.npy", Blocks(a.shape, a.dtype, [a[:7]]))
+    with pytest.raises(ValueError, match="shape"):
+        save_array(tmp_path / "wide.npy", Blocks(a.shape, a.dtype, [a[:, :2]]))
+
+
 def test_export_yields_every_live_document_once(tmp_path, corpus):
     idx = PlaidIndex.build(tmp_path / "kv", corpus.ids[:200], corpus.docs[:200], num_centroids=64, keep_vectors=True,
                            texts=[f"text {i}" for i in corpus.ids[:200]])

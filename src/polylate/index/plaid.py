@@ -34,6 +34,7 @@ from polylate.index.storage import (
     MANIFEST,
     SERVER_META,
     FORMAT_VERSION,
+    Blocks,
     IndexStoreError,
     WriterLock,
     commit_manifest,
@@ -697,8 +698,8 @@ class PlaidIndex:
     def _merge_choice(self) -> list[int]:
         """The segments an add's merge takes: the smallest, as many as fit in
         ``MERGE_MAX_BYTES`` together, enough to bring the count to half of ``MAX_SEGMENTS``
-        if they fit. Large segments (a build's parts) stay as they are: merging everything, as
-        before, held the whole index in memory (a 1M-document index with kept vectors: ~25 GB)."""
+        if they fit. Large segments (a build's parts) stay as they are: an add does not rewrite
+        the whole index (a 1M-document index with kept vectors: ~25 GB)."""
         per_token = self.codec.bytes_per_token + np.dtype(self.codec.code_dtype).itemsize + (
             2 * self.dim if self.manifest.get("keep_vectors") else 0)
         size = {si: int(seg.doclens[~seg.deleted].sum()) * per_token for si, seg in enumerate(self.segments)}
@@ -713,42 +714,62 @@ class PlaidIndex:
 
     def _compact(self, manifest: dict, which: Sequence[int] | None = None) -> None:
         """Merge segments ``which`` (default: all) into one, dropping deleted documents; the
-        merged segment takes the place of the first of them. The caller holds the writer lock."""
+        merged segment takes the place of the first of them. The caller holds the writer lock.
+        Residuals and kept vectors go from the mapped segments to the new files a block at a
+        time: memory holds the codes (what the inverted lists are built from), not the index."""
         which = list(range(len(self.segments))) if which is None else sorted(which)
         for si in which:
             assert manifest["segments"][si]["name"] == self.segments[si].name
-        parts = {k: [] for k in ("codes", "residuals", "doclens", "ids", "vectors", "texts")}
-        for seg in (self.segments[si] for si in which):
-            live = np.flatnonzero(~seg.deleted)
-            tok = _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
-            parts["codes"].append(np.asarray(seg.codes[tok]))
-            parts["residuals"].append(np.asarray(seg.residuals[tok]))
-            parts["doclens"].append(seg.doclens[live])
-            parts["ids"].extend(seg.ids[i] for i in live)
-            seg_texts = seg.texts()
-            parts["texts"].extend(seg_texts[i] if seg_texts else None for i in live)
-            if seg.vectors is not None:
-                parts["vectors"].append(np.asarray(seg.vectors[tok]))
+        chosen = [self.segments[si] for si in which]
+        lives = [np.flatnonzero(~seg.deleted) for seg in chosen]
+        ids = [seg.ids[i] for seg, live in zip(chosen, lives) for i in live]
         merged = []
-        if parts["ids"]:
-            codes = np.concatenate(parts["codes"])
+        if ids:
+            codes = np.concatenate([np.asarray(seg.codes[tok]) for seg, tok in self._live_tokens(chosen, lives)])
             # (segments too large to check at every open are checked here)
             if len(codes) and int(codes.max()) >= self.codec.num_centroids:
                 raise IndexStoreError(f"index {self.root} is damaged: a segment has centroid codes past the "
                                       f"codec's {self.codec.num_centroids}")
-            doclens = np.concatenate(parts["doclens"])
+            doclens = np.concatenate([seg.doclens[live] for seg, live in zip(chosen, lives)])
+            texts = []
+            for seg, live in zip(chosen, lives):
+                seg_texts = seg.texts()
+                texts.extend(seg_texts[i] if seg_texts else None for i in live)
             ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
+            residuals = self._merged_rows(chosen, lives, "residuals", len(codes))
+            kept = all(seg.vectors is not None for seg in chosen)
             name = new_name("seg")
-            write_segment(self.root / "segments" / name, codes, np.concatenate(parts["residuals"]),
-                          doclens, ivf_docs, ivf_offsets, parts["ids"],
-                          np.concatenate(parts["vectors"]) if parts["vectors"] else None,
-                          parts["texts"] if any(t is not None for t in parts["texts"]) else None)
-            merged = [{"name": name, "docs": len(parts["ids"]), "tokens": int(doclens.sum()), "deleted": None}]
+            write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets, ids,
+                          self._merged_rows(chosen, lives, "vectors", len(codes)) if kept else None,
+                          texts if any(t is not None for t in texts) else None)
+            merged = [{"name": name, "docs": len(ids), "tokens": int(doclens.sum()), "deleted": None}]
         if which:
             segments, first = manifest["segments"], which[0]
             manifest["segments"] = (segments[:first] + merged
                                     + [m for si, m in enumerate(segments) if si > first and si not in which])
         self._commit(manifest)
+
+    @staticmethod
+    def _live_tokens(segments, lives):
+        """``(segment, token rows)`` of the live documents ``lives`` of each segment."""
+        for seg, live in zip(segments, lives):
+            yield seg, _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
+
+    #: token rows a merge copies at a time (residuals and kept vectors)
+    MERGE_BLOCK_TOKENS = 1 << 16
+
+    def _merged_rows(self, segments, lives, field: str, total: int) -> Blocks:
+        """The live tokens' rows of one per-token array (``residuals`` or ``vectors``) of
+        ``segments``, in order, as blocks read from the mapped files."""
+        first = getattr(segments[0], field)
+
+        def blocks():
+            for seg, tok in self._live_tokens(segments, lives):
+                rows = getattr(seg, field)
+                for s in range(0, len(tok), self.MERGE_BLOCK_TOKENS):
+                    yield rows[tok[s : s + self.MERGE_BLOCK_TOKENS]]
+
+        return Blocks((total, *first.shape[1:]), first.dtype, blocks())
 
     def export(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[str | None], list[np.ndarray] | None]]:
         """Every live document as ``(ids, texts, vectors)`` batches: the kept float16 originals,

@@ -22,6 +22,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,40 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
+@dataclass
+class Blocks:
+    """An array written a block of rows at a time, never whole in memory (a merge of large
+    segments): its shape and dtype, and an iterable of the row blocks that make it."""
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    blocks: Iterable[np.ndarray]
+
+
+def save_array(path: Path, array: np.ndarray | Blocks) -> None:
     with open(path, "wb") as f:
-        np.save(f, np.ascontiguousarray(array))
+        if isinstance(array, Blocks):
+            _write_blocks(f, array, path)
+        else:
+            np.save(f, np.ascontiguousarray(array))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _write_blocks(f, array: Blocks, path: Path) -> None:
+    """The .npy file ``np.save`` would write for the concatenated blocks."""
+    dtype, shape = np.dtype(array.dtype), tuple(array.shape)
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    rows = 0
+    for block in array.blocks:
+        block = np.ascontiguousarray(block, dtype=dtype)
+        if block.shape[1:] != shape[1:]:
+            raise ValueError(f"{path}: a block of shape {block.shape} in an array of shape {shape}")
+        f.write(memoryview(block).cast("B"))
+        rows += len(block)
+        block = None  # (not held while the next block is read)
+    if rows != shape[0]:
+        raise ValueError(f"{path}: {rows} rows written for an array of {shape[0]}")
 
 
 def save_json(path: Path, obj) -> None:
@@ -245,7 +275,7 @@ def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets
     save_array(folder / "ivf_offsets.npy", ivf_offsets.astype(np.int64))
     save_json(folder / "ids.json", list(ids))
     if vectors is not None:
-        save_array(folder / "vectors.npy", vectors.astype(np.float16))
+        save_array(folder / "vectors.npy", vectors if isinstance(vectors, Blocks) else vectors.astype(np.float16))
     if texts is not None:
         save_json(folder / "texts.json", list(texts))
     fsync_path(folder)

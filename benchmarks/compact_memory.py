@@ -1,0 +1,70 @@
+"""Peak memory of merging an index's segments (``compact``), against the size of what it merges.
+
+A compact rewrites every live token's code, residual and (``keep_vectors``) float16 original
+into one segment. Memory is what decides whether a large index can be compacted at all, so
+this reports the peak of the Python heap (tracemalloc: numpy's buffers included; pages of
+the memory-mapped segments are not, being the kernel's reclaimable cache) during
+``compact()`` beside the bytes of the segments merged.
+
+Vectors are random unit vectors: memory does not depend on what they mean.
+
+    python benchmarks/compact_memory.py [--tokens 1000000] [--segments 4] [--keep-vectors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from polylate.index.plaid import PlaidIndex
+
+
+def _docs(rng, n_docs: int, doclen: int, dim: int = 128) -> list[np.ndarray]:
+    v = rng.standard_normal((n_docs * doclen, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return list(v.reshape(n_docs, doclen, dim))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=1_000_000)
+    ap.add_argument("--segments", type=int, default=4)
+    ap.add_argument("--doclen", type=int, default=30)
+    ap.add_argument("--keep-vectors", action="store_true")
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(0)
+    per_segment = args.tokens // args.segments // args.doclen
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "index"
+        for s in range(args.segments):
+            ids = [f"{s}-{i}" for i in range(per_segment)]
+            docs = _docs(rng, per_segment, args.doclen)
+            if s == 0:
+                idx = PlaidIndex.build(root, ids, docs, keep_vectors=args.keep_vectors, num_centroids=1024)
+            else:
+                idx.add(ids, docs)
+            del docs
+        idx.delete([f"0-{i}" for i in range(0, per_segment, 10)])  # a tenth of one segment: dropped by the merge
+        idx = PlaidIndex.open(root)
+        stats = idx.stats()
+        merged_bytes = stats["bytes_on_disk"]
+        tracemalloc.start()
+        start = time.perf_counter()
+        idx.compact()
+        seconds = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        after = PlaidIndex.open(root).stats()
+    print(f"{stats['segments']} segments, {stats['tokens']} live tokens, keep_vectors={args.keep_vectors}")
+    print(f"{'index bytes':>14}{'compact peak heap':>19}{'peak / index':>14}{'seconds':>9}{'segments after':>16}")
+    print(f"{merged_bytes:>14,}{peak:>19,}{peak / merged_bytes:>14.2f}{seconds:>9.1f}{after['segments']:>16}")
+
+
+if __name__ == "__main__":
+    main()
