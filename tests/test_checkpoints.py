@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -250,6 +252,13 @@ def test_native_round_trip_with_matryoshka_heads(jina_folder, tmp_path):
     assert np.array_equal(again.encode(doc, dim=64), own64)
     assert np.array_equal(again.encode(doc, dim=96), truncated)
     assert np.abs(again.encode(doc, dim=64) - model.encode(doc, dim=128)[:, :64]).max() > 0.01
+    # a model built from another's parts: its heads as model.heads holds them (keyed "128") will do
+    from polylate.model.colbert import ColBERT
+
+    rebuilt = ColBERT(again.encoder, dict(again.heads), again.tokenizer, again.config, again.name)
+    assert rebuilt.head_dims == [128, 64] and np.array_equal(rebuilt.encode(doc, dim=64), own64)
+    with pytest.raises(ValueError, match="keyed by their output dim, an integer; got 'big'"):
+        ColBERT(again.encoder, {"big": head64}, again.tokenizer, again.config)
 
 
 def test_bad_inputs(tmp_path, jina_folder):
@@ -440,3 +449,20 @@ def test_score_packs_documents_of_any_length():
         for di, doc in enumerate(docs):
             d = model.encode(doc)
             assert float(scores[qi, di]) == pytest.approx(float((q @ d.T).max(1).sum()), abs=1e-4)
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(monkeypatch):
+    from polylate.model import checkpoints
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert checkpoints.cpu_lacks_bf16(avx2)
+    assert not checkpoints.cpu_lacks_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16"))
+    assert not checkpoints.cpu_lacks_bf16(avx2.replace("fma", "amx_bf16 amx_tile"))
+    assert not checkpoints.cpu_lacks_bf16("Features\t: fp asimd bf16\n")  # not x86: cannot tell, no warning
+    monkeypatch.setattr(checkpoints, "cpu_lacks_bf16", lambda: True)
+    with pytest.warns(UserWarning, match="no bf16 instructions"):
+        load_model(dtype="bf16")
+    monkeypatch.setattr(checkpoints, "cpu_lacks_bf16", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model(dtype="bf16")

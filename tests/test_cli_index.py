@@ -72,6 +72,29 @@ def test_build_search_add_delete(corpus, tmp_path):
         res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "--replace", *extra])
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)["documents"] == 15
+    # piped (not a terminal): one unwrapped line per message, no progress bar's blank line
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "--replace"])
+    assert res.exit_code == 0 and res.output == "added 4 documents (4 replaced); 15 in the index\n", res.output
+
+
+def test_an_interrupted_write_says_where_it_leaves_the_index(corpus, tmp_path, monkeypatch):
+    from polylate import cli
+
+    path, more = corpus
+    runner = CliRunner()
+    index = tmp_path / "idx"
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(path)]).exit_code == 0
+    before = (index / "MANIFEST.json").read_bytes()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_encode_docs", ctrl_c)
+    for args in (["index", "add", str(index), "-i", str(more)],
+                 ["index", "build", str(index), "-i", str(more), "--overwrite"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 130 and f"interrupted: index {index} is as its last commit left it" in res.output
+        assert (index / "MANIFEST.json").read_bytes() == before
 
 
 def test_search_settings_from_the_command_line(corpus, tmp_path):
@@ -191,6 +214,24 @@ def test_vectors_of_another_model_are_never_mixed_in(corpus, tmp_path):
     res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "-m", str(tmp_path / "one-layer"), "--replace"])
     assert res.exit_code == 2 and "weights differ" in " ".join(res.output.split())
     assert (index / "MANIFEST.json").read_bytes() == json_bytes_after_add
+    # the same weights, making other tokens of the same text: each change is another model
+    import dataclasses
+
+    from polylate import load_model
+
+    tiny = load_model(str(tmp_path / "tiny"))
+    for n, change in enumerate([dict(query_expansion=not tiny.config.query_expansion),
+                                dict(mask_punctuation=not tiny.config.mask_punctuation),
+                                dict(query_marker="Q:", doc_marker="D:")]):
+        tiny.save(tmp_path / f"retokenised-{n}", config=dataclasses.replace(tiny.config, **change))
+        for args in (["index", "add", str(index), "-i", str(more), "--replace"],
+                     ["index", "search", str(index), "capital", "--json"]):
+            res = runner.invoke(app, [*args, "-m", str(tmp_path / f"retokenised-{n}")])
+            out = " ".join(res.output.split())
+            assert res.exit_code == 2 and "same weights, but it makes other tokens" in out, (change, res.output)
+    assert (index / "MANIFEST.json").read_bytes() == json_bytes_after_add
+    tiny.save(tmp_path / "resaved")  # the same model in the native layout: accepted
+    _search(runner, index, "capital", "-m", str(tmp_path / "resaved"))
 
 
 def test_write_problems_are_found_before_encoding(corpus, tmp_path, monkeypatch):
@@ -377,7 +418,8 @@ def test_a_collection_larger_than_one_part_builds_part_by_part(corpus, tmp_path,
     res = runner.invoke(app, ["index", "add", str(tmp_path / "parts"), "-i", str(more)])  # one part of 5
     monkeypatch.setattr(polylate.cli, "BUILD_PART_DOCS", 2)
     res = runner.invoke(app, ["index", "add", str(tmp_path / "parts"), "-i", str(more), "--replace"])  # parts of 2
-    assert res.exit_code == 0 and f"added {len(SAMPLE_DOCUMENTS) - 12} documents; {len(SAMPLE_DOCUMENTS)} in the index" in res.output, res.output
+    assert res.exit_code == 0 and (f"added {len(SAMPLE_DOCUMENTS) - 12} documents ({len(SAMPLE_DOCUMENTS) - 12} replaced); "
+                                  f"{len(SAMPLE_DOCUMENTS)} in the index") in res.output, res.output
     # a failure while encoding a later part leaves no index and no folder it made
     real = polylate.cli._encode_docs
     calls = []

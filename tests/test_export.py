@@ -200,7 +200,10 @@ def test_convert_cli(sources, tmp_path):
     assert "wrote stanford layout (at dim 16)" in res.output
     assert load_model(out).config.dim == 16
     res = runner.invoke(app, ["convert", str(sources / "pylate"), str(out), "--to", "stanford"])
-    assert res.exit_code == 2 and "exists; pass --overwrite" in res.output
+    assert res.exit_code == 2 and "holds a model; pass --overwrite" in res.output
+    (tmp_path / "empty").mkdir()  # an empty folder is as good as a new one
+    res = runner.invoke(app, ["convert", str(sources / "pylate"), str(tmp_path / "empty"), "--to", "stanford"])
+    assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["convert", str(sources / "jina"), str(tmp_path / "x"), "--to", "pylate"])
     assert res.exit_code == 2 and "rotary positions" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["convert", str(sources / "jina"), str(tmp_path / "x"), "--to", "onnx"])
@@ -216,6 +219,10 @@ def test_convert_cli(sources, tmp_path):
         res = runner.invoke(app, ["convert", str(tmp_path / "proj" / "model"), str(target), "--to", "pylate",
                                   "--overwrite"])
         assert res.exit_code == 2 and "is (or holds) the source model" in res.output, res.output
+    res = runner.invoke(app, ["convert", str(tmp_path / "proj" / "model"), str(tmp_path / "proj" / "model" / "sub"),
+                              "--to", "pylate", "--overwrite"])
+    assert res.exit_code == 2 and "is inside the source model's folder" in " ".join(res.output.split())
+    assert not (tmp_path / "proj" / "model" / "sub").exists()
     assert load_model(tmp_path / "proj" / "model").config.dim == 24
 
 

@@ -439,6 +439,11 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     (qrels_only / "corpus.jsonl").write_text(json.dumps({"_id": "d0", "text": "x"}) + "\n")
     (qrels_only / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "y"}) + "\n")
     (qrels_only / "qrels" / "train.tsv").write_text("q0\td0\t1\n")
+    judged_nothing = tmp_path / "judged-nothing"  # a BEIR folder whose train qrels are empty
+    (judged_nothing / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (judged_nothing / name).write_text("")
+    (judged_nothing / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
     base = ["train", "--dims", "16"]
     for args, message in (([str(qrels_only), "--teacher", "data"], "1 of 1 training items have no teacher_scores"),
                           ([str(data), "--teacher", "oracle"], "--teacher must be dense, data or none"),
@@ -464,6 +469,7 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
                           ([str(data), "--dims", "16,16"], "--dims must list distinct dims"),
                           ([str(data), "-o", str(tmp_path / "m.safetensors")], "a model is saved as a folder"),
                           ([str(tmp_path / "my-data")], "training data " + str(tmp_path / "my-data") + " does not exist"),
+                          ([str(judged_nothing)], f"no training items in {judged_nothing} (split 'train')"),
                           ([str(data), "--dim-weights", "-1"], "--dim-weights must be numbers >= 0"),
                           ([str(data), "-m", str(tmp_path / "missing")], "--model"),
                           ([str(data), "--heads-only", "-o", str(tmp_path / "h.safetensors")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -26,7 +27,15 @@ from polylate.paths import file_in_the_way
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multilingual late-interaction (ColBERT) retrieval.")
-console = Console(stderr=True)
+# soft_wrap: a message piped to a file or another program is one line, not cut at 80 columns
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _bar():
+    """A progress bar on a terminal; nothing at all when stderr is a pipe or a file."""
+    from rich.progress import Progress
+
+    return Progress(console=console, transient=True, disable=not console.is_terminal)
 
 MODEL_HELP = ("checkpoint folder, hub id, 'default' for the bundled offline model, or a .safetensors "
               "heads file over it (polylate train --heads-only)")
@@ -218,6 +227,7 @@ def encode(
     """Encode texts into L2-normalised token vectors."""
     if texts and input is not None:
         _fail("give texts as arguments or --input, not both")
+    _check_doc_maxlen(doc_maxlen)
     if output is not None and output.suffix not in (".npz", ".jsonl"):
         _fail(f"output must end in .npz or .jsonl, got {output.name}")
     if output is not None and input is not None and output.exists() and output.resolve() == input.resolve():
@@ -280,12 +290,14 @@ def convert(
     source_dir = Path(source).expanduser()
     if source_dir.is_dir() and (output.resolve() == source_dir.resolve() or output.resolve() in source_dir.resolve().parents):
         _fail(f"{output} is (or holds) the source model, which writing it would delete; choose another folder")
+    if source_dir.is_dir() and source_dir.resolve() in output.resolve().parents:
+        _fail(f"{output} is inside the source model's folder {source}; choose a folder outside it")
     try:
         check_output_folder(output)  # before the model loads; export_model checks it again
     except ExportError as exc:
         _fail(str(exc))
-    if output.exists() and not overwrite:
-        _fail(f"{output} exists; pass --overwrite to replace it")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        _fail(f"{output} holds a model; pass --overwrite to replace it")
     torch_dtype = _check_dtype(dtype)
     m = _load_model(source, option="model")
     try:
@@ -389,6 +401,19 @@ def _writing(path: Path):
         _fail(_write_error(path, exc))
 
 
+def _interruptible(command):
+    """An index write stopped by Ctrl-C says where it leaves the index (its last commit)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: index {kwargs.get('path')} is as its last commit left it")
+            raise typer.Exit(130) from None
+
+    return run
+
+
 def _check_writer(path: Path, create: bool = False) -> None:
     """Before any encoding: the index folder can be written and no other process writes it
     (``create``: a new index's folder is made now)."""
@@ -468,6 +493,7 @@ def _build_encoded(path: Path, ids: list[str], texts: list[str], m, dim: int, ba
 
 
 @index_app.command("build")
+@_interruptible
 def index_build(
     path: Path = typer.Argument(..., help="index folder to create"),
     input: Path = typer.Option(..., "--input", "-i", help="documents: .jsonl[.gz] (BEIR corpus: _id, title, text) or .txt"),
@@ -475,7 +501,8 @@ def index_build(
     dim: Optional[int] = typer.Option(None, "--dim", "-d", help="128, 96 or 64 (default: the model's)"),
     nbits: int = typer.Option(2, help="residual bits per dimension: 1, 2 or 4"),
     keep_vectors: bool = typer.Option(False, help="also store float16 vectors for exact re-ranking"),
-    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen"),
+    doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit, recorded in the "
+                                             "index for its adds (default: the model's)"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     overwrite: bool = typer.Option(False, help="replace an existing index"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
@@ -488,6 +515,7 @@ def index_build(
 
     if nbits not in NBITS:
         _fail(f"--nbits must be one of {NBITS}, got {nbits}")
+    _check_doc_maxlen(doc_maxlen)
     if (path / MANIFEST).exists() and not overwrite:
         _fail(f"an index already exists at {path}; pass --overwrite to replace it")
     if path.exists() and not path.is_dir():
@@ -525,6 +553,7 @@ def index_build(
 
 
 @index_app.command("add")
+@_interruptible
 def index_add(
     path: Path = typer.Argument(..., help="existing index folder"),
     input: Path = typer.Option(..., "--input", "-i", help="documents (.jsonl[.gz] or .txt)"),
@@ -534,8 +563,8 @@ def index_add(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Add documents without rebuilding (each 10k documents commit atomically)."""
-    from rich.progress import Progress
+    """Add documents without rebuilding (committed atomically every 10k documents: an add
+    stopped midway keeps the parts it committed; rerun it with --replace)."""
 
     empty = _empty_index(path)
     if empty is not None:
@@ -560,10 +589,11 @@ def index_add(
     for start in range(0, len(ids), BUILD_PART_DOCS):
         part_ids, part_texts = ids[start : start + BUILD_PART_DOCS], texts[start : start + BUILD_PART_DOCS]
         vectors = _encode_docs(m, part_texts, dim, batch_size, doc_maxlen)
-        with _writing(path), Progress(console=console, transient=True) as bar:
+        with _writing(path), _bar() as bar:
             task = bar.add_task("committing", total=len(part_ids))
             idx.add(part_ids, vectors, replace=replace, texts=part_texts, progress=lambda n: bar.advance(task, n))
-    console.print(f"added {len(ids)} documents; {len(idx)} in the index")
+    replaced = f" ({len(present)} replaced)" if present else ""
+    console.print(f"added {len(ids)} documents{replaced}; {len(idx)} in the index")
     if idx.outgrown():
         trained = idx.manifest["trained_tokens"]
         if trained < idx.AUTO_RETRAIN_BELOW_TOKENS:
@@ -598,6 +628,7 @@ def index_delete(
 
 
 @index_app.command("compact")
+@_interruptible
 def index_compact(
     path: Path = typer.Argument(..., help="existing index folder"),
     retrain: bool = typer.Option(False, help="also retrain the centroids on the whole collection (from the kept "
@@ -766,7 +797,7 @@ def _report_search(rankings: dict, texts: dict, as_json: bool, run: Path | None,
         except OSError as exc:
             _fail(f"cannot write {run}: {exc.strerror or exc}")
     else:
-        out = Console()
+        out = Console(soft_wrap=True)
         for q, (hits, hit_texts, ms) in rankings.items():
             _print_hits(out, texts[q], ms, hits, hit_texts, as_json, query_id=q if from_file else None)
     if len(rankings) > 1 or run is not None:
@@ -908,6 +939,7 @@ def qdrant_add(
 ) -> None:
     """Encode documents and upsert them into a Qdrant collection (created, recording the model, if new)."""
     _check_cluster(shards, replicas, path)
+    _check_doc_maxlen(doc_maxlen)
     with closing(_qdrant(url, path, api_key)) as client:  # local mode locks its folder until closed
         _qdrant_add(client, collection, input, model, dim, replace, pooled, shards, replicas, doc_maxlen,
                     batch_size, device, dtype)
@@ -966,7 +998,6 @@ def qdrant_import(
 
     Its kept float16 vectors go as they are; an index built without --keep-vectors has its
     stored texts re-encoded with the model it records (2-bit residuals are lossy)."""
-    from rich.progress import Progress
 
     from polylate.backends.qdrant import QdrantIndex
 
@@ -1007,7 +1038,7 @@ def qdrant_import(
             idx = QdrantIndex.create(client, collection, src.dim, shards=shards, replication_factor=replicas,
                                      model=made)
         done = 0
-        with Progress(console=console, transient=True) as bar:
+        with _bar() as bar:
             task = bar.add_task("copying" if keeps else "re-encoding", total=len(ids))
             for batch_ids, texts, vectors in src.export():
                 if vectors is None:
@@ -1052,7 +1083,7 @@ def qdrant_search(
         if allowed is not None:
             _note_unknown_filter(allowed, idx.present(allowed), filter_ids)
         m, dim, _ = _qdrant_model(idx, model, device, dtype)
-        out = Console()
+        out = Console(soft_wrap=True)
         for query in queries:
             start = time.perf_counter()
             try:
@@ -1138,6 +1169,7 @@ def eval_(
         _fail(f"--dims must be comma-separated integers, got {dims!r}")
     if not colbert and not bm25:
         _fail("--bm25-only with --no-bm25 leaves nothing to run")
+    _check_doc_maxlen(doc_maxlen)
     if not colbert and (dims is not None or use_index):
         _fail("--bm25-only runs no ColBERT model: --dims and --index do not apply")
     args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
@@ -1186,7 +1218,6 @@ def rerank(
 ) -> None:
     """Re-score a first-stage run's top candidates by exact MaxSim (e.g. BM25 → ColBERT), with
     metrics before and after when judgments are given."""
-    from rich.progress import Progress
 
     from polylate.eval.beir import DatasetError, find_file, read_corpus, read_qrels, read_queries
     from polylate.eval.metrics import parse_metric
@@ -1244,7 +1275,7 @@ def rerank(
     m = _load_model(model, device, dtype)
     dim = m.config.dim if dim is None else dim
     _check_dim(m, dim)
-    with Progress(console=console, transient=True) as bar:
+    with _bar() as bar:
         task = bar.add_task(f"reranking top {depth}", total=len(shortlist))
         reranked = rerank_candidates(m, shortlist, query_texts, doc_texts, dim=dim, batch_size=batch_size,
                                      doc_maxlen=doc_maxlen, progress=lambda k: bar.advance(task, k))
@@ -1416,7 +1447,8 @@ def train(
         except (FileNotFoundError, ValueError) as exc:
             _fail(f"--gettext-pairs: {exc}")
     if not items:
-        _fail("no training items found")
+        _fail(f"no training items in {', '.join(map(str, data))}" + (f" (split {split!r})" if any(
+            f.is_dir() for f in data) else ""))
     unscored = sum(getattr(t, "teacher_scores", None) is None for t in items)
     if teacher == "data" and distill > 0 and unscored:
         _fail(f"--teacher data: {unscored} of {len(items)} training items have no teacher_scores (rows of "
@@ -1459,6 +1491,11 @@ def train(
         history = trainer.train()
     except FloatingPointError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        kept = trainer.written_checkpoints or ([resume] if resume is not None else [])
+        console.print("interrupted; " + (f"resume from the last checkpoint with --resume {kept[-1]}" if kept else
+                                         "no checkpoint was written (--checkpoint-dir saves them)"))
+        raise typer.Exit(130) from None
     try:
         if heads_only:  # with every encoder layer that differs from the base's: trained now or before
             save_heads(m, output)
@@ -1526,6 +1563,7 @@ def mine(
     from polylate.train.mining import add_teacher_scores, mine_hard_negatives, write_pairs
 
     _check_at_least(("--negatives", negatives, 1), ("--depth", depth, 1), ("--skip", skip, 0))
+    _check_doc_maxlen(doc_maxlen)
     _check_output_file(output, overwrite)
     try:
         corpus, queries, qrels = read_beir(data, split)
@@ -1649,7 +1687,7 @@ def demo(
     doc_vectors = m.encode(docs, dim=dim, show_progress=sys.stderr.isatty())
     console.print(f"encoded {len(docs)} documents ({sum(len(v) for v in doc_vectors)} token vectors) "
                   f"in {time.perf_counter() - start:.2f}s")
-    out = Console()
+    out = Console(soft_wrap=True)
     with tempfile.TemporaryDirectory(prefix="polylate-demo-") as tmp:
         index = PlaidIndex.build(Path(tmp) / "index", [d["id"] for d in SAMPLE_DOCUMENTS], doc_vectors,
                                  texts=docs, nbits=2)

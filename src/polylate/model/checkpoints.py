@@ -67,7 +67,28 @@ def load_model(
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
+    if dtype == torch.bfloat16 and next(model.parameters()).device.type == "cpu":
+        warn_if_bf16_is_emulated()
     return model
+
+
+def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this is an x86 CPU without bf16 instructions (AVX512-BF16, AMX), where torch
+    emulates bfloat16 and runs it slower than float32 (an AVX2 EPYC: ~3x slower). Only what
+    Linux's /proc/cpuinfo (or ``cpuinfo``, its text) tells; elsewhere, False."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return flags is not None and not ({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def warn_if_bf16_is_emulated(stacklevel: int = 3) -> None:
+    if cpu_lacks_bf16():
+        warnings.warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): torch emulates bfloat16 here, "
+                      "slower than float32 (about 3x on an AVX2 CPU); use float32 on it", stacklevel=stacklevel)
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

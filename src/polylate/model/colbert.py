@@ -44,6 +44,10 @@ class ColBERT(nn.Module):
         super().__init__()
         if not heads:
             raise ValueError("a ColBERT model needs at least one projection head")
+        bad = [d for d in heads if isinstance(d, bool) or not (isinstance(d, int) or str(d).isdigit())]
+        if bad:
+            raise ValueError(f"heads are keyed by their output dim, an integer; got {bad[0]!r}")
+        heads = {int(d): head for d, head in heads.items()}  # (str keys too: what model.heads holds)
         for d, head in heads.items():
             if head.out_features != d or head.in_features != encoder.config.hidden_size:
                 raise ValueError(
@@ -411,6 +415,9 @@ def _convert(vec: torch.Tensor, to_numpy: bool, dtype):
 def _progress(items, show: bool, what: str):
     if not show:
         return items
+    from rich.console import Console
     from rich.progress import track
 
-    return track(items, description=f"encoding {what}", transient=True)
+    console = Console(stderr=True)  # never into the vectors or JSON a command writes to stdout
+    return track(items, description=f"encoding {what}", transient=True, console=console,
+                 disable=not console.is_terminal)

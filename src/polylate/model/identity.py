@@ -5,6 +5,9 @@ A model's name is not enough: it is a folder name for most layouts and changes w
 moves, and a retrained head keeps it. The record holds a signature instead: a few values
 sampled from every encoder tensor and from the projection to the stored dim, compared with a
 tolerance that survives loading in bf16/fp16, on another device or from another layout.
+Weights do not say how text becomes tokens (markers, query expansion, punctuation dropped
+from documents, the vocabulary), so the record also holds a probe: the first components of
+the vectors the model makes of a fixed query and document, compared token by token.
 """
 
 from __future__ import annotations
@@ -31,6 +34,42 @@ def signature(model, dim: int) -> list[float]:
     return out
 
 
+_PROBE_QUERY = "Paris river?"  # short: room for expansion in any vocabulary
+_PROBE_DOCUMENT = "The Seine, in Paris (777 km)."
+_PROBE_COMPONENTS = 16
+#: least cosine, token by token, between two probes of one model (bf16 loads and other devices
+#: stay above 0.999; another marker, expansion or punctuation rule changes the token count or
+#: drops far below)
+_PROBE_MIN_COSINE = 0.98
+
+
+def probe(model, dim: int) -> dict:
+    """The first components of the ``dim``-d vectors ``model`` makes of a fixed query and
+    document: what its weights cannot tell (how text becomes tokens)."""
+    def rows(vectors) -> list[list[float]]:
+        return [[float(f"{float(x):.4g}") for x in row[:_PROBE_COMPONENTS]] for row in vectors]
+
+    return {"query": rows(model.encode(_PROBE_QUERY, is_query=True, dim=dim)),
+            "document": rows(model.encode(_PROBE_DOCUMENT, dim=dim))}
+
+
+def _same_probe(a: dict, b: dict) -> bool:
+    import numpy as np
+
+    for side in ("query", "document"):
+        x, y = np.asarray(a.get(side), dtype=np.float64), np.asarray(b.get(side), dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 2:
+            return False
+        cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+        if len(cos) and cos.min() < _PROBE_MIN_COSINE:
+            return False
+    return True
+
+
+_TEXT_DIFFERS = ("the same weights, but it makes other tokens of the same text (its query or document marker, "
+                 "query expansion, the punctuation it drops or its vocabulary differ)")
+
+
 def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> dict:
     """What a store records about the model that encodes its vectors (a folder as its absolute
     path: the store is used from other working directories)."""
@@ -38,7 +77,7 @@ def model_record(model, name_or_path: str, dim: int, doc_maxlen: int | None) -> 
     if name_or_path != "default" and local.exists():
         name_or_path = str(local.resolve())
     return {"name_or_path": name_or_path, "name": model.name, "dim": dim, "doc_maxlen": doc_maxlen,
-            "signature": signature(model, dim)}
+            "signature": signature(model, dim), "probe": probe(model, dim)}
 
 
 def shown(record: dict | None, paths: bool = True) -> dict | None:
@@ -47,7 +86,7 @@ def shown(record: dict | None, paths: bool = True) -> dict | None:
     server's clients): a model folder by its name, not where it lies on the server."""
     if record is None:
         return None
-    out = {k: v for k, v in record.items() if k != "signature"}
+    out = {k: v for k, v in record.items() if k not in ("signature", "probe")}
     if "name_or_path" in out:
         out["name_or_path"] = _where(out["name_or_path"], paths)
     return out
@@ -72,6 +111,8 @@ def records_mismatch(theirs: dict | None, ours: dict | None) -> str | None:
     a, b = theirs.get("signature"), ours.get("signature")
     if a and b and theirs.get("dim") == ours.get("dim") and len(a) == len(b):
         if _close(a, b):
+            if theirs.get("probe") and ours.get("probe") and not _same_probe(theirs["probe"], ours["probe"]):
+                return f"they were made by a model with {_TEXT_DIFFERS}"
             return None
         same = theirs.get("name") == ours.get("name")
         return (f"{'both are named' if same else 'they are'} {theirs.get('name')!r}"
@@ -98,10 +139,22 @@ def model_mismatch(recorded: dict | None, model, cache: dict | None = None, path
             cache[dim] = ours
         if len(ours) == len(theirs):
             if _close(ours, theirs):
-                return None
+                return _probe_mismatch(recorded, model, cache, dim)
             where = _where(recorded.get("name_or_path"), paths)
             made = repr(made_by) + (f" (loaded from {where})" if where and where != made_by else "")
             return f"its weights differ from those of the model that made them, {made}"
     if recorded.get("name") and model.name and recorded["name"] != model.name:
         return f"it is {model.name!r}, the vectors were made with {recorded['name']!r}"
     return None
+
+
+def _probe_mismatch(recorded: dict, model, cache: dict | None, dim: int) -> str | None:
+    """``model_mismatch`` for a model with the recorded weights: does it tokenise alike?"""
+    theirs = recorded.get("probe")
+    if not isinstance(theirs, dict):  # recorded before probes
+        return None
+    key = ("probe", dim)
+    ours = cache[key] if cache is not None and key in cache else probe(model, dim)
+    if cache is not None:
+        cache[key] = ours
+    return None if _same_probe(ours, theirs) else f"it has {_TEXT_DIFFERS} from the model that made the vectors"

@@ -20,7 +20,7 @@ class ModelRunner:
         self.name_or_path = name_or_path
         self.accepted_names = {self.name, "default", name_or_path, *aliases}
         self.dims = model.output_dims
-        self.signatures: dict[int, list[float]] = {}  # identity.model_mismatch's cache: the model is fixed
+        self.signatures: dict = {}  # identity.model_mismatch's cache: the model is fixed
         self._lock = threading.Lock()
 
     @property

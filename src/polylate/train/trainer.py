@@ -270,6 +270,10 @@ class Trainer:
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
         self.precision = precision
+        if precision == "bfloat16" and next(model.parameters()).device.type == "cpu":
+            from polylate.model.checkpoints import warn_if_bf16_is_emulated
+
+            warn_if_bf16_is_emulated()
         if teacher not in ("items", "mean_pool"):
             raise ValueError(f"teacher must be 'items' or 'mean_pool', got {teacher!r}")
         n_layers = len(model.encoder.layers)
