@@ -433,3 +433,15 @@ def test_a_collection_larger_than_one_part_builds_part_by_part(corpus, tmp_path,
     monkeypatch.setattr(polylate.cli, "_encode_docs", failing)
     runner.invoke(app, ["index", "build", str(tmp_path / "killed"), "-i", str(path)])
     assert not (tmp_path / "killed").exists()
+
+
+def test_the_kmeans_sample_is_chosen_at_build(corpus, tmp_path):
+    path, _ = corpus
+    runner = CliRunner()
+    res = runner.invoke(app, ["index", "build", str(tmp_path / "s"), "-i", str(path), "--sample-tokens", "100"])
+    assert res.exit_code == 2 and "--sample-tokens must be at least 1024, got 100" in res.output
+    assert not (tmp_path / "s").exists()
+    res = runner.invoke(app, ["index", "build", str(tmp_path / "s"), "-i", str(path), "--sample-tokens", "1024"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "s" / "MANIFEST.json").read_text())
+    assert manifest["sample_tokens"] == manifest["trained_tokens"]  # a collection under 1024 tokens: all of it

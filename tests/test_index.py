@@ -207,6 +207,20 @@ def test_an_array_written_in_blocks_is_the_array_np_save_writes(tmp_path):
         save_array(tmp_path / "wide.npy", Blocks(a.shape, a.dtype, [a[:, :2]]))
 
 
+def test_the_kmeans_sample_sets_the_centroid_count(tmp_path, corpus):
+    docs = corpus.docs[:400]
+    total = sum(len(d) for d in docs)
+    small = PlaidIndex.build(tmp_path / "s", corpus.ids[:400], docs, sample_tokens=total // 8)
+    whole = PlaidIndex.build(tmp_path / "w", corpus.ids[:400], docs, sample_tokens=total)
+    assert total // 8 <= small.manifest["sample_tokens"] <= total // 8 + max(len(d) for d in docs)  # whole documents
+    assert whole.manifest["sample_tokens"] == total
+    assert small.manifest["trained_tokens"] == whole.manifest["trained_tokens"] == total
+    assert small.codec.num_centroids < whole.codec.num_centroids
+    with pytest.raises(ValueError, match="sample_tokens must be a positive integer"):
+        PlaidIndex.build(tmp_path / "bad", corpus.ids[:10], corpus.docs[:10], sample_tokens=0)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_export_yields_every_live_document_once(tmp_path, corpus):
     idx = PlaidIndex.build(tmp_path / "kv", corpus.ids[:200], corpus.docs[:200], num_centroids=64, keep_vectors=True,
                            texts=[f"text {i}" for i in corpus.ids[:200]])

@@ -503,6 +503,10 @@ def index_build(
     keep_vectors: bool = typer.Option(False, help="also store float16 vectors for exact re-ranking"),
     doc_maxlen: Optional[int] = typer.Option(None, "--doc-maxlen", help="document token limit, recorded in the "
                                              "index for its adds (default: the model's)"),
+    sample_tokens: Optional[int] = typer.Option(None, "--sample-tokens", help="token vectors the centroids' "
+                                                "k-means trains on (default 262,144: whole documents, at random, "
+                                                "of the first 50k); the centroid count follows. For millions of "
+                                                "tokens a larger sample gives better recall, slower (README)"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     overwrite: bool = typer.Option(False, help="replace an existing index"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
@@ -515,6 +519,8 @@ def index_build(
 
     if nbits not in NBITS:
         _fail(f"--nbits must be one of {NBITS}, got {nbits}")
+    if sample_tokens is not None:
+        _check_at_least(("--sample-tokens", sample_tokens, 1024))
     _check_doc_maxlen(doc_maxlen)
     if (path / MANIFEST).exists() and not overwrite:
         _fail(f"an index already exists at {path}; pass --overwrite to replace it")
@@ -541,7 +547,8 @@ def index_build(
     try:
         start = time.perf_counter()
         idx = _build_encoded(path, ids, texts, m, dim, batch_size, doc_maxlen, nbits=nbits,
-                             keep_vectors=keep_vectors, model=record, overwrite=overwrite)
+                             keep_vectors=keep_vectors, model=record, overwrite=overwrite,
+                             **({} if sample_tokens is None else {"sample_tokens": sample_tokens}))
     except BaseException:
         if created and not (path / MANIFEST).exists():  # a failed build leaves no folder it made
             shutil.rmtree(path, ignore_errors=True)

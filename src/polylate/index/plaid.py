@@ -235,6 +235,11 @@ def _check_texts(texts, ids):
     return texts
 
 
+#: token vectors the codec's k-means trains on by default (whole documents, drawn at random);
+#: the centroid count follows from it (ColBERTv2's rule). benchmarks/centroid_count.py: a
+#: collection four times larger than the sample loses recall against one sampled whole
+DEFAULT_SAMPLE_TOKENS = 1 << 18
+
 #: manifests without ``sample_tokens`` recorded the codec's sample (at most about this many
 #: tokens) as ``trained_tokens``, not the collection it was drawn from
 _OLD_SAMPLE_CAP = 1 << 18
@@ -429,7 +434,7 @@ class PlaidIndex:
         replaces: tuple[int, str] | None = None,
         over_interrupted: bool = False,
         kmeans_niter: int = 10,
-        sample_tokens: int = 1 << 18,
+        sample_tokens: int = DEFAULT_SAMPLE_TOKENS,
         seed: int = 1234,
         more: Iterable[tuple[Sequence[str], Sequence[np.ndarray], Sequence[str] | None]] | None = None,
     ) -> PlaidIndex:
@@ -453,6 +458,8 @@ class PlaidIndex:
         stored = replaces is not None  # a rebuild of this index (retrain): its ids are already in it
         _validate_docs(ids, vectors, dim, stored)
         check_codec_settings(dim, nbits, num_centroids)  # before any folder is made
+        if not is_positive_int(sample_tokens):
+            raise ValueError(f"sample_tokens must be a positive integer, got {sample_tokens!r}")
         _warn_unnormalised(ids, vectors)
         if (root / MANIFEST).exists() and not overwrite:
             raise IndexStoreError(f"an index already exists at {root}; overwrite it explicitly to replace it")
@@ -571,7 +578,9 @@ class PlaidIndex:
         return PlaidIndex.build(self.root, [ids[r] for r in first], vectors_of(first), nbits=self.codec.nbits,
                                 keep_vectors=bool(self.manifest.get("keep_vectors")),
                                 texts=[texts[r] for r in first] if has_texts else None,
-                                model=self.manifest.get("model"), overwrite=True, replaces=state, more=parts())
+                                model=self.manifest.get("model"), overwrite=True, replaces=state, more=parts(),
+                                # a sample no smaller than the one the index was built with
+                                sample_tokens=max(DEFAULT_SAMPLE_TOKENS, int(self.manifest.get("sample_tokens", 0))))
 
     #: documents whose vectors a retrain holds at a time (an index past it is rebuilt part by part)
     RETRAIN_PART_DOCS = 50_000
