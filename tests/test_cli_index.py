@@ -95,6 +95,9 @@ def test_an_interrupted_write_says_where_it_leaves_the_index(corpus, tmp_path, m
         res = runner.invoke(app, args)
         assert res.exit_code == 130 and f"interrupted: index {index} is as its last commit left it" in res.output
         assert (index / "MANIFEST.json").read_bytes() == before
+    res = runner.invoke(app, ["index", "build", str(tmp_path / "new"), "-i", str(more)])
+    assert res.exit_code == 130 and f"interrupted: no index was built at {tmp_path / 'new'}" in res.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_search_settings_from_the_command_line(corpus, tmp_path):

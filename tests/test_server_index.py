@@ -255,8 +255,30 @@ def test_compact_retrains_on_request(model, tmp_path):
             res = client.post("/v1/indexes/g/compact", json=body)
             assert res.status_code == 422, body
         assert client.get("/v1/indexes/g").json() == before  # refused bodies change nothing
-        res = client.post("/v1/indexes/g/compact", json={"retrain": True})
+        registry = client.app.state.registry
+        registry.RETRAIN_ENCODE_BATCH = 3  # the model is taken a batch at a time, never for a whole part
+        runner, encode, calls = registry.runner, registry.runner.encode, []
+
+        def encode_during_the_retrain(texts, **kw):
+            if kw["is_query"]:
+                return encode(texts, **kw)
+            calls.append(len(texts))
+            if len(calls) == 1:  # meanwhile: searches are answered, writes refused (not queued ahead of them)
+                assert "es-madrid" in _ids(client.post("/v1/indexes/g/search", json={"query": "Madrid"}))
+                for path, body in (("/v1/indexes/g/documents", {"documents": DOCS[12:13]}),
+                                   ("/v1/indexes/g/documents/delete", {"ids": ["de-berlin"]}),
+                                   ("/v1/indexes/g/compact", {"retrain": True})):
+                    res = client.post(path, json=body)
+                    assert res.status_code == 409 and "being retrained" in res.json()["detail"], (path, res.text)
+            return encode(texts, **kw)
+
+        runner.encode = encode_during_the_retrain
+        try:
+            res = client.post("/v1/indexes/g/compact", json={"retrain": True})
+        finally:
+            runner.encode = encode
         assert res.status_code == 200, res.text
+        assert max(calls) <= 3 and sum(calls) == 11 + 1  # the 11 documents, and the refused add's one
         after = res.json()
         assert after["documents"] == 11 and after["segments"] == 1 and after["centroids"] > before["centroids"]
         assert PlaidIndex.open(tmp_path / "g").manifest["trained_tokens"] == after["tokens"]
@@ -501,6 +523,8 @@ def test_lifecycle_on_qdrant(qdrant):
     res = client.post("/v1/indexes/sample/documents/delete", json={"ids": ["ru-volga"]})
     assert res.status_code == 200 and res.json()["documents"] == 15
     assert client.post("/v1/indexes/sample/compact").json()["documents"] == 15
+    res = client.post("/v1/indexes/sample/compact", json={"retrain": True})
+    assert res.status_code == 422 and "no centroids to retrain" in res.json()["detail"]
     assert [i["name"] for i in client.get("/v1/indexes").json()["indexes"]] == ["sample"]
     assert client.post("/v1/indexes", json={"name": "sample"}).status_code == 409
     assert client.delete("/v1/indexes/sample").status_code == 204

@@ -408,7 +408,11 @@ def _interruptible(command):
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
-            console.print(f"interrupted: index {kwargs.get('path')} is as its last commit left it")
+            from polylate.index.storage import MANIFEST
+
+            path = Path(kwargs["path"])
+            console.print(f"interrupted: index {path} is as its last commit left it" if (path / MANIFEST).exists()
+                          else f"interrupted: no index was built at {path}")
             raise typer.Exit(130) from None
 
     return run
@@ -1500,8 +1504,10 @@ def train(
         _fail(str(exc))
     except KeyboardInterrupt:
         kept = trainer.written_checkpoints or ([resume] if resume is not None else [])
-        console.print("interrupted; " + (f"resume from the last checkpoint with --resume {kept[-1]}" if kept else
-                                         "no checkpoint was written (--checkpoint-dir saves them)"))
+        console.print("interrupted; " + (
+            f"resume from the last checkpoint with --resume {kept[-1]}" if kept else
+            "no checkpoint was written yet (one is saved after each epoch, and every --checkpoint-every steps)"
+            if checkpoint_dir is not None else "no checkpoint was written (--checkpoint-dir saves them)"))
         raise typer.Exit(130) from None
     try:
         if heads_only:  # with every encoder layer that differs from the base's: trained now or before

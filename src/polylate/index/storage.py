@@ -69,7 +69,7 @@ def save_array(path: Path, array: np.ndarray | Blocks) -> None:
 
 def _write_blocks(f, array: Blocks, path: Path) -> None:
     """The .npy file ``np.save`` would write for the concatenated blocks."""
-    dtype, shape = np.dtype(array.dtype), tuple(array.shape)
+    dtype, shape = np.dtype(array.dtype), tuple(int(n) for n in array.shape)
     np.lib.format.write_array_header_1_0(
         f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
     rows = 0
@@ -77,7 +77,8 @@ def _write_blocks(f, array: Blocks, path: Path) -> None:
         block = np.ascontiguousarray(block, dtype=dtype)
         if block.shape[1:] != shape[1:]:
             raise ValueError(f"{path}: a block of shape {block.shape} in an array of shape {shape}")
-        f.write(memoryview(block).cast("B"))
+        if block.size:  # (a view of zero bytes cannot be cast)
+            f.write(memoryview(block).cast("B"))
         rows += len(block)
         block = None  # (not held while the next block is read)
     if rows != shape[0]:

@@ -21,7 +21,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +72,13 @@ class RWLock:
                     self._cond.notify_all()
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, refuse: Callable[[], str | None] | None = None) -> Iterator[None]:
+        """``refuse``: checked before waiting; a message from it is a 409 instead of a wait
+        (a waiting writer would hold off every reader meanwhile)."""
         with self._cond:
+            problem = refuse() if refuse is not None else None
+            if problem:
+                raise RegistryError(409, problem)
             self._writers_waiting += 1
             while self._writer or self._readers:
                 self._cond.wait()
@@ -91,6 +96,14 @@ class RWLock:
 class _Entry:
     lock: RWLock = field(default_factory=RWLock)
     index: PlaidIndex | None = None  # opened lazily; None also while created but empty
+    retraining: bool = False  # a requested retrain runs under the read lock: writes are refused meanwhile
+
+    def busy(self) -> str | None:
+        return "the index is being retrained; retry when that finishes" if self.retraining else None
+
+    def writing(self):
+        """The write lock, refused (409) while a retrain runs rather than waited for."""
+        return self.lock.write(refuse=self.busy)
 
 
 @dataclass
@@ -234,7 +247,7 @@ class IndexRegistry:
         dim = self.runner.check_dim(dim, "dim")
         check_documents(ids, texts)
         entry = self._entry(name, must_exist=False)
-        with entry.lock.write():
+        with entry.writing():
             if self._exists(folder):
                 raise RegistryError(409, f"an index named {name!r} already exists")
             if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -283,7 +296,7 @@ class IndexRegistry:
             self._refuse_present(idx, ids, replace)
         vectors = self._doc_encoder(rec)(texts)
         retrained = False
-        with entry.lock.write():
+        with entry.writing():
             idx = self._current(name, entry)
             rec = self._recorded(name, idx)
             if vectors and vectors[0].shape[1] != rec["dim"]:
@@ -333,7 +346,7 @@ class IndexRegistry:
 
     def delete(self, name: str, ids: list[str], missing_ok: bool = False) -> dict:
         entry = self._entry(name)
-        with entry.lock.write():
+        with entry.writing():
             idx = self._current(name, entry)
             if idx is None:
                 if not missing_ok:
@@ -352,7 +365,7 @@ class IndexRegistry:
         if retrain:
             self._retrain(name, entry)
             return self.stats(name)
-        with entry.lock.write():
+        with entry.writing():
             idx = self._current(name, entry)
             if idx is not None:
                 try:
@@ -364,31 +377,59 @@ class IndexRegistry:
     def _retrain(self, name: str, entry: _Entry) -> None:
         """Refit the codec to the whole collection on request (an index past the automatic
         retrain's size). Under the read lock: searches go on over the old index, whose files
-        stay readable until the rebuild commits, and this server's writes wait; the rebuild is
-        one commit, refused if another process committed meanwhile."""
-        with entry.lock.read():
-            idx = self._current(name, entry)
-            if idx is None or not len(idx):
-                raise RegistryError(409, f"index {name!r} holds no documents to retrain on")
-            rec = self._recorded(name, idx)
-            try:
-                new = idx.retrain(self._doc_encoder(rec))
-            except IndexStoreError as exc:
-                raise RegistryError(409, str(exc)) from exc
-        with entry.lock.write():
-            if rec["meta"]:
-                self._built(entry, self.folder(name), rec["meta"], new)
-            else:  # an index the CLI built: no SERVER.json to note the count in
-                entry.index = new
+        stay readable until the rebuild commits; this server's writes to the index are refused
+        meanwhile (a waiting writer would hold off its searches), and the encoding takes the
+        model a batch at a time (other indexes' queries and embeddings interleave). One commit,
+        refused if another process committed meanwhile."""
+        with entry.writing():  # no write in flight; later ones are refused until the flag drops
+            entry.retraining = True
+        try:
+            with entry.lock.read():
+                idx = self._current(name, entry)
+                if idx is None or not len(idx):
+                    raise RegistryError(409, f"index {name!r} holds no documents to retrain on")
+                rec = self._recorded(name, idx)
+                try:
+                    new = idx.retrain(self._doc_encoder(rec))
+                except IndexStoreError as exc:
+                    raise RegistryError(409, str(exc)) from exc
+                except ValueError as exc:
+                    raise RegistryError(422, str(exc)) from exc
+            with entry.lock.write():
+                folder = self.folder(name)
+                try:
+                    disk = read_manifest(folder)
+                except IndexStoreError:
+                    return  # (cannot happen while writes are refused; a drop by another process)
+                if (disk["generation"], disk["codec"]) != (new.manifest["generation"], new.manifest["codec"]):
+                    return  # another process committed since: the next read opens that
+                meta = self._meta(folder)
+                if meta:
+                    self._built(entry, folder, meta, new)
+                else:  # an index the CLI built: no SERVER.json to note the count in
+                    entry.index = new
+        finally:
+            entry.retraining = False
+
+    #: documents per encoding call of a retrain (the model is taken one call at a time)
+    RETRAIN_ENCODE_BATCH = 256
 
     def _doc_encoder(self, rec: dict):
-        """Documents' vectors as this index's writes make them (its dim and doc_maxlen)."""
-        return lambda texts: self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
+        """Documents' vectors as this index's writes make them (its dim and doc_maxlen), a
+        batch per call to the model, so a retrain's parts do not hold it for minutes."""
+        def encode(texts: list[str]) -> list:
+            out, step = [], self.RETRAIN_ENCODE_BATCH
+            for start in range(0, len(texts), step):
+                out += self.runner.encode(texts[start:start + step], is_query=False, dim=rec["dim"],
+                                          doc_maxlen=rec["doc_maxlen"])
+            return out
+
+        return encode
 
     def drop(self, name: str) -> None:
         folder = self.folder(name)
         entry = self._entry(name)
-        with entry.lock.write():
+        with entry.writing():
             if not self._exists(folder):
                 raise RegistryError(404, f"no index named {name!r}")
             try:

@@ -136,8 +136,10 @@ class QdrantRegistry:
             return {"index": name, "documents": len(idx), "deleted": n}
 
     def compact(self, name: str, retrain: bool = False) -> dict:
-        # Qdrant's optimizer merges segments and drops deletions itself; float16 vectors, no codec to retrain
-        return self.stats(name)
+        if retrain:
+            raise RegistryError(422, f"index {name!r} is a Qdrant collection: its vectors are kept as float16, "
+                                     "with no centroids to retrain")
+        return self.stats(name)  # Qdrant's optimizer merges segments and drops deletions itself
 
     def drop(self, name: str) -> None:
         collection = self._collection(name)

@@ -230,7 +230,8 @@ class CompactRequest(BaseModel):
     model_config = STRICT_FIELDS
     retrain: bool = Field(False, strict=True, description="also refit the centroids to the whole collection (from "
                           "the kept vectors, else the stored texts re-encoded): for an index grown well past "
-                          "what they were trained on. Searches go on meanwhile; this server's writes wait")
+                          "what they were trained on. Searches go on meanwhile; writes to the index are refused (409) "
+                          "until it finishes")
 
 
 class SearchRequest(BaseModel):
