@@ -879,3 +879,18 @@ def test_segments_do_not_change_answers(segmented, corpus, doc, k, ncells, ndocs
     b = one.search(q, k=k, settings=search, filter_ids=filter_ids)
     assert [h.id for h in a] == [h.id for h in b]
     assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 11), max_size=9), min_size=1, max_size=12))
+def test_inverted_lists_hold_each_document_once_per_centroid(docs_codes):
+    """build_ivf (in place, for merges of large indexes) against its definition."""
+    from polylate.index.plaid import build_ivf
+
+    doclens = np.array([len(c) for c in docs_codes], dtype=np.int32)
+    codes = np.array([c for doc in docs_codes for c in doc], dtype=np.uint16)
+    ivf_docs, ivf_offsets = build_ivf(codes, doclens, 12)
+    assert ivf_docs.dtype == np.int32 and len(ivf_offsets) == 13
+    for centroid in range(12):
+        expected = sorted({d for d, doc in enumerate(docs_codes) if centroid in doc})
+        assert ivf_docs[ivf_offsets[centroid] : ivf_offsets[centroid + 1]].tolist() == expected

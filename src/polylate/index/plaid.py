@@ -310,11 +310,22 @@ def _top_per_segment(scored: list[tuple[int, np.ndarray, np.ndarray]], keep: int
 
 
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
-    """Inverted lists: for each centroid, the local doc numbers having a token there."""
-    owner = np.repeat(np.arange(len(doclens), dtype=np.int64), doclens)
-    pairs = np.unique(codes.astype(np.int64) * len(doclens) + owner)
-    docs = (pairs % len(doclens)).astype(np.int32)
-    counts = np.bincount(pairs // len(doclens), minlength=num_centroids)
+    """Inverted lists: for each centroid, the local doc numbers having a token there (each
+    once, ascending). In place where numpy allows: a merge of a large index holds this."""
+    n = len(doclens)
+    pairs = np.repeat(np.arange(n, dtype=np.int64), doclens)  # each token's document ...
+    key = codes.astype(np.int64)
+    key *= n
+    pairs += key  # ... and its centroid, as one sortable key
+    del key
+    pairs.sort()
+    if len(pairs):
+        keep = np.empty(len(pairs), dtype=bool)
+        keep[0] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=keep[1:])
+        pairs = pairs[keep]
+    docs = (pairs % n).astype(np.int32)
+    counts = np.bincount(pairs // n, minlength=num_centroids)
     offsets = np.zeros(num_centroids + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return docs, offsets
