@@ -125,18 +125,16 @@ def records_mismatch(theirs: dict | None, ours: dict | None) -> str | None:
 def model_mismatch(recorded: dict | None, model, cache: dict | None = None, paths: bool = True) -> str | None:
     """Why ``model`` is not the one ``recorded`` (None: it is, or the record cannot tell).
     Records from before signatures (or of another signature format) are compared by name.
-    ``cache``: {dim: signature} of a model whose weights do not change (a server's), kept
-    across calls (a signature takes a few ms). ``paths``: as in ``shown``."""
+    ``cache``: signatures and probes of a model that does not change (a server's), kept
+    across calls (each takes a few ms). ``paths``: as in ``shown``."""
     recorded = recorded or {}
     made_by = recorded.get("name") or _where(recorded.get("name_or_path"), paths)
     theirs, dim = recorded.get("signature"), recorded.get("dim")
     if theirs and isinstance(dim, int):
         try:
-            ours = cache[dim] if cache is not None and dim in cache else signature(model, dim)
+            ours = _cached(cache, dim, lambda: signature(model, dim))
         except ValueError:
             return f"it makes no {dim}-d vectors (its sizes: {model.output_dims})"
-        if cache is not None:
-            cache[dim] = ours
         if len(ours) == len(theirs):
             if _close(ours, theirs):
                 return _probe_mismatch(recorded, model, cache, dim)
@@ -153,8 +151,14 @@ def _probe_mismatch(recorded: dict, model, cache: dict | None, dim: int) -> str 
     theirs = recorded.get("probe")
     if not isinstance(theirs, dict):  # recorded before probes
         return None
-    key = ("probe", dim)
-    ours = cache[key] if cache is not None and key in cache else probe(model, dim)
-    if cache is not None:
-        cache[key] = ours
+    ours = _cached(cache, ("probe", dim), lambda: probe(model, dim))
     return None if _same_probe(ours, theirs) else f"it has {_TEXT_DIFFERS} from the model that made the vectors"
+
+
+def _cached(cache: dict | None, key, compute):
+    """``cache[key]``, computed (and kept, given a cache) the first time."""
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
