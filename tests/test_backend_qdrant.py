@@ -183,6 +183,23 @@ def test_cli_add_search_delete_stats(tmp_path):
     assert res.exit_code == 0, res.output
     answer = json.loads(res.output.splitlines()[0])
     assert answer["hits"][0]["id"] == "ru-volga" and answer["hits"][0]["text"].startswith("Волга")
+    # many queries from a file: a TREC run, scored against judgments by the queries' ids
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"_id": "q-volga", "text": "Welcher Fluss ist der längste in Europa?"}\n'
+                       '{"_id": "q-fuji", "text": "日本で一番高い山は何ですか？"}\n', encoding="utf-8")
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq-volga\tru-volga\t1\nq-fuji\tja-fuji\t1\n")
+    res = run(app, ["qdrant", "search", "sample", "-i", str(queries), "-k", "3", "--run", str(tmp_path / "run.txt"),
+                    "--qrels", str(qrels), "--metrics", "ndcg@10,recall@3", *store])
+    assert res.exit_code == 0 and "searched 2 queries, k=3" in res.output, res.output
+    lines = [line.split() for line in (tmp_path / "run.txt").read_text().splitlines()]
+    assert len(lines) == 6 and {(q, d) for q, _, d, rank, *_ in lines if rank == "1"} == {
+        ("q-volga", "ru-volga"), ("q-fuji", "ja-fuji")}
+    assert "recall@3" in res.output and "1.0000" in res.output
+    for args, message in ((["x", "-i", str(queries)], "not both"), ([], "give queries as arguments or --input"),
+                          (["x", "--metrics", "ndcg@10"], "--metrics needs --qrels"), (["x", "-b", "0"], "--batch-size")):
+        res = run(app, ["qdrant", "search", "sample", *args, *store])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)
     res = run(app, ["qdrant", "add", "sample", "-i", str(corpus), *store])
     assert res.exit_code == 2 and "already in the collection" in res.output
     res = run(app, ["qdrant", "delete", "sample", "ru-volga", *store])

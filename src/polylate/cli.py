@@ -681,28 +681,37 @@ def index_stats(path: Path = typer.Argument(..., help="existing index folder")) 
     print(json.dumps(_open_index(path).stats(), indent=2))
 
 
+# the options of a search command (index and qdrant) that take many queries at once
+QueriesFile = Annotated[Optional[Path], typer.Option(
+    "--input", "-i", help="queries from a file: BEIR queries .jsonl[.gz] (_id, text) or .txt (one per line, "
+    "numbered from 0); '-' for stdin")]
+RunFile = Annotated[Optional[Path], typer.Option(
+    "--run", help="write the rankings as a TREC run file (qid Q0 docid rank score tag) instead of printing them")]
+QrelsFile = Annotated[Optional[Path], typer.Option(
+    "--qrels", help="judgments .tsv (BEIR qrels, by the queries' ids): print the rankings' metrics")]
+Metrics = Annotated[Optional[str], typer.Option(
+    help="comma-separated metrics with --qrels (default: ndcg@10, recall@K, mrr@10)")]
+QueryBatch = Annotated[int, typer.Option("--batch-size", "-b", help="queries per encoder batch")]
+
+
 @index_app.command("search")
 def index_search(
     path: Path = typer.Argument(..., help="index folder"),
     queries: Optional[list[str]] = typer.Argument(None, help="one or more queries (or --input)"),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="queries from a file: BEIR queries .jsonl[.gz] "
-                                         "(_id, text) or .txt (one per line, numbered from 0); '-' for stdin"),
+    input: QueriesFile = None,
     k: int = typer.Option(10, "-k", help="results per query"),
     filter_ids: Optional[Path] = typer.Option(None, "--filter", help="file of allowed document ids, one per line"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of tables"),
-    run: Optional[Path] = typer.Option(None, "--run", help="write the rankings as a TREC run file (qid Q0 docid "
-                                       "rank score tag) instead of printing them"),
-    qrels: Optional[Path] = typer.Option(None, "--qrels", help="judgments .tsv (BEIR qrels, by the queries' ids): "
-                                         "print the rankings' metrics"),
-    metrics: Optional[str] = typer.Option(None, help="comma-separated metrics with --qrels (default: ndcg@10, "
-                                          "recall@K, mrr@10)"),
+    run: RunFile = None,
+    qrels: QrelsFile = None,
+    metrics: Metrics = None,
     thorough: bool = typer.Option(False, help="probe wider and re-rank more: recall ~0.99 vs exact on an index "
                                   "built with --keep-vectors, at ~10x the latency"),
     ncells: Optional[int] = typer.Option(None, help="override: centroids probed per query token"),
     ndocs: Optional[int] = typer.Option(None, help="override: candidates kept after stage 2"),
     threshold: Optional[float] = typer.Option(None, help="override: centroid score pruning threshold"),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="queries per encoder batch"),
+    batch_size: QueryBatch = 32,
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
@@ -718,21 +727,12 @@ def index_search(
     except ValueError as exc:
         _fail(re.sub(r"^(ncells|ndocs|k) ", lambda m: ("-k" if m[1] == "k" else f"--{m[1]}") + " ", str(exc)))
     _check_at_least(("--batch-size", batch_size, 1))  # (-k: SearchSettings.for_k above)
-    if bool(queries) == (input is not None):
-        _fail("give queries as arguments or --input, not both" if queries else "give queries as arguments or --input")
-    if any(not q.strip() for q in queries or []):
-        _fail("a query is empty")
-    query_ids, query_texts = read_texts(input, list(queries or []))
-    if not query_texts:
-        _fail(f"{input} holds no queries")
-    _check_output_file(run, option="--run")
-    judged, metric_list = _search_judgments(qrels, metrics, k)
+    query_ids, query_texts, judged, metric_list, batch = _search_inputs(queries, input, run, qrels, metrics, k)
     from polylate.index.storage import IndexStoreError
 
     allowed = None
     if filter_ids is not None:
         allowed = _read_ids(filter_ids)
-    batch = input is not None or run is not None or judged is not None
     empty = _empty_index(path)
     if empty is not None:  # created empty by the server: no hits, once the model is known to fit
         _index_model(empty.get("model"), empty["dim"], model, device, dtype)
@@ -742,29 +742,54 @@ def index_search(
         if allowed is not None:
             _note_unknown_filter(allowed, [i for i in allowed if i in idx], filter_ids)
         m, dim, _ = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
-        try:
-            # many queries: one batched encoding; a few typed ones: each timed with its encoding
-            encoded = m.encode(query_texts, is_query=True, dim=dim, batch_size=batch_size,
-                               show_progress=batch and len(query_texts) > batch_size) if batch else None
-        except (ValueError, TypeError) as exc:
-            _fail(str(exc))
-        rankings = {}
-        for n, (qid, query) in enumerate(zip(query_ids, query_texts)):
-            try:
-                if n == 0 and encoded is not None and len(encoded) > 1:
-                    # untimed: the first search of a process loads the compiled kernels and pages
-                    # the index in (hundreds of ms), which is not what a batch's latency is about
-                    idx.search(encoded[0], k=k, filter_ids=allowed, settings=settings)
-                start = time.perf_counter()
-                vectors = encoded[n] if encoded is not None else m.encode(query, is_query=True, dim=dim)
-                hits = idx.search(vectors, k=k, filter_ids=allowed, settings=settings)
-                ms = 1000 * (time.perf_counter() - start)
-                texts = idx.documents(h.id for h in hits) if not run else [None] * len(hits)
-            except (ValueError, IndexStoreError) as exc:
-                _fail(str(exc))
-            rankings[qid] = (hits, texts, ms)
+        rankings = _rank_queries(m, dim, query_ids, query_texts, batch, batch_size,
+                                 lambda vectors: idx.search(vectors, k=k, filter_ids=allowed, settings=settings),
+                                 None if run else idx.documents, (ValueError, IndexStoreError))
     _report_search(rankings, dict(zip(query_ids, query_texts)), as_json, run, judged, metric_list, k, qrels,
                    from_file=input is not None)
+
+
+def _search_inputs(queries: list[str] | None, input: Path | None, run: Path | None, qrels: Path | None,
+                   metrics: str | None, k: int):
+    """(query ids, texts, judgments, metric names, batch?) of a search command, all checked
+    before any model loads. A batch (a file, a run or judgments) is encoded at once."""
+    if bool(queries) == (input is not None):
+        _fail("give queries as arguments or --input, not both" if queries else "give queries as arguments or --input")
+    if any(not q.strip() for q in queries or []):
+        _fail("a query is empty")
+    query_ids, query_texts = read_texts(input, list(queries or []))
+    if not query_texts:
+        _fail(f"{input} holds no queries")
+    _check_output_file(run, option="--run")
+    judged, metric_list = _search_judgments(qrels, metrics, k)
+    return query_ids, query_texts, judged, metric_list, input is not None or run is not None or judged is not None
+
+
+def _rank_queries(m, dim: int, query_ids: list[str], query_texts: list[str], batch: bool, batch_size: int,
+                  search, documents, errors: tuple) -> dict:
+    """{query id: (hits, their texts, ms)} by ``search(vectors)``; texts by ``documents(ids)``
+    (None: not wanted, as for a run file). Many queries are encoded in one batch; a few typed
+    ones each timed with their encoding."""
+    try:
+        encoded = m.encode(query_texts, is_query=True, dim=dim, batch_size=batch_size,
+                           show_progress=batch and len(query_texts) > batch_size) if batch else None
+    except (ValueError, TypeError) as exc:
+        _fail(str(exc))
+    rankings = {}
+    for n, (qid, query) in enumerate(zip(query_ids, query_texts)):
+        try:
+            if n == 0 and encoded is not None and len(encoded) > 1:
+                # untimed: the first search of a process loads the compiled kernels and pages
+                # the index in (hundreds of ms), which is not what a batch's latency is about
+                search(encoded[0])
+            start = time.perf_counter()
+            hits = search(encoded[n] if encoded is not None else m.encode(query, is_query=True, dim=dim))
+            ms = 1000 * (time.perf_counter() - start)
+            texts = documents([h.id for h in hits]) if documents else [None] * len(hits)
+        except errors as exc:
+            _fail(str(exc))
+        rankings[qid] = (hits, texts, ms)
+    return rankings
 
 
 def _note_unknown_filter(allowed: list[str], present: list[str], filter_file: Path) -> None:
@@ -1068,7 +1093,8 @@ def qdrant_import(
 @qdrant_app.command("search")
 def qdrant_search(
     collection: str = typer.Argument(..., help="collection name"),
-    queries: list[str] = typer.Argument(..., help="one or more queries"),
+    queries: Optional[list[str]] = typer.Argument(None, help="one or more queries (or --input)"),
+    input: QueriesFile = None,
     url: QdrantUrl = None,
     path: QdrantPath = None,
     api_key: QdrantKey = None,
@@ -1078,32 +1104,32 @@ def qdrant_search(
     filter_ids: Optional[Path] = typer.Option(None, "--filter", help="file of allowed document ids, one per line"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model the collection recorded"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of tables"),
+    run: RunFile = None,
+    qrels: QrelsFile = None,
+    metrics: Metrics = None,
+    batch_size: QueryBatch = 32,
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Search a Qdrant collection with text queries (MaxSim, computed by Qdrant)."""
+    """Search a Qdrant collection with text queries (MaxSim, computed by Qdrant): print the hits,
+    or write a TREC run and score it."""
     if k < 1:
         _fail(f"-k must be positive, got {k}")
     if prefetch is not None and prefetch < k:
         _fail(f"--prefetch must be at least -k ({k}), got {prefetch}")
-    if any(not q.strip() for q in queries):
-        _fail("a query is empty")
+    _check_at_least(("--batch-size", batch_size, 1))
+    query_ids, query_texts, judged, metric_list, batch = _search_inputs(queries, input, run, qrels, metrics, k)
     allowed = _read_ids(filter_ids) if filter_ids is not None else None
     with closing(_qdrant(url, path, api_key, existing=True)) as client:
         idx = _collection(client, collection)
         if allowed is not None:
             _note_unknown_filter(allowed, idx.present(allowed), filter_ids)
         m, dim, _ = _qdrant_model(idx, model, device, dtype)
-        out = Console(soft_wrap=True)
-        for query in queries:
-            start = time.perf_counter()
-            try:
-                hits = idx.search(m.encode(query, is_query=True, dim=dim), k=k, filter_ids=allowed,
-                                  prefetch=prefetch)
-            except ValueError as exc:
-                _fail(str(exc))
-            ms = 1000 * (time.perf_counter() - start)
-            _print_hits(out, query, ms, hits, idx.documents([h.id for h in hits]), as_json)
+        rankings = _rank_queries(m, dim, query_ids, query_texts, batch, batch_size,
+                                 lambda vectors: idx.search(vectors, k=k, filter_ids=allowed, prefetch=prefetch),
+                                 None if run else idx.documents, (ValueError,))
+    _report_search(rankings, dict(zip(query_ids, query_texts)), as_json, run, judged, metric_list, k, qrels,
+                   from_file=input is not None)
 
 
 @qdrant_app.command("delete")
@@ -1489,13 +1515,10 @@ def train(
                           teacher_temperature=teacher_temperature, temperature=temperature,
                           doc_maxlen=doc_maxlen, checkpoint_dir=checkpoint_dir,
                           checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, seed=seed,
-                          show_progress=True, log_every=50,
+                          show_progress=True, log_every=50, resume_from=resume,
                           precision="bfloat16" if bf16 else "float32", cache_lower_layers=cache)
         if resume is not None:
-            trainer.resume(resume)
             console.print(f"resuming {resume} at optimizer step {trainer.step} of {trainer.total_steps}")
-        else:
-            trainer.check_checkpoint_dir()
     except ValueError as exc:
         _fail(_option_names(str(exc)))
     try:
