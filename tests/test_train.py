@@ -227,8 +227,9 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, layers):
         model = tiny_model(seed=4)
         trainer = Trainer(model, ITEMS, lr=1e-2, epochs=2, batch_size=2, grad_accum=2, dims=(16,),
                           train_encoder_layers=layers, encoder_lr=1e-3, checkpoint_dir=ckpt,
-                          checkpoint_every=1, distill_weight=0.5, teacher="mean_pool", seed=7)
-        if resume_from is not None:
+                          checkpoint_every=1, distill_weight=0.5, teacher="mean_pool", seed=7,
+                          resume_from=resume_from if resume_from and resume_from.name.startswith("step") else None)
+        if resume_from is not None and trainer.step == 0:  # epoch checkpoints: by the method
             trainer.resume(resume_from)
         trainer.train()
         return model, trainer
@@ -270,23 +271,26 @@ def test_a_new_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
     """Writing epoch-1 over another run's, or pruning it, would destroy a run that may be resumed."""
     Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).train()
     saved = (tmp_path / "epoch-1" / "trainer_state.pt").read_bytes()
-    other = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=2, dims=(16,), checkpoint_dir=tmp_path,
-                    keep_checkpoints=1)
+    other = dict(epochs=1, batch_size=2, dims=(16,), checkpoint_dir=tmp_path, keep_checkpoints=1)
     with pytest.raises(ValueError, match=r"holds 1 checkpoint\(s\) of another run \(epoch-1\)"):
-        other.train()
-    assert (tmp_path / "epoch-1" / "trainer_state.pt").read_bytes() == saved and other.step == 0
+        Trainer(tiny_model(seed=4), ITEMS, **other)  # refused before any caching or training
+    assert (tmp_path / "epoch-1" / "trainer_state.pt").read_bytes() == saved
     # the same run started again (same data, model, options) may write over its own
     Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).train()
     # a checkpoint from before run_signature.json existed is recognised by its trainer state
     (tmp_path / "epoch-1" / "run_signature.json").unlink()
     with pytest.raises(ValueError, match="of another run"):
-        other.check_checkpoint_dir()
+        Trainer(tiny_model(seed=4), ITEMS, **other)
     Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).check_checkpoint_dir()
 
 
-def test_resume_refuses_another_runs_checkpoint(tmp_path):
+def test_resume_refuses_another_runs_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path)
     trainer.train()
+    with monkeypatch.context() as patched:  # resume_from: refused before any text is encoded for the cache
+        patched.setattr(HiddenCache, "add", lambda *a, **k: pytest.fail("cached before checking the checkpoint"))
+        with pytest.raises(ValueError, match="batch_size differ"):
+            Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=2, dims=(16,), resume_from=tmp_path / "epoch-1")
     with pytest.raises(ValueError, match="batch_size differ"):
         Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=2, dims=(16,)).resume(tmp_path / "epoch-1")
     with pytest.raises(ValueError, match="frozen differ"):

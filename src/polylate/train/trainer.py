@@ -256,7 +256,8 @@ class Trainer:
                  checkpoint_every: int | None = None, cache: HiddenCache | None = None,
                  encode_batch_size: int = 32, log_every: int = 0, show_progress: bool = False,
                  cache_lower_layers: bool = True, encoder_lr: float | None = None,
-                 precision: str = "float32", keep_checkpoints: int | None = None):
+                 precision: str = "float32", keep_checkpoints: int | None = None,
+                 resume_from: str | Path | None = None):
         if not train_items:
             raise ValueError("no training items")
         if grad_accum < 1 or batch_size < 1 or epochs < 1:
@@ -366,6 +367,12 @@ class Trainer:
         for t in self.items:
             self.positives.setdefault(t.query, set()).add(t.positive)
 
+        # the checkpoints are checked before the cache is filled (minutes on a large set), so a
+        # wrong --resume or another run's checkpoint_dir is refused at once
+        resumed = self._resumable_state(resume_from) if resume_from is not None else None
+        if resumed is None and self.checkpoint_dir is not None:
+            self.check_checkpoint_dir()
+
         self.cache = cache
         frozen = train_encoder_layers == 0
         lower = n_layers - train_encoder_layers if train_encoder_layers and cache_lower_layers else None
@@ -391,6 +398,8 @@ class Trainer:
         top = model.source_head(max(self.dims))
         self._nested = all(model.source_head(d) == top for d in self.dims)
         self._loss = matryoshka(self._batch_loss, self.dims, self.dim_weights) if self._nested else None
+        if resumed is not None:
+            self._restore(resumed)
 
     def _autocast(self):
         """bf16 compute where asked (weights, gradients and optimizer state stay float32)."""
@@ -630,7 +639,12 @@ class Trainer:
     def resume(self, checkpoint: str | Path) -> None:
         """Continue the run saved in ``checkpoint`` (a folder :meth:`checkpoint` wrote): trained
         weights, optimizer and schedule state, step and place in the epoch. The data, batching,
-        dims and frozen weights must be the same as when it was saved."""
+        dims and frozen weights must be the same as when it was saved (``resume_from=`` does the
+        same, checking the checkpoint before the cache is filled)."""
+        self._restore(self._resumable_state(checkpoint))
+
+    def _resumable_state(self, checkpoint: str | Path) -> dict:
+        """The trainer state saved in ``checkpoint``, once it is known to be this run's."""
         path = Path(checkpoint) / TRAINER_STATE
         if not path.is_file():
             raise ValueError(f"{checkpoint} is not a training checkpoint (no {TRAINER_STATE}); "
@@ -647,6 +661,9 @@ class Trainer:
         if differ:
             raise ValueError(f"{checkpoint} was saved by a different run ({', '.join(differ)} differ); "
                              "resume with the same data, model and training options")
+        return state
+
+    def _restore(self, state: dict) -> None:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state["trained"].items():
