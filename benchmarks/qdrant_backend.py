@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index_vs_colbert import embeddings, exact_truth, recall, success, texts, translations, unpack  # noqa: E402
 

@@ -519,7 +519,7 @@ def test_two_datasets_with_one_name_stay_apart(tmp_path):
     assert [r["dataset"] for r in rows] == ["x/capitals", "y/capitals"]
     assert len(list((tmp_path / "runs").iterdir())) == 2
     # "g/a/x" and "g/a_x" would both be written as a_x.*.trec
-    c, d = make_dataset(tmp_path / "g" / "a" / "x"), make_dataset(tmp_path / "g" / "a_x")
+    make_dataset(tmp_path / "g" / "a" / "x"), make_dataset(tmp_path / "g" / "a_x")
     make_dataset(tmp_path / "g" / "a" / "y")
     rows = main_eval([tmp_path / "g"], colbert=False, runs_dir=tmp_path / "runs2", rich=False, file=io.StringIO())
     assert len({r["dataset"] for r in rows}) == 3 and len(list((tmp_path / "runs2").iterdir())) == 3

@@ -592,7 +592,7 @@ def test_what_an_interrupted_build_left_is_replaced_only_when_asked(tmp_path, co
     assert sorted(idx.ids) == sorted(corpus.ids[20:30]) and len(list(folder.glob("codec-*"))) == 1
     assert not (folder / BUILDING).exists() and len(list((folder / "segments").iterdir())) == 1
     # a committed index with one segment (as after a build or compaction) that lost its manifest
-    lost = PlaidIndex.build(tmp_path / "lost", corpus.ids[:5], corpus.docs[:5])
+    PlaidIndex.build(tmp_path / "lost", corpus.ids[:5], corpus.docs[:5])
     (tmp_path / "lost" / "MANIFEST.json").unlink()
     assert not interrupted_build(tmp_path / "lost")
     for kwargs in ({"over_interrupted": True}, {"overwrite": True}):
