@@ -6,9 +6,10 @@ this reports the peak of the Python heap (tracemalloc: numpy's buffers included;
 the memory-mapped segments are not, being the kernel's reclaimable cache) during
 ``compact()`` beside the bytes of the segments merged.
 
-Vectors are random unit vectors: memory does not depend on what they mean.
+Vectors are random unit vectors: memory does not depend on what they mean. ``--text-bytes N``
+stores a text of N bytes with each document (SciFact's average is ~1,500).
 
-    python benchmarks/compact_memory.py [--tokens 1000000] [--segments 4] [--keep-vectors]
+    python benchmarks/compact_memory.py [--tokens 1000000] [--segments 4] [--keep-vectors] [--text-bytes 1500]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=4)
     ap.add_argument("--doclen", type=int, default=30)
     ap.add_argument("--keep-vectors", action="store_true")
+    ap.add_argument("--text-bytes", type=int, default=0, help="a stored text of this many bytes per document")
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -45,10 +47,12 @@ def main() -> None:
         for s in range(args.segments):
             ids = [f"{s}-{i}" for i in range(per_segment)]
             docs = _docs(rng, per_segment, args.doclen)
+            texts = [(f"{i} " * args.text_bytes)[:args.text_bytes] for i in ids] if args.text_bytes else None
             if s == 0:
-                idx = PlaidIndex.build(root, ids, docs, keep_vectors=args.keep_vectors, num_centroids=1024)
+                idx = PlaidIndex.build(root, ids, docs, keep_vectors=args.keep_vectors, num_centroids=1024,
+                                       texts=texts)
             else:
-                idx.add(ids, docs)
+                idx.add(ids, docs, texts=texts)
             del docs
         idx.delete([f"0-{i}" for i in range(0, per_segment, 10)])  # a tenth of one segment: dropped by the merge
         idx = PlaidIndex.open(root)
@@ -60,10 +64,18 @@ def main() -> None:
         seconds = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        after = PlaidIndex.open(root).stats()
-    print(f"{stats['segments']} segments, {stats['tokens']} live tokens, keep_vectors={args.keep_vectors}")
+        reopened = PlaidIndex.open(root)
+        after = reopened.stats()
+        tracemalloc.start()  # a search showing its hits' texts: the first read of a segment's texts
+        reopened.documents(reopened.ids[:10])
+        _, shown_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    print(f"{stats['segments']} segments, {stats['tokens']} live tokens, keep_vectors={args.keep_vectors}, "
+          f"{args.text_bytes} text bytes per document")
     print(f"{'index bytes':>14}{'compact peak heap':>19}{'peak / index':>14}{'seconds':>9}{'segments after':>16}")
     print(f"{merged_bytes:>14,}{peak:>19,}{peak / merged_bytes:>14.2f}{seconds:>9.1f}{after['segments']:>16}")
+    if args.text_bytes:
+        print(f"peak heap of the first documents() of 10 hits, after: {shown_peak:,}")
 
 
 if __name__ == "__main__":

@@ -191,7 +191,48 @@ def test_compact_copies_the_live_rows_block_by_block(tmp_path, corpus, monkeypat
     assert seg.ids == live
     for k, rows in expected.items():
         assert np.array_equal(getattr(seg, k), np.concatenate(rows)), k
-    assert seg.texts() == [f"t{corpus.ids.index(i)}" if corpus.ids.index(i) < 60 else None for i in live]
+    assert list(seg.texts()) == [f"t{corpus.ids.index(i)}" if corpus.ids.index(i) < 60 else None for i in live]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.none() | st.text(max_size=12), max_size=20))
+def test_stored_texts_read_back_one_at_a_time_as_written(tmp_path_factory, texts):
+    from polylate.index.storage import SegmentTexts, write_texts
+
+    folder = tmp_path_factory.mktemp("texts")
+    texts = [t if t is None else t.encode("utf-8", "replace").decode("utf-8") for t in texts]  # no lone surrogates
+    assert write_texts(folder, iter(texts)) == len(texts)
+    stored = SegmentTexts(folder, len(texts))
+    assert list(stored) == texts and stored[::-1] == texts[::-1] and len(stored) == len(texts)
+    if texts:
+        assert stored[-1] == texts[-1]
+    with pytest.raises(IndexError):
+        stored[len(texts)]
+    with pytest.raises(IndexStoreError, match="not one length per"):
+        SegmentTexts(folder, len(texts) + 1)
+
+
+def test_an_index_of_format_1_is_read_and_moves_to_format_2_on_its_next_commit(tmp_path, corpus):
+    """Format 1 kept a segment's texts as one texts.json list; such segments stay readable, and
+    a commit (whose new segments hold texts.bin) marks the index format 2 for older readers."""
+    idx = PlaidIndex.build(tmp_path / "v1", corpus.ids[:30], corpus.docs[:30], num_centroids=16,
+                           texts=[f"t{i}" if i % 4 else None for i in range(30)])
+    seg = idx.root / "segments" / idx.segments[0].name
+    stored = list(idx.segments[0].texts())
+    (seg / "texts.json").write_text(json.dumps(stored))
+    (seg / "texts.bin").unlink()
+    (seg / "text_lengths.npy").unlink()
+    manifest = json.loads((idx.root / MANIFEST).read_text())
+    (idx.root / MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
+    old = PlaidIndex.open(idx.root)
+    assert old.documents(corpus.ids[1:5] + ["nope"]) == ["t1", "t2", "t3", None, None]
+    old.add(corpus.ids[30:40], corpus.docs[30:40], texts=[f"n{i}" for i in range(10)])
+    assert json.loads((idx.root / MANIFEST).read_text())["format_version"] == 2
+    assert old.documents([corpus.ids[3], corpus.ids[35]]) == ["t3", "n5"]
+    old.compact()  # a format-1 segment and a format-2 one merged into one of format 2
+    (merged,) = PlaidIndex.open(idx.root).segments
+    assert (merged.folder / "texts.bin").exists() and not (merged.folder / "texts.json").exists()
+    assert list(merged.texts()) == stored + [f"n{i}" for i in range(10)]
 
 
 def test_an_array_written_in_blocks_is_the_array_np_save_writes(tmp_path):
@@ -559,9 +600,9 @@ def test_a_damaged_index_is_reported_as_such(tmp_path, corpus, damage):
         np.save(codec / "centroids.npy", np.zeros((16, 32), np.float32))
     elif damage == "short ivf_offsets":
         np.save(seg / "ivf_offsets.npy", np.load(seg / "ivf_offsets.npy")[:5])
-    else:
-        (seg / "texts.json").write_text("[not json")
-        with pytest.raises(IndexStoreError, match="damaged: texts.json"):
+    else:  # found when a text is read, not at open
+        (seg / "texts.bin").write_bytes((seg / "texts.bin").read_bytes()[:-1])
+        with pytest.raises(IndexStoreError, match="damaged: texts.bin holds 109 bytes, text_lengths.npy adds up to 110"):
             PlaidIndex.open(idx.root).documents(corpus.ids[:2])
         return
     with pytest.raises(IndexStoreError, match="damaged"):

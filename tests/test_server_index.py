@@ -436,10 +436,10 @@ def test_drop_waits_for_writers_and_damage_does_not_break_the_listing(client, tm
     assert str(tmp_path) not in damaged["problem"]  # the server's paths stay on the server
     res = client.get("/v1/indexes/a")
     assert res.status_code == 409 and res.json()["detail"] == damaged["problem"]
-    texts = next((tmp_path / "indexes" / "b" / "segments").iterdir()) / "texts.json"
-    texts.write_text("[broken")
+    texts = next((tmp_path / "indexes" / "b" / "segments").iterdir()) / "texts.bin"
+    texts.write_bytes(texts.read_bytes()[:-1])  # shorter than its lengths say
     res = client.post("/v1/indexes/b/search", json={"query": "capital"})
-    assert res.status_code == 409 and "damaged: texts.json" in res.json()["detail"]
+    assert res.status_code == 409 and "damaged: texts.bin" in res.json()["detail"], res.json()
     assert client.delete("/v1/indexes/a").status_code == 204
     # an empty index whose settings lost their dim: named, as for the CLI, not a 500
     assert client.post("/v1/indexes", json={"name": "e"}).status_code == 201

@@ -220,6 +220,14 @@ def _writable(manifest: dict) -> dict:
     return {**manifest, "segments": [dict(s) for s in manifest["segments"]]}
 
 
+def _live_texts(segments, lives) -> Iterator[str | None]:
+    """The texts of the live documents ``lives`` of each segment, in order, one at a time."""
+    for seg, live in zip(segments, lives):
+        texts = seg.texts()
+        for i in live:
+            yield texts[i] if texts is not None else None
+
+
 def _check_texts(texts, ids):
     if texts is None:
         return None
@@ -550,16 +558,29 @@ class PlaidIndex:
         (IndexStoreError) if another writer committed since this object last read the index:
         the rebuild would drop that writer's changes."""
         state = (self.manifest["generation"], self.manifest["codec"])
-        ids, texts, kept_vectors = [], [], []  # (the kept vectors as views of the mapped segments: not read yet)
+        ids, kept_vectors = [], []  # (the kept vectors as views of the mapped segments: not read yet)
+        stored = 0  # texts stored (they stay in the mapped segments, read a part at a time)
         for batch_ids, batch_texts, batch_vectors in self.export():
             ids += batch_ids
-            texts += batch_texts
+            stored += sum(t is not None for t in batch_texts)
             kept_vectors += batch_vectors or []
         kept = len(kept_vectors) == len(ids)
         if not ids:
             raise IndexStoreError(f"index {self.root} holds no documents to retrain on")
+        segments = self.segments
+        lives = [np.flatnonzero(~seg.deleted) for seg in segments]
+        starts = np.cumsum([0] + [len(live) for live in lives])  # export's order: segment by segment
+
+        def texts_of(rows: Sequence[int]) -> list[str | None]:
+            out = []
+            for r in rows:
+                si = int(np.searchsorted(starts, r, side="right")) - 1
+                seg_texts = segments[si].texts()
+                out.append(seg_texts[lives[si][r - starts[si]]] if seg_texts is not None else None)
+            return out
+
         if not kept:
-            if any(t is None for t in texts):
+            if stored < len(ids):
                 raise IndexStoreError(f"index {self.root} keeps neither vectors (keep_vectors) nor all its "
                                       "texts: nothing to retrain from")
             if encode is None:
@@ -571,7 +592,7 @@ class PlaidIndex:
             old segments, which stay until the new index commits)."""
             if kept:
                 return [kept_vectors[r] for r in rows]
-            out = list(encode([texts[r] for r in rows]))
+            out = list(encode(texts_of(rows)))
             if len(out) != len(rows) or any(np.shape(v)[-1] != self.dim for v in out):
                 raise ValueError(f"encode gave {len(out)} documents' vectors for {len(rows)} texts, or not "
                                  f"of the index's dim {self.dim}")
@@ -580,15 +601,15 @@ class PlaidIndex:
         # a part at a time, as a large build: memory bounded by RETRAIN_PART_DOCS documents' vectors;
         # the codec from a random part (all of a smaller index), one commit at the end
         first, rest = build_parts(len(ids), self.RETRAIN_PART_DOCS)
-        has_texts = any(t is not None for t in texts)
+        has_texts = stored > 0
 
         def parts():
             for rows in rest:
-                yield [ids[r] for r in rows], vectors_of(rows), [texts[r] for r in rows] if has_texts else None
+                yield [ids[r] for r in rows], vectors_of(rows), texts_of(rows) if has_texts else None
 
         return PlaidIndex.build(self.root, [ids[r] for r in first], vectors_of(first), nbits=self.codec.nbits,
                                 keep_vectors=bool(self.manifest.get("keep_vectors")),
-                                texts=[texts[r] for r in first] if has_texts else None,
+                                texts=texts_of(first) if has_texts else None,
                                 model=self.manifest.get("model"), overwrite=True, replaces=state, more=parts(),
                                 # a sample no smaller than the one the index was built with
                                 sample_tokens=max(DEFAULT_SAMPLE_TOKENS, int(self.manifest.get("sample_tokens", 0))))
@@ -752,17 +773,13 @@ class PlaidIndex:
                 raise IndexStoreError(f"index {self.root} is damaged: a segment has centroid codes past the "
                                       f"codec's {self.codec.num_centroids}")
             doclens = np.concatenate([seg.doclens[live] for seg, live in zip(chosen, lives)])
-            texts = []
-            for seg, live in zip(chosen, lives):
-                seg_texts = seg.texts()
-                texts.extend(seg_texts[i] if seg_texts else None for i in live)
             ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
             residuals = self._merged_rows(chosen, lives, "residuals", len(codes))
             kept = all(seg.vectors is not None for seg in chosen)
             name = new_name("seg")
             write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets, ids,
                           self._merged_rows(chosen, lives, "vectors", len(codes)) if kept else None,
-                          texts if any(t is not None for t in texts) else None)
+                          _live_texts(chosen, lives) if any(seg.texts() is not None for seg in chosen) else None)
             merged = [{"name": name, "docs": len(ids), "tokens": int(doclens.sum()), "deleted": None}]
         if which:
             segments, first = manifest["segments"], which[0]

@@ -2,7 +2,7 @@
 
     <index>/MANIFEST.json          the one source of truth: which files make the index
     <index>/codec-<n>/             centroids, bucket edges and values
-    <index>/segments/<name>/       codes, residuals, doclens, inverted lists, ids (immutable)
+    <index>/segments/<name>/       codes, residuals, doclens, inverted lists, ids, texts (immutable)
     <index>/segments/<name>/deleted-<gen>.npy   tombstones of that segment at generation gen
     <index>/LOCK                   held by the one writer
 
@@ -18,17 +18,21 @@ import errno
 import fcntl
 import functools
 import json
+import array
+import operator
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "polylate-plaid"
-FORMAT_VERSION = 1
+# 2: texts as texts.bin + text_lengths.npy (1: texts.json, still read; a commit writes 2)
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST = "MANIFEST.json"
 # settings of an index created through the server (dim, nbits, keep_vectors, model,
 # trained_tokens); alone in a folder (no MANIFEST yet) it is an index created empty, which the
@@ -93,7 +97,9 @@ def save_json(path: Path, obj) -> None:
 
 
 def commit_manifest(root: Path, manifest: dict) -> None:
-    """Atomically make `manifest` the index's state."""
+    """Atomically make `manifest` the index's state. It is marked with the current format
+    version: the segments this commit wrote are in it, which an older reader would misread."""
+    manifest["format_version"] = FORMAT_VERSION
     tmp = root / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
     save_json(tmp, manifest)
     os.replace(tmp, root / MANIFEST)
@@ -112,10 +118,10 @@ def read_manifest(root: Path) -> dict:
         raise IndexStoreError(f"{path} is corrupt: {exc}") from exc
     if manifest.get("format") != FORMAT:
         raise IndexStoreError(f"{root} is not a polylate PLAID index (format {manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise IndexStoreError(
             f"{root} has index format version {manifest.get('format_version')!r}; this polylate "
-            f"reads version {FORMAT_VERSION}. Rebuild the index with this version."
+            f"reads versions {', '.join(map(str, READABLE_FORMAT_VERSIONS))}. Rebuild the index with this version."
         )
     return manifest
 
@@ -238,13 +244,16 @@ class SegmentArrays:
     deleted: np.ndarray  # bool [n]
     vectors: np.ndarray | None  # float16 [T, dim] originals, when kept for exact re-ranking
     folder: Path
-    _texts: list | None = None
+    _texts: Sequence[str | None] | None = None
 
-    def texts(self) -> list | None:
-        """Stored document texts (read on first use; None when none were stored)."""
+    def texts(self) -> Sequence[str | None] | None:
+        """Stored document texts (None when none were stored), each read from the mapped file
+        when asked for (a format-1 segment's texts.json: read whole on first use)."""
         if self._texts is None:
-            path = self.folder / "texts.json"
-            if path.exists():
+            path = self.folder / LEGACY_TEXTS
+            if (self.folder / TEXT_LENGTHS).exists():
+                self._texts = SegmentTexts(self.folder, len(self.ids))
+            elif path.exists():
                 try:
                     texts = json.loads(path.read_text(encoding="utf-8"))
                 except (ValueError, UnicodeDecodeError) as exc:
@@ -266,8 +275,70 @@ class SegmentArrays:
         return int(self.num_docs - self.deleted.sum())
 
 
+TEXTS = "texts.bin"  # every document's text in UTF-8, one after another
+TEXT_LENGTHS = "text_lengths.npy"  # int64 bytes of each document's text; -1: none stored
+LEGACY_TEXTS = "texts.json"  # format 1: one JSON list
+
+
+class SegmentTexts(Sequence):
+    """A segment's stored texts, each decoded from the mapped file when asked for: showing a
+    hit's text, or merging segments, never reads every text of a large index into memory."""
+
+    def __init__(self, folder: Path, count: int):
+        self.folder = folder
+        try:
+            lengths = np.load(folder / TEXT_LENGTHS)
+            size = (folder / TEXTS).stat().st_size
+        except (OSError, ValueError) as exc:
+            raise IndexStoreError(f"index segment {folder} is damaged: texts: {exc}") from None
+        if lengths.shape != (count,) or lengths.dtype.kind != "i" or (len(lengths) and lengths.min() < -1):
+            raise IndexStoreError(f"index segment {folder} is damaged: {TEXT_LENGTHS} holds {lengths.dtype} "
+                                  f"{lengths.shape}, not one length per {count} documents")
+        self._lengths = lengths
+        self._starts = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.maximum(lengths, 0), out=self._starts[1:])
+        if int(self._starts[-1]) != size:
+            raise IndexStoreError(f"index segment {folder} is damaged: {TEXTS} holds {size} bytes, "
+                                  f"{TEXT_LENGTHS} adds up to {int(self._starts[-1])}")
+        self._data = np.memmap(folder / TEXTS, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._lengths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = operator.index(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"text {i} of {len(self)}")
+        i %= len(self)
+        if self._lengths[i] < 0:
+            return None
+        try:
+            return self._data[self._starts[i]:self._starts[i + 1]].tobytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IndexStoreError(f"index segment {self.folder} is damaged: {TEXTS}: {exc}") from None
+
+
+def write_texts(folder: Path, texts: Iterable[str | None]) -> int:
+    """The texts, streamed to ``texts.bin``: a merge's texts never all in memory."""
+    lengths = array.array("q")
+    with open(folder / TEXTS, "wb") as f:
+        for text in texts:
+            if text is None:
+                lengths.append(-1)
+                continue
+            data = text.encode("utf-8")
+            f.write(data)
+            lengths.append(len(data))
+        f.flush()
+        os.fsync(f.fileno())
+    save_array(folder / TEXT_LENGTHS, np.frombuffer(lengths, dtype=np.int64))
+    return len(lengths)
+
+
 def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets, ids, vectors=None,
-                  texts=None) -> None:
+                  texts: Iterable[str | None] | None = None) -> None:
     folder.mkdir(parents=True)
     save_array(folder / "codes.npy", codes)
     save_array(folder / "residuals.npy", residuals)
@@ -277,8 +348,8 @@ def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets
     save_json(folder / "ids.json", list(ids))
     if vectors is not None:
         save_array(folder / "vectors.npy", vectors if isinstance(vectors, Blocks) else vectors.astype(np.float16))
-    if texts is not None:
-        save_json(folder / "texts.json", list(texts))
+    if texts is not None and write_texts(folder, texts) != len(ids):
+        raise ValueError(f"{folder}: texts written for other than the {len(ids)} documents")
     fsync_path(folder)
     fsync_path(folder.parent)
 
