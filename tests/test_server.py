@@ -367,3 +367,39 @@ def test_cli_serve_refuses_bad_settings(tmp_path):
     assert res.exit_code == 2 and "needs API keys" in res.output
     res = CliRunner().invoke(cli, ["serve", "--api-key", "short", "--index-root", str(tmp_path)])
     assert res.exit_code == 2 and "at least 8" in res.output
+
+
+def test_model_turns_go_in_the_order_asked_and_skip_abandoned_ones():
+    """A query asked for during an add's slice goes before the add's next slice (a plain lock
+    let the releasing thread take it straight back, and the readers starved writers or back)."""
+    import threading
+    import time
+
+    from polylate.server.runner import _Turns
+
+    turns, order = _Turns(), []
+
+    def take(name):
+        with turns.hold():
+            order.append(name)
+
+    with turns.hold():
+        waiters = []
+        for name in "abc":
+            waiters.append(threading.Thread(target=take, args=(name,)))
+            waiters[-1].start()
+            while turns._next < len(waiters) + 1:  # each has its ticket before the next asks
+                time.sleep(0.001)
+    for w in waiters:
+        w.join()
+    assert order == ["a", "b", "c"]
+    # a ticket whose holder stopped waiting (an exception in the wait) is passed over
+    with turns.hold():
+        turns._done.add(turns._next)  # the ticket after this one: its holder gave up
+        turns._next += 1
+        d = threading.Thread(target=take, args=("d",))
+        d.start()
+        while turns._next < 7:
+            time.sleep(0.001)
+    d.join(timeout=10)
+    assert order == ["a", "b", "c", "d"]

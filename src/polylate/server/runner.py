@@ -1,10 +1,14 @@
 """The served model: one encode at a time (the CPU's cores are better spent inside one
-forward pass than split between several), names it answers to, sizes it can produce."""
+forward pass than split between several), names it answers to, sizes it can produce.
+
+Many documents (an add, a retrain) are encoded a slice at a time, and turns go in the order
+they were asked for: a search's query waits for one slice, not for a whole add."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from fastapi import HTTPException
@@ -13,7 +17,46 @@ from polylate.model.colbert import ColBERT
 from polylate.server.explain import explain_match, token_info
 
 
+class _Turns:
+    """One holder at a time, in the order they asked (a plain lock lets the thread that just
+    released it take it again, so an add's next slice could starve the queries waiting)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._next = 0  # the ticket the next caller gets
+        self._serving = 0  # the ticket whose turn it is
+        self._done: set[int] = set()  # tickets served, or whose holder stopped waiting
+
+    @contextmanager
+    def hold(self):
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            try:
+                self._cond.wait_for(lambda: self._serving == ticket)
+            except BaseException:  # (its turn may have come meanwhile: passed on)
+                self._done.add(ticket)
+                self._pass_on()
+                raise
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._done.add(ticket)
+                self._pass_on()
+
+    def _pass_on(self) -> None:
+        """The next waiting ticket's turn, past those done or abandoned (lock held)."""
+        while self._serving in self._done:
+            self._done.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
+
+
 class ModelRunner:
+    #: documents encoded per turn of the model (a query waits for at most one such slice)
+    DOC_SLICE = 16
+
     def __init__(self, model: ColBERT, name_or_path: str = "default", aliases: Sequence[str] = ()):
         self.model = model
         self.name = model.name or name_or_path
@@ -21,7 +64,7 @@ class ModelRunner:
         self.accepted_names = {self.name, "default", name_or_path, *aliases}
         self.dims = model.output_dims
         self.signatures: dict = {}  # identity.model_mismatch's cache: the model is fixed
-        self._lock = threading.Lock()
+        self._turns = _Turns()
 
     @property
     def default_dim(self) -> int:
@@ -45,8 +88,22 @@ class ModelRunner:
         return dim
 
     def encode(self, texts: list[str], is_query: bool, dim: int, doc_maxlen: int | None = None) -> list[np.ndarray]:
-        with self._lock:  # documents are cut at doc_maxlen as the README says; no warning per request
-            return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen, warn_cut=False)
+        """Documents are cut at doc_maxlen as the README says (no warning per request)."""
+        if is_query or len(texts) <= self.DOC_SLICE:
+            with self._turns.hold():
+                return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen, warn_cut=False)
+        # slices of similar lengths (by characters, for the token counts encode would sort by),
+        # so a slice pads about as little as one batch of the whole list would
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), self.DOC_SLICE):
+            rows = order[start:start + self.DOC_SLICE]
+            with self._turns.hold():
+                vectors = self.model.encode([texts[i] for i in rows], is_query=False, dim=dim,
+                                            doc_maxlen=doc_maxlen, warn_cut=False)
+            for i, v in zip(rows, vectors):
+                out[i] = v
+        return out
 
     def count_tokens(self, texts: list[str], is_query: bool) -> int:
         """Tokens the model reads (with markers and special tokens; queries at full length)."""
@@ -58,7 +115,7 @@ class ModelRunner:
         return self.model.tokenizer.count_cut(self.model.tokenizer.content_ids(texts), doc_maxlen)
 
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> list[dict]:
-        with self._lock:
+        with self._turns.hold():
             return self.model.rerank(query, documents, top_n=top_n)
 
     def explain(self, query: str, query_vectors: np.ndarray, texts: list[str], dim: int,
