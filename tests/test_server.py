@@ -151,6 +151,12 @@ def test_bad_json_and_unknown_model(client):
     assert res.status_code in (400, 422) and "error parsing the body" not in _detail(res), res.text
     res = client.post("/v1/multi-vector", json={"model": "jina-colbert-v3", "input": ["x"]})
     assert res.status_code == 404 and "not served here" in _detail(res)
+    # JSON sent as a form (curl -d without -H): the content type named, not "a valid dictionary"
+    res = client.post("/v1/multi-vector", content=b'{"input": ["x"]}',
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert res.status_code == 415 and "Content-Type: application/json" in _detail(res), res.text
+    for ctype in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        assert client.post("/v1/multi-vector", content=b'{"input": ["x"]}', headers={"content-type": ctype}).status_code == 200
 
 
 def test_start_up_compiles_the_search_kernels_and_cleans_up(model, tmp_path, monkeypatch):

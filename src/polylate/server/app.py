@@ -139,6 +139,13 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request, exc: RequestValidationError):
+        # a JSON body sent as a form (curl -d's default type) reached the model as a string
+        ctype = request.headers.get("content-type", "")
+        media = ctype.split(";")[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json") and any(
+                tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+            return JSONResponse({"detail": "the request body must be JSON, sent with Content-Type: application/json "
+                                           f"(got {ctype[:100]!r})"}, status_code=415)
         # FastAPI's own handler echoes the bad input as UTF-8, which a lone surrogate ("\ud800"
         # in an id) cannot be: it failed with a 500 and a dropped connection. ASCII JSON escapes it.
         body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
