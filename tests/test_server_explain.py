@@ -80,6 +80,22 @@ def test_explanation_adds_up_to_maxsim(models):
         explain_match(q, model.encode(docs[0]), [])
 
 
+@pytest.mark.parametrize("name", ["jina", "bundled"])
+def test_query_tokens_say_what_they_are(models, name):
+    """The search page marks matches of [MASK] expansion apart from those of the marker or a
+    prefix (e5's "query:"), which have no characters in the query either."""
+    from polylate.server.explain import token_info
+
+    tok = models[name].tokenizer
+    info = token_info(tok.token_spans("capital of France?", True), tok.mask_id)
+    kinds = [t["kind"] for t in info]
+    assert all((k == "text") == (t["start"] is not None) for k, t in zip(kinds, info))
+    assert kinds[0] == "other" and "text" in kinds  # <s>/[CLS]
+    expands = models[name].config.query_expansion
+    assert ("expansion" in kinds) == expands and kinds.count("expansion") == (
+        sum(t["piece"] == tok.tokenizer.id_to_token(tok.mask_id) for t in info) if expands else 0)
+
+
 def test_search_explain_over_http(models, tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

@@ -8,8 +8,13 @@ import numpy as np
 from polylate.text.tokenizer import TokenSpan
 
 
-def token_info(spans: list[TokenSpan]) -> list[dict]:
-    return [{"index": i, "piece": s.piece, "start": s.start, "end": s.end} for i, s in enumerate(spans)]
+def token_info(spans: list[TokenSpan], mask_id: int | None = None) -> list[dict]:
+    """Each query token with its kind: ``text`` (covers characters of the query),
+    ``expansion`` (a [MASK] of query augmentation) or ``other`` (special tokens, the query
+    marker or prefix), so a page can tell what a match came from."""
+    return [{"index": i, "piece": s.piece, "start": s.start, "end": s.end,
+             "kind": "text" if s.start is not None else "expansion" if s.id == mask_id else "other"}
+            for i, s in enumerate(spans)]
 
 
 def explain_match(query: np.ndarray, doc: np.ndarray, doc_spans: list[TokenSpan]) -> dict:

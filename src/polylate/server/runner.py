@@ -125,4 +125,4 @@ class ModelRunner:
         tok = self.model.tokenizer
         docs = self.encode(texts, is_query=False, dim=dim, doc_maxlen=doc_maxlen) if texts else []
         out = [explain_match(query_vectors, d, tok.token_spans(t, False, doc_maxlen)) for t, d in zip(texts, docs)]
-        return token_info(tok.token_spans(query, True)), out
+        return token_info(tok.token_spans(query, True), tok.mask_id), out

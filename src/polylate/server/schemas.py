@@ -250,6 +250,7 @@ class TokenInfo(BaseModel):
     piece: str
     start: int | None
     end: int | None
+    kind: Literal["text", "expansion", "other"]
 
 
 class Match(BaseModel):

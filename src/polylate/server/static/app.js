@@ -33,9 +33,16 @@ function status(text, isError) {
 // Offsets from the server count Unicode code points; JS strings index UTF-16 units.
 const slice = (cps, start, end) => cps.slice(start, end).join("");
 
+// Each query token's label: its words, "[MASK]" for query expansion, else its piece (the
+// marker, a prefix such as e5's "query:", special tokens) without the word-start sign.
 function queryTokenLabels(query, tokens) {
   const cps = Array.from(query);
-  return tokens.map((t) => ({ text: t.start === null ? t.piece : slice(cps, t.start, t.end), word: t.start !== null }));
+  return tokens.map((t) => {
+    const kind = t.kind || (t.start === null ? "other" : "text");
+    const text = kind === "text" ? slice(cps, t.start, t.end)
+      : kind === "expansion" ? "[MASK]" : t.piece.replace(/^[\u2581\u0120]/, "") || t.piece;
+    return { text, kind, word: kind === "text" };
+  });
 }
 
 function renderQueryTokens(labels) {
@@ -66,11 +73,17 @@ function highlighted(text, explain, labels) {
     frag.appendChild(document.createTextNode(slice(cps, pos, s.start)));
     const mark = document.createElement("mark");
     const words = s.from.filter((m) => labels[m.query_token] && labels[m.query_token].word);
-    mark.className = words.length ? "match" : "expansion";
+    const kinds = new Set(s.from.map((m) => (labels[m.query_token] || {}).kind));
+    mark.className = words.length ? "match" : kinds.has("expansion") ? "expansion" : "other";
     mark.textContent = slice(cps, s.start, s.end);
     s.from.sort((a, b) => b.score - a.score);
-    mark.title = s.from.map((m) => `query "${labels[m.query_token] ? labels[m.query_token].text : m.query_token}"` +
-      ` → "${mark.textContent}" · ${m.score.toFixed(3)}`).join("\n");
+    const label = (m) => {
+      const l = labels[m.query_token];
+      if (!l) return `query token ${m.query_token}`;
+      return l.kind === "text" ? `query "${l.text}"` : l.kind === "expansion" ? `query [MASK] (token ${m.query_token})`
+        : `query token "${l.text}" (marker or special)`;
+    };
+    mark.title = s.from.map((m) => `${label(m)} → "${mark.textContent}" · ${m.score.toFixed(3)}`).join("\n");
     mark.dataset.query = [...new Set(words.map((m) => labels[m.query_token].text))].join(" ");
     mark.dataset.score = Math.max(...s.from.map((m) => m.score)).toFixed(4);
     frag.appendChild(mark);
