@@ -473,6 +473,7 @@ def test_cli_eval_metrics_and_trec_runs(model, tmp_path):
                           (["--max-queries", "0"], "--max-queries must be positive"),
                           (["--max-docs", "-5"], "--max-docs must be positive"),
                           (["--index", "--nbits", "3"], "--nbits must be one of"),
+                          (["--nbits", "4"], "--nbits applies to the index (--index)"),
                           (["--dims", "200"], "--dims [200] are not sizes the model makes, [128, 96, 64]"),
                           (["--json", str(tmp_path)], "is a folder"),
                           (["--json", str(data / "corpus.jsonl" / "x.json")], "is a file, not a folder"),

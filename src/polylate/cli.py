@@ -1180,7 +1180,7 @@ def eval_(
     colbert: bool = typer.Option(True, "--colbert/--bm25-only", help="--bm25-only: the BM25 baseline alone (no "
                                  "model is loaded)"),
     use_index: bool = typer.Option(False, "--index/--exact", help="rank with a PLAID index instead of exact MaxSim"),
-    nbits: int = typer.Option(2, help="index residual bits (with --index)"),
+    nbits: Optional[int] = typer.Option(None, help="index residual bits, with --index (default 2)"),
     split: str = typer.Option("test"),
     plot: Optional[Path] = typer.Option(None, help="write a quality-vs-storage PNG"),
     output_json: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
@@ -1209,6 +1209,9 @@ def eval_(
     _check_doc_maxlen(doc_maxlen)
     if not colbert and (dims is not None or use_index):
         _fail("--bm25-only runs no ColBERT model: --dims and --index do not apply")
+    if nbits is not None and not use_index:  # exact MaxSim has no residuals: it would be ignored
+        _fail("--nbits applies to the index (--index); exact MaxSim keeps full vectors")
+    nbits = 2 if nbits is None else nbits
     args = dict(split=split, metrics=[x.strip() for x in metrics.split(",") if x.strip()], k=depth,
                 batch_size=batch_size, max_queries=max_queries, max_docs=max_docs, use_index=use_index,
                 nbits=nbits, bm25=bm25, colbert=colbert, output_json=output_json, plot=plot, runs_dir=runs,
