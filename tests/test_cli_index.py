@@ -348,17 +348,19 @@ def test_an_index_grown_by_adds_gets_centroids_that_fit_it(tmp_path, monkeypatch
 
     runner = CliRunner()
     first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
-    for path, docs in ((first, SAMPLE_DOCUMENTS[:3]), (rest, SAMPLE_DOCUMENTS[3:])):
+    long = {"id": "long", "text": "the river flows " * 400}  # past doc_maxlen: cut, and said once
+    for path, docs in ((first, SAMPLE_DOCUMENTS[:3]), (rest, SAMPLE_DOCUMENTS[3:] + [long])):
         path.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
                                 for d in docs), encoding="utf-8")
     index = tmp_path / "idx"
-    assert runner.invoke(app, ["index", "build", str(index), "-i", str(first)]).exit_code == 0
+    assert runner.invoke(app, ["index", "build", str(index), "-i", str(first), "--doc-maxlen", "256"]).exit_code == 0
     trained = json.loads((index / "MANIFEST.json").read_text())["trained_tokens"]
     res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest)])
     assert res.exit_code == 0 and "retrained the centroids" in res.output, res.output
+    assert res.output.count("longer than doc_maxlen") == 1, res.output  # not again by the retrain's re-encoding
     stats = json.loads(runner.invoke(app, ["index", "stats", str(index)]).stdout)
     assert stats["trained_tokens"] == stats["tokens"] > 2 * trained
-    assert stats["documents"] == len(SAMPLE_DOCUMENTS)
+    assert stats["documents"] == len(SAMPLE_DOCUMENTS) + 1
     assert _search(runner, index, SAMPLE_DOCUMENTS[-1]["text"])["hits"][0]["id"] == SAMPLE_DOCUMENTS[-1]["id"]
 
     kept = tmp_path / "kept"
@@ -375,7 +377,7 @@ def test_an_index_grown_by_adds_gets_centroids_that_fit_it(tmp_path, monkeypatch
     res = runner.invoke(app, ["index", "compact", str(kept), "--retrain"])
     assert res.exit_code == 0 and "retrained the centroids" in res.output, res.output
     stats = json.loads(runner.invoke(app, ["index", "stats", str(kept)]).stdout)
-    assert stats["trained_tokens"] == stats["tokens"] and stats["documents"] == len(SAMPLE_DOCUMENTS)
+    assert stats["trained_tokens"] == stats["tokens"] and stats["documents"] == len(SAMPLE_DOCUMENTS) + 1
 
 
 def test_an_add_that_cannot_retrain_still_succeeds(tmp_path):

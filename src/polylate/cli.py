@@ -368,7 +368,9 @@ def _retrain(path: Path, idx, m, dim: int, doc_maxlen: int | None, batch_size: i
     before = idx.manifest.get("trained_tokens")
     try:
         with console.status("retraining centroids and compressing"):
-            new = idx.retrain(None if m is None else lambda texts: _encode_docs(m, texts, dim, batch_size, doc_maxlen))
+            # (stored texts were cut when they were added, and said so then: no warning again)
+            new = idx.retrain(None if m is None else lambda texts: _encode_docs(m, texts, dim, batch_size, doc_maxlen,
+                                                                                warn_cut=False))
     except (IndexStoreError, ValueError, OSError) as exc:
         message = _write_error(path, exc)
         if not after_add:
@@ -456,10 +458,10 @@ def _index_model(recorded: dict | None, dim: int, override: str | None, device: 
     return m, recorded.get("dim", dim), recorded.get("doc_maxlen")
 
 
-def _encode_docs(model, texts, dim, batch_size, doc_maxlen):
+def _encode_docs(model, texts, dim, batch_size, doc_maxlen, warn_cut: bool = True):
     try:
         return model.encode(texts, dim=dim, batch_size=batch_size, show_progress=True,
-                            doc_maxlen=doc_maxlen, dtype=np.float16)
+                            doc_maxlen=doc_maxlen, dtype=np.float16, warn_cut=warn_cut)
     except (ValueError, TypeError) as exc:
         _fail(str(exc))
 
