@@ -261,3 +261,21 @@ def test_a_head_with_a_bias_goes_to_pylate_not_to_hf_colbert(sources, tmp_path):
     export_model(model, tmp_path / "pl", "pylate")
     assert json.loads((tmp_path / "pl" / "1_Dense" / "config.json").read_text())["bias"] is True
     _assert_same(_vectors(load_model(tmp_path / "pl")), _vectors(model))
+
+
+@pytest.mark.parametrize("layout", ["pylate", "stanford"])
+def test_transformers_loads_an_export_with_no_missing_weights(sources, tmp_path, layout):
+    """PyLate and colbert-ai load the encoder with transformers' AutoModel, whose pooler
+    ColBERT never reads: written as zeros, so no "newly initialized, you should train" report."""
+    transformers = pytest.importorskip("transformers")
+    export_model(load_model(sources / "pylate"), tmp_path / "out", layout)
+    if layout == "stanford":  # HF_ColBERT: the encoder under bert./roberta., beside linear.weight
+        from safetensors.torch import load_file
+
+        state = load_file(tmp_path / "out" / "model.safetensors")
+        prefix = next(k.split(".")[0] for k in state if k.endswith("pooler.dense.weight"))
+        assert {f"{prefix}.pooler.dense.weight", f"{prefix}.pooler.dense.bias"} <= set(state)
+        assert all(float(state[k].abs().sum()) == 0 for k in state if ".pooler." in k)
+        return
+    model, info = transformers.AutoModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"], info

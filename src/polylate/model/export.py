@@ -199,6 +199,16 @@ def hf_state(native: dict[str, torch.Tensor], num_layers: int, prefix: str = "")
     return {prefix + k: v for k, v in out.items()}
 
 
+def unused_pooler(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Zero weights for BertModel's pooler, which ColBERT never reads (nor keeps): without them
+    transformers loads the folder with a "newly initialized ... you should train" report that
+    reads like a broken export. Zero, so nothing random is written."""
+    norm = state[f"{prefix}{HF_EMBEDDING_NORM}.weight"]
+    hidden = norm.shape[0]
+    return {f"{prefix}pooler.dense.weight": norm.new_zeros(hidden, hidden),
+            f"{prefix}pooler.dense.bias": norm.new_zeros(hidden)}
+
+
 def jina_state(native: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """Native encoder keys → Jina's flash XLM-R keys (``roberta.`` prefix)."""
     out = {published: native[f"embeddings.{n}"] for n, published in EMBEDDING_NAMES.items()}
@@ -331,7 +341,7 @@ def _write_stanford(model: ColBERT, folder: Path, dim: int, dtype) -> None:
     """stanford-futuredata HF_ColBERT: ``bert.``/``roberta.`` encoder + ``linear.weight``."""
     prefix = "roberta." if _model_type(model) == "xlm-roberta" else "bert."
     state = hf_state(_encoder_state(model, dtype), model.encoder.config.num_layers, prefix)
-    write_safetensors(state | _head(model, dim, dtype), folder / "model.safetensors")
+    write_safetensors(state | unused_pooler(state, prefix) | _head(model, dim, dtype), folder / "model.safetensors")
     _write_json(folder / "config.json", _hf_config(model, dtype, ["HF_ColBERT"]))
     _write_json(folder / "artifact.metadata", _colbert_metadata(model, dim))
     _write_tokenizer(model, folder)
@@ -361,7 +371,7 @@ def _write_pylate(model: ColBERT, folder: Path, dim: int, dtype) -> None:
     name = tok.tokenizer.id_to_token
     arch = "XLMRobertaModel" if _model_type(model) == "xlm-roberta" else "BertModel"
     state = hf_state(_encoder_state(model, dtype), model.encoder.config.num_layers)
-    write_safetensors(state, folder / "model.safetensors")
+    write_safetensors(state | unused_pooler(state), folder / "model.safetensors")
     _write_json(folder / "config.json", _hf_config(model, dtype, [arch]))
     _write_tokenizer(model, folder)
     _write_json(folder / "modules.json", [
