@@ -3,10 +3,11 @@
 
 The server has one model and encodes one request at a time. Before, an add's or a retrain
 part's documents were one turn of the model, so a query waited for all of them; now they go a
-slice (``ModelRunner.DOC_SLICE``) at a time and a waiting query goes first. Both are run here
+slice (``ModelRunner.DOC_SLICE``) at a time, with turns in the order asked. Both are run here
 side by side on the same documents: a thread encodes them in calls of 256 (as a retrain does)
 while queries arrive one at a time; the table gives each query's wait-and-encode latency and
-the bulk throughput.
+the bulk throughput. The "before" row is one turn per call under the same ticket lock (the old
+plain lock could also let the bulk's next call take the model straight back).
 
     python benchmarks/runner_fairness.py [--docs 256] [--threads 2]
 """
@@ -37,7 +38,7 @@ def documents(n: int) -> list[str]:
         return list(corpus.values())[:n]
     from polylate.sample import SAMPLE_DOCUMENTS
 
-    return [d["text"] for d in SAMPLE_DOCUMENTS] * (n // len(SAMPLE_DOCUMENTS) + 1)[:n]
+    return ([d["text"] for d in SAMPLE_DOCUMENTS] * (n // len(SAMPLE_DOCUMENTS) + 1))[:n]
 
 
 def run(runner: ModelRunner, docs: list[str], part: int = 256) -> tuple[list[float], float]:

@@ -210,6 +210,11 @@ def test_stored_texts_read_back_one_at_a_time_as_written(tmp_path_factory, texts
         stored[len(texts)]
     with pytest.raises(IndexStoreError, match="not one length per"):
         SegmentTexts(folder, len(texts) + 1)
+    with pytest.raises(FileNotFoundError):  # a segment merged away meanwhile: the reader re-reads the index
+        SegmentTexts(folder / "swept", len(texts))
+    (folder / "texts.bin").unlink()
+    with pytest.raises(IndexStoreError, match="damaged: texts.bin or text_lengths.npy is missing"):
+        SegmentTexts(folder, len(texts))
 
 
 def test_an_index_of_format_1_is_read_and_moves_to_format_2_on_its_next_commit(tmp_path, corpus):
@@ -226,13 +231,15 @@ def test_an_index_of_format_1_is_read_and_moves_to_format_2_on_its_next_commit(t
     (idx.root / MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
     old = PlaidIndex.open(idx.root)
     assert old.documents(corpus.ids[1:5] + ["nope"]) == ["t1", "t2", "t3", None, None]
+    old.delete([corpus.ids[29]])  # a commit that writes no texts: still readable by format 1
+    assert json.loads((idx.root / MANIFEST).read_text())["format_version"] == 1
     old.add(corpus.ids[30:40], corpus.docs[30:40], texts=[f"n{i}" for i in range(10)])
     assert json.loads((idx.root / MANIFEST).read_text())["format_version"] == 2
     assert old.documents([corpus.ids[3], corpus.ids[35]]) == ["t3", "n5"]
     old.compact()  # a format-1 segment and a format-2 one merged into one of format 2
     (merged,) = PlaidIndex.open(idx.root).segments
     assert (merged.folder / "texts.bin").exists() and not (merged.folder / "texts.json").exists()
-    assert list(merged.texts()) == stored + [f"n{i}" for i in range(10)]
+    assert list(merged.texts()) == stored[:29] + [f"n{i}" for i in range(10)]  # (the 30th deleted)
 
 
 def test_an_array_written_in_blocks_is_the_array_np_save_writes(tmp_path):

@@ -394,10 +394,11 @@ def test_model_turns_go_in_the_order_asked_and_skip_abandoned_ones():
         for name in "abc":
             waiters.append(threading.Thread(target=take, args=(name,)))
             waiters[-1].start()
-            while turns._next < len(waiters) + 1:  # each has its ticket before the next asks
+            deadline = time.monotonic() + 10
+            while turns._next < len(waiters) + 1 and time.monotonic() < deadline:  # each has its ticket first
                 time.sleep(0.001)
     for w in waiters:
-        w.join()
+        w.join(timeout=10)
     assert order == ["a", "b", "c"]
     # a ticket whose holder stopped waiting (an exception in the wait) is passed over
     with turns.hold():
@@ -405,7 +406,8 @@ def test_model_turns_go_in_the_order_asked_and_skip_abandoned_ones():
         turns._next += 1
         d = threading.Thread(target=take, args=("d",))
         d.start()
-        while turns._next < 7:
+        deadline = time.monotonic() + 10
+        while turns._next < 7 and time.monotonic() < deadline:
             time.sleep(0.001)
     d.join(timeout=10)
     assert order == ["a", "b", "c", "d"]

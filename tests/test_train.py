@@ -282,6 +282,14 @@ def test_a_new_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="of another run"):
         Trainer(tiny_model(seed=4), ITEMS, **other)
     Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).check_checkpoint_dir()
+    # one saved before a signature key existed is still this run's, as resume() has it
+    for name in ("run_signature.json", "trainer_state.pt"):
+        (tmp_path / "epoch-1" / name).unlink(missing_ok=True)
+    Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path).train()
+    signature = json.loads((tmp_path / "epoch-1" / "run_signature.json").read_text())
+    del signature["precision"]
+    (tmp_path / "epoch-1" / "run_signature.json").write_text(json.dumps(signature))
+    Trainer(tiny_model(seed=4), ITEMS, epochs=1, batch_size=3, dims=(16,), checkpoint_dir=tmp_path)
 
 
 def test_resume_refuses_another_runs_checkpoint(tmp_path, monkeypatch):

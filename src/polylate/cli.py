@@ -782,7 +782,8 @@ def _rank_queries(m, dim: int, query_ids: list[str], query_texts: list[str], bat
         try:
             if n == 0 and encoded is not None and len(encoded) > 1:
                 # untimed: the first search of a process loads the compiled kernels and pages
-                # the index in (hundreds of ms), which is not what a batch's latency is about
+                # the index in (hundreds of ms; a Qdrant connection's first request), which is
+                # not what a batch's latency is about
                 search(encoded[0])
             start = time.perf_counter()
             hits = search(encoded[n] if encoded is not None else m.encode(query, is_query=True, dim=dim))

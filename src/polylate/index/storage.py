@@ -23,16 +23,20 @@ import operator
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "polylate-plaid"
-# 2: texts as texts.bin + text_lengths.npy (1: texts.json, still read; a commit writes 2)
+# 2: texts as texts.bin + text_lengths.npy (1: texts.json, still read; an index is marked 2
+# once a segment holds texts.bin)
 FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
+TEXTS = "texts.bin"  # every document's text in UTF-8, one after another
+TEXT_LENGTHS = "text_lengths.npy"  # int64 bytes of each document's text; -1: none stored
+LEGACY_TEXTS = "texts.json"  # format 1: one JSON list
 MANIFEST = "MANIFEST.json"
 # settings of an index created through the server (dim, nbits, keep_vectors, model,
 # trained_tokens); alone in a folder (no MANIFEST yet) it is an index created empty, which the
@@ -97,9 +101,12 @@ def save_json(path: Path, obj) -> None:
 
 
 def commit_manifest(root: Path, manifest: dict) -> None:
-    """Atomically make `manifest` the index's state. It is marked with the current format
-    version: the segments this commit wrote are in it, which an older reader would misread."""
-    manifest["format_version"] = FORMAT_VERSION
+    """Atomically make `manifest` the index's state. An index any of whose segments holds
+    format 2's texts.bin is marked format 2 (a format-1 reader would miss those texts); one
+    without keeps its version, so a delete or an add without texts leaves it readable there."""
+    if manifest.get("format_version") != FORMAT_VERSION and any(
+            (root / "segments" / seg["name"] / TEXTS).exists() for seg in manifest.get("segments", ())):
+        manifest["format_version"] = FORMAT_VERSION
     tmp = root / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
     save_json(tmp, manifest)
     os.replace(tmp, root / MANIFEST)
@@ -245,13 +252,14 @@ class SegmentArrays:
     vectors: np.ndarray | None  # float16 [T, dim] originals, when kept for exact re-ranking
     folder: Path
     _texts: Sequence[str | None] | None = None
+    _no_texts: bool = False  # looked: none stored
 
     def texts(self) -> Sequence[str | None] | None:
         """Stored document texts (None when none were stored), each read from the mapped file
         when asked for (a format-1 segment's texts.json: read whole on first use)."""
-        if self._texts is None:
+        if self._texts is None and not self._no_texts:
             path = self.folder / LEGACY_TEXTS
-            if (self.folder / TEXT_LENGTHS).exists():
+            if (self.folder / TEXT_LENGTHS).exists() or (self.folder / TEXTS).exists():
                 self._texts = SegmentTexts(self.folder, len(self.ids))
             elif path.exists():
                 try:
@@ -264,6 +272,8 @@ class SegmentArrays:
                 self._texts = texts
             elif not self.folder.exists():  # merged away by another writer: the caller re-reads
                 raise FileNotFoundError(2, "segment swept by a later commit", str(self.folder))
+            else:
+                self._no_texts = True
         return self._texts
 
     @property
@@ -275,11 +285,6 @@ class SegmentArrays:
         return int(self.num_docs - self.deleted.sum())
 
 
-TEXTS = "texts.bin"  # every document's text in UTF-8, one after another
-TEXT_LENGTHS = "text_lengths.npy"  # int64 bytes of each document's text; -1: none stored
-LEGACY_TEXTS = "texts.json"  # format 1: one JSON list
-
-
 class SegmentTexts(Sequence):
     """A segment's stored texts, each decoded from the mapped file when asked for: showing a
     hit's text, or merging segments, never reads every text of a large index into memory."""
@@ -289,6 +294,10 @@ class SegmentTexts(Sequence):
         try:
             lengths = np.load(folder / TEXT_LENGTHS)
             size = (folder / TEXTS).stat().st_size
+        except FileNotFoundError:
+            if not folder.exists():  # merged away by another writer: the caller re-reads
+                raise
+            raise IndexStoreError(f"index segment {folder} is damaged: {TEXTS} or {TEXT_LENGTHS} is missing") from None
         except (OSError, ValueError) as exc:
             raise IndexStoreError(f"index segment {folder} is damaged: texts: {exc}") from None
         if lengths.shape != (count,) or lengths.dtype.kind != "i" or (len(lengths) and lengths.min() < -1):

@@ -1,8 +1,9 @@
 """The served model: one encode at a time (the CPU's cores are better spent inside one
 forward pass than split between several), names it answers to, sizes it can produce.
 
-Many documents (an add, a retrain) are encoded a slice at a time, and turns go in the order
-they were asked for: a search's query waits for one slice, not for a whole add."""
+Many texts (an add's or a retrain's documents, a large embeddings request) are encoded a
+slice at a time, and turns go in the order they were asked for: a search's query waits for one
+slice, not for a whole add."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class _Turns:
 
 
 class ModelRunner:
-    #: documents encoded per turn of the model (a query waits for at most one such slice)
+    #: texts encoded per turn of the model (a search's query waits for at most one such slice)
     DOC_SLICE = 16
 
     def __init__(self, model: ColBERT, name_or_path: str = "default", aliases: Sequence[str] = ()):
@@ -89,7 +90,7 @@ class ModelRunner:
 
     def encode(self, texts: list[str], is_query: bool, dim: int, doc_maxlen: int | None = None) -> list[np.ndarray]:
         """Documents are cut at doc_maxlen as the README says (no warning per request)."""
-        if is_query or len(texts) <= self.DOC_SLICE:
+        if len(texts) <= self.DOC_SLICE:
             with self._turns.hold():
                 return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen, warn_cut=False)
         # slices of similar lengths (by characters, for the token counts encode would sort by),
@@ -99,7 +100,7 @@ class ModelRunner:
         for start in range(0, len(order), self.DOC_SLICE):
             rows = order[start:start + self.DOC_SLICE]
             with self._turns.hold():
-                vectors = self.model.encode([texts[i] for i in rows], is_query=False, dim=dim,
+                vectors = self.model.encode([texts[i] for i in rows], is_query=is_query, dim=dim,
                                             doc_maxlen=doc_maxlen, warn_cut=False)
             for i, v in zip(rows, vectors):
                 out[i] = v

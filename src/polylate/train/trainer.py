@@ -610,9 +610,16 @@ class Trainer:
         return sorted(p for p in self.checkpoint_dir.iterdir()
                       if not p.name.startswith(".") and (p / TRAINER_STATE).is_file())
 
+    def _differs(self, saved: dict) -> list[str]:
+        """What differs between this run and the one that saved ``saved`` (its signature);
+        keys older checkpoints lack pass."""
+        mine = self._run_signature
+        return [k for k in mine if saved.get(k, mine[k]) != mine[k]]
+
     def _is_mine(self, checkpoint: Path) -> bool:
         """Whether this run (same data, model and options) saved ``checkpoint``."""
-        return checkpoint_signature(checkpoint) == self._run_signature
+        saved = checkpoint_signature(checkpoint)
+        return isinstance(saved, dict) and not self._differs(saved)
 
     def check_checkpoint_dir(self) -> None:
         """A new run refuses a checkpoint folder holding another run's checkpoints: writing
@@ -655,9 +662,7 @@ class Trainer:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {reason}); "
                              "it is not a whole trainer state") from None
-        mine = self._run_signature
-        saved = state["signature"]
-        differ = [k for k in mine if saved.get(k, mine[k]) != mine[k]]  # keys older checkpoints lack pass
+        differ = self._differs(state["signature"])
         if differ:
             raise ValueError(f"{checkpoint} was saved by a different run ({', '.join(differ)} differ); "
                              "resume with the same data, model and training options")
