@@ -253,7 +253,25 @@ def _hf_config(model: ColBERT, dtype: torch.dtype | None, architectures: list[st
         "eos_token_id": model.tokenizer.sep_id,
         "position_embedding_type": "rotary" if enc.position == "rotary" else "absolute",
         "torch_dtype": str(dtype or model.dtype).removeprefix("torch."),
+        "transformers_version": _transformers_version(),
     }
+
+
+#: the transformers release whose BertConfig/XLMRobertaConfig fields these configs follow,
+#: written where transformers is not installed
+CONFIG_TRANSFORMERS_VERSION = "4.57.1"
+
+
+def _transformers_version() -> str:
+    """transformers 5.x warns that a local tokenizer without ``transformers_version`` in its
+    config.json may have Mistral's "incorrect regex pattern" ("will lead to incorrect
+    tokenization"), which an export never has; save_pretrained writes the field, and so do we."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return CONFIG_TRANSFORMERS_VERSION
 
 
 def _colbert_metadata(model: ColBERT, dim: int) -> dict:
