@@ -757,8 +757,8 @@ class PlaidIndex:
         """Merge segments ``which`` (default: all) into one, dropping deleted documents; the
         merged segment takes the place of the first of them. The caller holds the writer lock.
         Residuals and kept vectors go from the mapped segments to the new files a block at a
-        time: memory holds the codes (what the inverted lists are built from) and the merged
-        documents' ids and texts, not the index."""
+        time, texts one by one: memory holds the codes (what the inverted lists are built from)
+        and the merged documents' ids, not the index."""
         which = list(range(len(self.segments))) if which is None else sorted(which)
         for si in which:
             assert manifest["segments"][si]["name"] == self.segments[si].name
