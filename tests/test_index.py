@@ -240,6 +240,14 @@ def test_an_index_of_format_1_is_read_and_moves_to_format_2_on_its_next_commit(t
     (merged,) = PlaidIndex.open(idx.root).segments
     assert (merged.folder / "texts.bin").exists() and not (merged.folder / "texts.json").exists()
     assert list(merged.texts()) == stored[:29] + [f"n{i}" for i in range(10)]  # (the 30th deleted)
+    # texts only on deleted documents: the merge writes none
+    textless = PlaidIndex.build(tmp_path / "few", corpus.ids[:6], corpus.docs[:6], num_centroids=4,
+                                texts=["a", None, None, None, None, None])
+    textless.add(corpus.ids[6:9], corpus.docs[6:9])
+    textless.delete(corpus.ids[:1])
+    textless.compact()
+    (merged,) = PlaidIndex.open(tmp_path / "few").segments
+    assert merged.texts() is None and not (merged.folder / "texts.bin").exists()
 
 
 def test_an_array_written_in_blocks_is_the_array_np_save_writes(tmp_path):

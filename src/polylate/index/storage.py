@@ -314,6 +314,10 @@ class SegmentTexts(Sequence):
     def __len__(self) -> int:
         return len(self._lengths)
 
+    def stored(self, rows: np.ndarray) -> bool:
+        """Whether any of those documents has a text (without reading one)."""
+        return bool((self._lengths[rows] >= 0).any())
+
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
