@@ -256,8 +256,14 @@ def test_compact_retrains_on_request(model, tmp_path):
             assert res.status_code == 422, body
         assert client.get("/v1/indexes/g").json() == before  # refused bodies change nothing
         registry = client.app.state.registry
-        registry.RETRAIN_ENCODE_BATCH = 3  # the model is taken a batch at a time, never for a whole part
-        runner, encode, calls = registry.runner, registry.runner.encode, []
+        runner, encode, calls, slices = registry.runner, registry.runner.encode, [], []
+        runner.DOC_SLICE = 3  # the model is taken a slice at a time, never for a whole part
+        model_encode = runner.model.encode
+
+        def encode_a_slice(texts, **kw):
+            if not kw.get("is_query"):
+                slices.append(len(texts))
+            return model_encode(texts, **kw)
 
         def encode_during_the_retrain(texts, **kw):
             if kw["is_query"]:
@@ -272,13 +278,14 @@ def test_compact_retrains_on_request(model, tmp_path):
                     assert res.status_code == 409 and "being retrained" in res.json()["detail"], (path, res.text)
             return encode(texts, **kw)
 
-        runner.encode = encode_during_the_retrain
+        runner.encode, runner.model.encode = encode_during_the_retrain, encode_a_slice
         try:
             res = client.post("/v1/indexes/g/compact", json={"retrain": True})
         finally:
-            runner.encode = encode
+            runner.encode, runner.model.encode = encode, model_encode
+            del runner.DOC_SLICE
         assert res.status_code == 200, res.text
-        assert max(calls) <= 3 and sum(calls) == 11 + 1  # the 11 documents, and the refused add's one
+        assert max(slices) <= 3 and sum(slices) == sum(calls) == 11 + 1  # the 11 documents, and the refused add's one
         after = res.json()
         assert after["documents"] == 11 and after["segments"] == 1 and after["centroids"] > before["centroids"]
         assert PlaidIndex.open(tmp_path / "g").manifest["trained_tokens"] == after["tokens"]

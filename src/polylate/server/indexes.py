@@ -411,20 +411,10 @@ class IndexRegistry:
         finally:
             entry.retraining = False
 
-    #: documents per encoding call of a retrain (the model is taken one call at a time)
-    RETRAIN_ENCODE_BATCH = 256
-
     def _doc_encoder(self, rec: dict):
-        """Documents' vectors as this index's writes make them (its dim and doc_maxlen), a
-        batch per call to the model, so a retrain's parts do not hold it for minutes."""
-        def encode(texts: list[str]) -> list:
-            out, step = [], self.RETRAIN_ENCODE_BATCH
-            for start in range(0, len(texts), step):
-                out += self.runner.encode(texts[start:start + step], is_query=False, dim=rec["dim"],
-                                          doc_maxlen=rec["doc_maxlen"])
-            return out
-
-        return encode
+        """Documents' vectors as this index's writes make them (its dim and doc_maxlen); the
+        runner takes the model a slice at a time, so a retrain's parts do not hold it for minutes."""
+        return lambda texts: self.runner.encode(texts, is_query=False, dim=rec["dim"], doc_maxlen=rec["doc_maxlen"])
 
     def drop(self, name: str) -> None:
         folder = self.folder(name)
