@@ -36,7 +36,6 @@ from polylate.index.storage import (
     FORMAT_VERSION,
     Blocks,
     IndexStoreError,
-    SegmentTexts,
     WriterLock,
     commit_manifest,
     new_name,
@@ -227,17 +226,6 @@ def _live_texts(segments, lives) -> Iterator[str | None]:
         texts = seg.texts()
         for i in live:
             yield texts[i] if texts is not None else None
-
-
-def _any_text(segments, lives) -> bool:
-    """Whether any live document of those segments has a stored text (a merge writes texts
-    only then)."""
-    for seg, live in zip(segments, lives):
-        texts = seg.texts()
-        if texts is not None and (texts.stored(live) if isinstance(texts, SegmentTexts)
-                                  else any(texts[i] is not None for i in live)):
-            return True
-    return False
 
 
 def _check_texts(texts, ids):
@@ -791,7 +779,8 @@ class PlaidIndex:
             name = new_name("seg")
             write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets, ids,
                           self._merged_rows(chosen, lives, "vectors", len(codes)) if kept else None,
-                          _live_texts(chosen, lives) if _any_text(chosen, lives) else None)
+                          _live_texts(chosen, lives) if any(seg.has_text(live) for seg, live in zip(chosen, lives))
+                          else None)
             merged = [{"name": name, "docs": len(ids), "tokens": int(doclens.sum()), "deleted": None}]
         if which:
             segments, first = manifest["segments"], which[0]

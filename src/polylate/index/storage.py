@@ -14,11 +14,11 @@ write. Readers memory-map arrays, so a large index is never read whole.
 
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import functools
 import json
-import array
 import operator
 import os
 import shutil
@@ -275,6 +275,13 @@ class SegmentArrays:
             else:
                 self._no_texts = True
         return self._texts
+
+    def has_text(self, rows: np.ndarray) -> bool:
+        """Whether any of those documents has a stored text (format 2: without reading one)."""
+        texts = self.texts()
+        if isinstance(texts, SegmentTexts):
+            return texts.stored(rows)
+        return texts is not None and any(texts[i] is not None for i in rows)
 
     @property
     def num_docs(self) -> int:
