@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from polylate.index.codec import ResidualCodec
 from polylate.index.exact import ExactIndex
 from polylate.index.plaid import PlaidIndex, SearchSettings
-from polylate.index.storage import MANIFEST, IndexStoreError
+from polylate.index.storage import MANIFEST, IndexStoreError, SegmentTexts
 from tests.synthetic import Corpus
 
 EXHAUSTIVE = SearchSettings(ncells=10**6, centroid_score_threshold=-2.0, ndocs=10**6)
@@ -197,7 +197,7 @@ def test_compact_copies_the_live_rows_block_by_block(tmp_path, corpus, monkeypat
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.none() | st.text(max_size=12), max_size=20))
 def test_stored_texts_read_back_one_at_a_time_as_written(tmp_path_factory, texts):
-    from polylate.index.storage import SegmentTexts, write_texts
+    from polylate.index.storage import write_texts
 
     folder = tmp_path_factory.mktemp("texts")
     texts = [t if t is None else t.encode("utf-8", "replace").decode("utf-8") for t in texts]  # no lone surrogates
@@ -894,8 +894,12 @@ def test_retrain_in_parts(tmp_path, corpus, monkeypatch, keep_vectors):
         calls.append(len(batch))
         return [vectors[t.removeprefix("text of ")] for t in batch]
 
+    decoded = []
+    read_text = SegmentTexts.__getitem__
+    monkeypatch.setattr(SegmentTexts, "__getitem__", lambda self, i: decoded.append(i) or read_text(self, i))
     new = idx.retrain(encode)
     assert calls == ([] if keep_vectors else [150, 150, 90])  # a part per call, never the whole
+    assert len(decoded) == 390  # each live text read once (counting them reads none)
     assert new.manifest["generation"] == idx.manifest["generation"] + 1 and len(new.segments) == 3
     assert sorted(new.ids) == sorted(corpus.ids[10:400]) and new.manifest["trained_tokens"] == new.stats()["tokens"]
     assert new.documents([corpus.ids[200]]) == ["text of " + corpus.ids[200]]

@@ -36,6 +36,7 @@ from polylate.index.storage import (
     FORMAT_VERSION,
     Blocks,
     IndexStoreError,
+    SegmentArrays,
     WriterLock,
     commit_manifest,
     new_name,
@@ -558,25 +559,25 @@ class PlaidIndex:
         (IndexStoreError) if another writer committed since this object last read the index:
         the rebuild would drop that writer's changes."""
         state = (self.manifest["generation"], self.manifest["codec"])
-        ids, kept_vectors = [], []  # (the kept vectors as views of the mapped segments: not read yet)
-        stored = 0  # texts stored (they stay in the mapped segments, read a part at a time)
-        for batch_ids, batch_texts, batch_vectors in self.export():
-            ids += batch_ids
-            stored += sum(t is not None for t in batch_texts)
-            kept_vectors += batch_vectors or []
-        kept = len(kept_vectors) == len(ids)
+        segments = self.segments  # the old segments stay until the new index commits: read from them
+        lives = [np.flatnonzero(~seg.deleted) for seg in segments]
+        ids = [seg.ids[r] for seg, live in zip(segments, lives) for r in live]
         if not ids:
             raise IndexStoreError(f"index {self.root} holds no documents to retrain on")
-        segments = self.segments
-        lives = [np.flatnonzero(~seg.deleted) for seg in segments]
-        starts = np.cumsum([0] + [len(live) for live in lives])  # export's order: segment by segment
+        stored = sum(seg.text_count(live) for seg, live in zip(segments, lives))  # counted, not read
+        kept = all(seg.vectors is not None for seg, live in zip(segments, lives) if len(live))
+        starts = np.cumsum([0] + [len(live) for live in lives])  # row r: the r-th live document
+
+        def located(rows: Sequence[int]) -> Iterator[tuple[SegmentArrays, int]]:
+            for r in rows:
+                si = int(np.searchsorted(starts, r, side="right")) - 1
+                yield segments[si], int(lives[si][r - starts[si]])
 
         def texts_of(rows: Sequence[int]) -> list[str | None]:
             out = []
-            for r in rows:
-                si = int(np.searchsorted(starts, r, side="right")) - 1
-                seg_texts = segments[si].texts()
-                out.append(seg_texts[lives[si][r - starts[si]]] if seg_texts is not None else None)
+            for seg, row in located(rows):
+                seg_texts = seg.texts()
+                out.append(seg_texts[row] if seg_texts is not None else None)
             return out
 
         if not kept:
@@ -587,30 +588,29 @@ class PlaidIndex:
                 raise ValueError(f"index {self.root} keeps no vectors: retraining re-encodes its texts, "
                                  "so it needs the model (encode)")
 
-        def vectors_of(rows: Sequence[int]) -> list[np.ndarray]:
-            """The kept originals of those documents, else their texts encoded (read from the
-            old segments, which stay until the new index commits)."""
+        has_texts = stored > 0
+
+        def part(rows: Sequence[int]):
+            """``(ids, vectors, texts)`` of those documents: the kept originals, else their texts
+            encoded (each text read once, for the encoder and the new segment)."""
+            texts = texts_of(rows) if has_texts else None
             if kept:
-                return [kept_vectors[r] for r in rows]
-            out = list(encode(texts_of(rows)))
-            if len(out) != len(rows) or any(np.shape(v)[-1] != self.dim for v in out):
-                raise ValueError(f"encode gave {len(out)} documents' vectors for {len(rows)} texts, or not "
-                                 f"of the index's dim {self.dim}")
-            return out
+                vectors = [np.asarray(seg.vectors[seg.offsets[row]:seg.offsets[row + 1]]) for seg, row in located(rows)]
+            else:
+                vectors = list(encode(texts))
+                if len(vectors) != len(rows) or any(np.shape(v)[-1] != self.dim for v in vectors):
+                    raise ValueError(f"encode gave {len(vectors)} documents' vectors for {len(rows)} texts, or "
+                                     f"not of the index's dim {self.dim}")
+            return [ids[r] for r in rows], vectors, texts
 
         # a part at a time, as a large build: memory bounded by RETRAIN_PART_DOCS documents' vectors;
         # the codec from a random part (all of a smaller index), one commit at the end
         first, rest = build_parts(len(ids), self.RETRAIN_PART_DOCS)
-        has_texts = stored > 0
-
-        def parts():
-            for rows in rest:
-                yield [ids[r] for r in rows], vectors_of(rows), texts_of(rows) if has_texts else None
-
-        return PlaidIndex.build(self.root, [ids[r] for r in first], vectors_of(first), nbits=self.codec.nbits,
-                                keep_vectors=bool(self.manifest.get("keep_vectors")),
-                                texts=texts_of(first) if has_texts else None,
-                                model=self.manifest.get("model"), overwrite=True, replaces=state, more=parts(),
+        first_ids, first_vectors, first_texts = part(first)
+        return PlaidIndex.build(self.root, first_ids, first_vectors, nbits=self.codec.nbits,
+                                keep_vectors=bool(self.manifest.get("keep_vectors")), texts=first_texts,
+                                model=self.manifest.get("model"), overwrite=True, replaces=state,
+                                more=(part(rows) for rows in rest),
                                 # a sample no smaller than the one the index was built with
                                 sample_tokens=max(DEFAULT_SAMPLE_TOKENS, int(self.manifest.get("sample_tokens", 0))))
 
@@ -779,7 +779,7 @@ class PlaidIndex:
             name = new_name("seg")
             write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets, ids,
                           self._merged_rows(chosen, lives, "vectors", len(codes)) if kept else None,
-                          _live_texts(chosen, lives) if any(seg.has_text(live) for seg, live in zip(chosen, lives))
+                          _live_texts(chosen, lives) if any(seg.text_count(live) for seg, live in zip(chosen, lives))
                           else None)
             merged = [{"name": name, "docs": len(ids), "tokens": int(doclens.sum()), "deleted": None}]
         if which:

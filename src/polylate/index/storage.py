@@ -276,12 +276,12 @@ class SegmentArrays:
                 self._no_texts = True
         return self._texts
 
-    def has_text(self, rows: np.ndarray) -> bool:
-        """Whether any of those documents has a stored text (format 2: without reading one)."""
+    def text_count(self, rows: np.ndarray) -> int:
+        """How many of those documents have a stored text (format 2: without reading one)."""
         texts = self.texts()
         if isinstance(texts, SegmentTexts):
             return texts.stored(rows)
-        return texts is not None and any(texts[i] is not None for i in rows)
+        return 0 if texts is None else sum(texts[i] is not None for i in rows)
 
     @property
     def num_docs(self) -> int:
@@ -321,9 +321,9 @@ class SegmentTexts(Sequence):
     def __len__(self) -> int:
         return len(self._lengths)
 
-    def stored(self, rows: np.ndarray) -> bool:
-        """Whether any of those documents has a text (without reading one)."""
-        return bool((self._lengths[rows] >= 0).any())
+    def stored(self, rows: np.ndarray) -> int:
+        """How many of those documents have a text (without reading one)."""
+        return int((self._lengths[rows] >= 0).sum())
 
     def __getitem__(self, i):
         if isinstance(i, slice):
