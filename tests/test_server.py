@@ -411,3 +411,27 @@ def test_model_turns_go_in_the_order_asked_and_skip_abandoned_ones():
             time.sleep(0.001)
     d.join(timeout=10)
     assert order == ["a", "b", "c", "d"]
+
+
+def test_many_texts_are_encoded_in_token_budget_slices_and_come_back_in_order(model, monkeypatch):
+    """Slices hold at most SLICE_TOKENS padded tokens (a longer text alone), so a query waits
+    about as long behind long documents as behind short ones; answers keep the input order."""
+    from polylate.server.runner import ModelRunner
+
+    runner = ModelRunner(model)
+    texts = ["word " * n for n in (40, 2, 9, 3, 25, 1, 60, 5, 14, 7)]
+    monkeypatch.setattr(runner, "SLICE_TOKENS", 48)
+    slices, encode = [], model.encode
+    monkeypatch.setattr(model, "encode", lambda batch, **kw: slices.append(list(batch)) or encode(batch, **kw))
+    for is_query in (False, True):
+        slices.clear()
+        got = runner.encode(texts, is_query=is_query, dim=64)
+        for g, ref in zip(got, encode(texts, is_query=is_query, dim=64), strict=True):
+            np.testing.assert_allclose(g, ref, atol=1e-5)
+        assert sorted(t for s in slices for t in s) == sorted(texts)
+        for s in slices:
+            padded = len(s) * max(len(q) for q in model.tokenizer.sequences(s, is_query))
+            assert len(s) == 1 or padded <= 48, (is_query, padded)
+        assert 1 < len(slices) <= len(texts)
+        if not is_query:  # short documents share a slice
+            assert len(slices) < len(texts)

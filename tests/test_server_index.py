@@ -257,11 +257,13 @@ def test_compact_retrains_on_request(model, tmp_path):
         assert client.get("/v1/indexes/g").json() == before  # refused bodies change nothing
         registry = client.app.state.registry
         runner, encode, calls, slices = registry.runner, registry.runner.encode, [], []
-        runner.DOC_SLICE = 3  # the model is taken a slice at a time, never for a whole part
+        runner.SLICE_TOKENS = 60  # the model is taken a slice at a time, never for a whole part
         model_encode = runner.model.encode
 
         def encode_a_slice(texts, **kw):
             if not kw.get("is_query"):
+                padded = len(texts) * max(len(s) for s in runner.model.tokenizer.sequences(texts, False))
+                assert len(texts) == 1 or padded <= 60, (len(texts), padded)
                 slices.append(len(texts))
             return model_encode(texts, **kw)
 
@@ -283,9 +285,9 @@ def test_compact_retrains_on_request(model, tmp_path):
             res = client.post("/v1/indexes/g/compact", json={"retrain": True})
         finally:
             runner.encode, runner.model.encode = encode, model_encode
-            del runner.DOC_SLICE
+            del runner.SLICE_TOKENS
         assert res.status_code == 200, res.text
-        assert max(slices) <= 3 and sum(slices) == sum(calls) == 11 + 1  # the 11 documents, and the refused add's one
+        assert len(slices) >= 4 and sum(slices) == sum(calls) == 11 + 1  # the 11 documents, and the refused add's one
         after = res.json()
         assert after["documents"] == 11 and after["segments"] == 1 and after["centroids"] > before["centroids"]
         assert PlaidIndex.open(tmp_path / "g").manifest["trained_tokens"] == after["tokens"]

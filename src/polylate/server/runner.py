@@ -2,8 +2,8 @@
 forward pass than split between several), names it answers to, sizes it can produce.
 
 Many texts (an add's or a retrain's documents, a large embeddings request) are encoded a
-slice at a time, and turns go in the order they were asked for: a search's query waits for one
-slice, not for a whole add."""
+slice of about ``SLICE_TOKENS`` tokens at a time, and turns go in the order they were asked
+for: a search's query waits for one slice, not for a whole add."""
 
 from __future__ import annotations
 
@@ -55,8 +55,11 @@ class _Turns:
 
 
 class ModelRunner:
-    #: texts encoded per turn of the model (a search's query waits for at most one such slice)
-    DOC_SLICE = 16
+    #: padded tokens encoded per turn of the model: a search's query waits for at most one
+    #: such slice (a text longer than this is a slice of its own). By tokens, not texts, so
+    #: the wait is as short behind long documents as behind short ones, and short texts go
+    #: many to a turn.
+    SLICE_TOKENS = 2048
 
     def __init__(self, model: ColBERT, name_or_path: str = "default", aliases: Sequence[str] = ()):
         self.model = model
@@ -90,21 +93,28 @@ class ModelRunner:
 
     def encode(self, texts: list[str], is_query: bool, dim: int, doc_maxlen: int | None = None) -> list[np.ndarray]:
         """Documents are cut at doc_maxlen as the README says (no warning per request)."""
-        if len(texts) <= self.DOC_SLICE:
-            with self._turns.hold():
-                return self.model.encode(texts, is_query=is_query, dim=dim, doc_maxlen=doc_maxlen, warn_cut=False)
-        # slices of similar lengths (by characters, for the token counts encode would sort by),
-        # so a slice pads about as little as one batch of the whole list would
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list = [None] * len(texts)
-        for start in range(0, len(order), self.DOC_SLICE):
-            rows = order[start:start + self.DOC_SLICE]
+        for rows in self._slices(texts, is_query, doc_maxlen):
             with self._turns.hold():
                 vectors = self.model.encode([texts[i] for i in rows], is_query=is_query, dim=dim,
                                             doc_maxlen=doc_maxlen, warn_cut=False)
             for i, v in zip(rows, vectors):
                 out[i] = v
         return out
+
+    def _slices(self, texts: list[str], is_query: bool, doc_maxlen: int | None) -> list[list[int]]:
+        """Positions of ``texts`` in turns of at most ``SLICE_TOKENS`` padded tokens: by token
+        count, so a slice pads little (as encode's own batches do)."""
+        if len(texts) <= 1:
+            return [list(range(len(texts)))]
+        lengths = [len(s) for s in self.model.tokenizer.sequences(texts, is_query, doc_maxlen)]
+        slices, current = [], []
+        for i in sorted(range(len(texts)), key=lengths.__getitem__):
+            if current and (len(current) + 1) * lengths[i] > self.SLICE_TOKENS:  # i is the longest yet
+                slices.append(current)
+                current = []
+            current.append(i)
+        return slices + [current]
 
     def count_tokens(self, texts: list[str], is_query: bool) -> int:
         """Tokens the model reads (with markers and special tokens; queries at full length)."""
