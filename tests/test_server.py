@@ -184,9 +184,16 @@ def test_model_alias(model, tmp_path):
 # -- /v1/rerank ------------------------------------------------------------------------------
 
 
-def test_rerank_matches_model_rerank(client, model):
+def test_rerank_matches_model_rerank(client, model, monkeypatch):
+    """The same answer as ColBERT.rerank, with the documents encoded a slice at a time (a
+    search waits for one slice, not for a whole rerank of many documents)."""
     query = "capital of france"
+    runner, calls, encode = client.app.state.registry.runner, [], model.encode
+    monkeypatch.setattr(runner, "SLICE_TOKENS", 16)
+    monkeypatch.setattr(model, "encode", lambda texts, **kw: calls.append(len(texts)) or encode(texts, **kw))
     res = client.post("/v1/rerank", json={"model": model.name, "query": query, "documents": DOCS})
+    monkeypatch.undo()
+    assert sum(calls) == 1 + len(DOCS) and len(calls) > 2, calls
     assert res.status_code == 200, res.text
     body = res.json()
     ref = model.rerank(query, DOCS)

@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from polylate.model.colbert import ColBERT
+from polylate.scoring import check_top_n, rerank as rerank_vectors
 from polylate.server.explain import explain_match, token_info
 
 
@@ -126,8 +127,12 @@ class ModelRunner:
         return self.model.tokenizer.count_cut(self.model.tokenizer.content_ids(texts), doc_maxlen)
 
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> list[dict]:
-        with self._turns.hold():
-            return self.model.rerank(query, documents, top_n=top_n)
+        """``ColBERT.rerank``'s answer, with the documents encoded in slices as an add's are:
+        a rerank of many long documents does not hold the model from searches meanwhile."""
+        check_top_n(top_n)  # before the encoding
+        q = self.encode([query], is_query=True, dim=self.default_dim)[0]
+        docs = self.encode(documents, is_query=False, dim=self.default_dim)
+        return [{"index": i, "score": s, "document": documents[i]} for i, s in rerank_vectors(q, docs, top_n)]
 
     def explain(self, query: str, query_vectors: np.ndarray, texts: list[str], dim: int,
                 doc_maxlen: int | None = None) -> tuple[list[dict], list[dict]]:
