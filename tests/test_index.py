@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from polylate.index.codec import ResidualCodec
 from polylate.index.exact import ExactIndex
-from polylate.index.plaid import PlaidIndex, SearchSettings
+from polylate.index.plaid import PlaidIndex, SearchSettings, build_ivf, merge_ivf
 from polylate.index.storage import MANIFEST, IndexStoreError, SegmentTexts
 from tests.synthetic import Corpus
 
@@ -172,7 +172,7 @@ def test_add_delete_reopen_and_compact(built, corpus, tmp_path):
 
 
 def test_compact_copies_the_live_rows_block_by_block(tmp_path, corpus, monkeypatch):
-    """A merge streams residuals and kept vectors from the old segments into the new files;
+    """A merge streams codes, residuals, kept vectors and inverted lists from the old segments into the new files;
     those hold exactly the live documents' rows, in order, whatever the block size."""
     monkeypatch.setattr(PlaidIndex, "MERGE_BLOCK_TOKENS", 7)  # blocks that split documents
     idx = PlaidIndex.build(tmp_path / "b", corpus.ids[:60], corpus.docs[:60], num_centroids=16, keep_vectors=True,
@@ -191,6 +191,9 @@ def test_compact_copies_the_live_rows_block_by_block(tmp_path, corpus, monkeypat
     assert seg.ids == live
     for k, rows in expected.items():
         assert np.array_equal(getattr(seg, k), np.concatenate(rows)), k
+    # the inverted lists, merged from the segments' own, are those of the merged codes
+    ivf_docs, ivf_offsets = build_ivf(np.asarray(seg.codes), seg.doclens, 16)
+    assert np.array_equal(seg.ivf_offsets, ivf_offsets) and np.array_equal(seg.ivf_docs, ivf_docs)
     assert list(seg.texts()) == [f"t{corpus.ids.index(i)}" if corpus.ids.index(i) < 60 else None for i in live]
 
 
@@ -698,6 +701,20 @@ def test_codes_of_segments_too_large_to_check_at_open_are_checked_by_compaction(
     assert corpus.ids[41] in PlaidIndex.open(idx.root)
 
 
+def test_compaction_names_damaged_inverted_lists_and_keeps_the_index(tmp_path, corpus):
+    """A merge takes the segments' own inverted lists: an entry past a segment's documents is
+    named as damage, and the failed merge commits nothing."""
+    idx = PlaidIndex.build(tmp_path / "ivf", corpus.ids[:40], corpus.docs[:40], num_centroids=16)
+    idx.add(corpus.ids[40:50], corpus.docs[40:50])
+    seg = idx.root / "segments" / idx.segments[1].name
+    np.save(seg / "ivf_docs.npy", np.load(seg / "ivf_docs.npy") + 10)
+    generation = idx.manifest["generation"]
+    with pytest.raises(IndexStoreError, match="damaged: ivf_docs.npy names documents past its 10"):
+        PlaidIndex.open(idx.root).compact()
+    again = PlaidIndex.open(idx.root)
+    assert again.manifest["generation"] == generation and len(again) == 50
+
+
 @pytest.mark.parametrize("keep_vectors", [False, True])
 def test_search_refuses_damage_the_open_checks_did_not_read(tmp_path, corpus, monkeypatch, keep_vectors):
     """Codes of segments too large to check at open, and inverted-list entries, are bound-checked
@@ -945,8 +962,6 @@ def test_segments_do_not_change_answers(segmented, corpus, doc, k, ncells, ndocs
 @given(st.lists(st.lists(st.integers(0, 11), max_size=9), min_size=1, max_size=12))
 def test_inverted_lists_hold_each_document_once_per_centroid(docs_codes):
     """build_ivf (in place, for merges of large indexes) against its definition."""
-    from polylate.index.plaid import build_ivf
-
     doclens = np.array([len(c) for c in docs_codes], dtype=np.int32)
     codes = np.array([c for doc in docs_codes for c in doc], dtype=np.uint16)
     ivf_docs, ivf_offsets = build_ivf(codes, doclens, 12)
@@ -954,3 +969,39 @@ def test_inverted_lists_hold_each_document_once_per_centroid(docs_codes):
     for centroid in range(12):
         expected = sorted({d for d, doc in enumerate(docs_codes) if centroid in doc})
         assert ivf_docs[ivf_offsets[centroid] : ivf_offsets[centroid + 1]].tolist() == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.lists(st.integers(0, 11), max_size=6), st.booleans()), max_size=6),
+                min_size=1, max_size=4), st.integers(1, 9))
+def test_merged_inverted_lists_are_those_of_the_merged_codes(segments_docs, block):
+    """merge_ivf, which merges segments' own lists a block at a time, against build_ivf of the
+    live documents' codes: same lists whatever the deletions and the block size."""
+    from types import SimpleNamespace
+
+    segments = []
+    for docs in segments_docs:
+        doclens = np.array([len(c) for c, _ in docs], dtype=np.int32)
+        codes = np.array([c for doc, _ in docs for c in doc], dtype=np.uint16)
+        ivf_docs, ivf_offsets = build_ivf(codes, doclens, 12)
+        deleted = np.array([gone for _, gone in docs], dtype=bool)
+        segments.append(SimpleNamespace(ivf_docs=ivf_docs, ivf_offsets=ivf_offsets, deleted=deleted,
+                                        num_docs=len(docs), num_live=int((~deleted).sum()), folder="seg"))
+    live_docs = [doc for docs in segments_docs for doc, gone in docs if not gone]
+    expected_docs, expected_offsets = build_ivf(
+        np.array([c for doc in live_docs for c in doc], dtype=np.uint16),
+        np.array([len(doc) for doc in live_docs], dtype=np.int32), 12)
+    blocks, offsets = merge_ivf(segments, 12, block)
+    got = np.concatenate([np.zeros(0, np.int64), *blocks.blocks])
+    assert np.array_equal(offsets, expected_offsets) and got.tolist() == expected_docs.tolist()
+    assert blocks.shape == (len(expected_docs),)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(max_size=8), max_size=12), st.integers(1, 5))
+def test_id_lists_written_a_chunk_at_a_time_read_back_as_json(tmp_path_factory, ids, chunk):
+    from polylate.index.storage import save_json_list
+
+    path = tmp_path_factory.mktemp("ids") / "ids.json"
+    save_json_list(path, ids, chunk)
+    assert json.loads(path.read_text(encoding="utf-8")) == ids

@@ -340,6 +340,63 @@ def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int):
     return docs, offsets
 
 
+def _centroid_ranges(offsets: np.ndarray, block: int) -> Iterator[tuple[int, int]]:
+    """Consecutive centroid ranges ``[c0, c1)`` each holding about ``block`` postings (one
+    centroid at least) of the inverted lists with those ``offsets``."""
+    c0, num_centroids = 0, len(offsets) - 1
+    while c0 < num_centroids:
+        c1 = min(num_centroids, max(c0 + 1, int(np.searchsorted(offsets, offsets[c0] + block, side="right")) - 1))
+        yield c0, c1
+        c0 = c1
+
+
+def _posting_docs(seg, c0: int, c1: int) -> np.ndarray:
+    """The documents of centroids ``[c0, c1)``'s postings in ``seg``, bound-checked."""
+    docs = np.asarray(seg.ivf_docs[seg.ivf_offsets[c0]:seg.ivf_offsets[c1]])
+    if len(docs) and (int(docs.min()) < 0 or int(docs.max()) >= seg.num_docs):
+        raise IndexStoreError(f"index segment {seg.folder} is damaged: ivf_docs.npy names documents past its "
+                              f"{seg.num_docs}")
+    return docs
+
+
+def merge_ivf(segments, num_centroids: int, block: int) -> tuple[Blocks, np.ndarray]:
+    """The inverted lists of ``segments`` merged (their live documents renumbered in order), as
+    ``build_ivf`` would build them from the merged codes, but from the segments' own lists: a
+    centroid's documents are each segment's, in segment order, so already unique and ascending.
+    Read and written ``block`` postings at a time: a merge never holds the codes or a sort."""
+    for seg in segments:
+        if len(seg.ivf_offsets) != num_centroids + 1:
+            raise IndexStoreError(f"index segment {seg.folder} is damaged: its inverted lists are for "
+                                  f"{len(seg.ivf_offsets) - 1} centroids, the codec has {num_centroids}")
+    counts = np.zeros(num_centroids, dtype=np.int64)  # live postings per centroid
+    for seg in segments:
+        for c0, c1 in _centroid_ranges(seg.ivf_offsets, block):
+            alive = np.zeros(int(seg.ivf_offsets[c1] - seg.ivf_offsets[c0]) + 1, dtype=np.int64)
+            np.cumsum(~seg.deleted[_posting_docs(seg, c0, c1)], out=alive[1:])
+            bounds = seg.ivf_offsets[c0:c1 + 1] - seg.ivf_offsets[c0]
+            counts[c0:c1] += alive[bounds[1:]] - alive[bounds[:-1]]
+    offsets = np.zeros(num_centroids + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    # a live document's number in the merged segment (deleted ones: never looked up)
+    numbers, base = [], 0
+    for seg in segments:
+        numbers.append(base + np.cumsum(~seg.deleted, dtype=np.int64) - 1)
+        base += seg.num_live
+
+    def blocks():
+        for c0, c1 in _centroid_ranges(offsets, block):
+            centroids, docs = [], []
+            for seg, number in zip(segments, numbers):
+                d = _posting_docs(seg, c0, c1)
+                keep = ~seg.deleted[d]
+                centroids.append(np.repeat(np.arange(c0, c1), np.diff(seg.ivf_offsets[c0:c1 + 1]))[keep])
+                docs.append(number[d[keep]])
+            order = np.argsort(np.concatenate(centroids), kind="stable")  # by centroid, segments in order
+            yield np.concatenate(docs)[order]
+
+    return Blocks((int(offsets[-1]),), np.dtype(np.int32), blocks()), offsets
+
+
 class PlaidIndex:
     """Open with ``PlaidIndex.open(path)``; create with ``PlaidIndex.build(...)``."""
 
@@ -654,7 +711,7 @@ class PlaidIndex:
 
     #: more segments than this after an add → merge the smallest (search cost grows per segment)
     MAX_SEGMENTS = 32
-    #: what one such merge may hold in memory (compressed tokens, and kept vectors)
+    #: what one such merge may rewrite (compressed tokens, and kept vectors): an add's own cost
     MERGE_MAX_BYTES = 1 << 30
 
     def add(self, ids: Sequence[str], vectors: Sequence[np.ndarray], replace: bool = False,
@@ -756,9 +813,9 @@ class PlaidIndex:
     def _compact(self, manifest: dict, which: Sequence[int] | None = None) -> None:
         """Merge segments ``which`` (default: all) into one, dropping deleted documents; the
         merged segment takes the place of the first of them. The caller holds the writer lock.
-        Residuals and kept vectors go from the mapped segments to the new files a block at a
-        time, texts one by one: memory holds the codes (what the inverted lists are built from)
-        and the merged documents' ids, not the index."""
+        Codes, residuals, kept vectors and the inverted lists go from the mapped segments to the
+        new files a block at a time, texts one by one: memory holds the merged documents' ids
+        and lengths, not the index."""
         which = list(range(len(self.segments))) if which is None else sorted(which)
         for si in which:
             assert manifest["segments"][si]["name"] == self.segments[si].name
@@ -767,38 +824,41 @@ class PlaidIndex:
         ids = [seg.ids[i] for seg, live in zip(chosen, lives) for i in live]
         merged = []
         if ids:
-            codes = np.concatenate([np.asarray(seg.codes[tok]) for seg, tok in self._live_tokens(chosen, lives)])
-            # (segments too large to check at every open are checked here)
-            if len(codes) and int(codes.max()) >= self.codec.num_centroids:
-                raise IndexStoreError(f"index {self.root} is damaged: a segment has centroid codes past the "
-                                      f"codec's {self.codec.num_centroids}")
             doclens = np.concatenate([seg.doclens[live] for seg, live in zip(chosen, lives)])
-            ivf_docs, ivf_offsets = build_ivf(codes, doclens, self.codec.num_centroids)
-            residuals = self._merged_rows(chosen, lives, "residuals", len(codes))
+            tokens = int(doclens.sum())
+            ivf_docs, ivf_offsets = merge_ivf(chosen, self.codec.num_centroids, self.MERGE_BLOCK_TOKENS)
+            codes = self._merged_rows(chosen, lives, "codes", tokens)
+            residuals = self._merged_rows(chosen, lives, "residuals", tokens)
             kept = all(seg.vectors is not None for seg in chosen)
             name = new_name("seg")
             write_segment(self.root / "segments" / name, codes, residuals, doclens, ivf_docs, ivf_offsets, ids,
-                          self._merged_rows(chosen, lives, "vectors", len(codes)) if kept else None,
+                          self._merged_rows(chosen, lives, "vectors", tokens) if kept else None,
                           _live_texts(chosen, lives) if any(seg.text_count(live) for seg, live in zip(chosen, lives))
                           else None)
-            merged = [{"name": name, "docs": len(ids), "tokens": int(doclens.sum()), "deleted": None}]
+            merged = [{"name": name, "docs": len(ids), "tokens": tokens, "deleted": None}]
         if which:
             segments, first = manifest["segments"], which[0]
             manifest["segments"] = (segments[:first] + merged
                                     + [m for si, m in enumerate(segments) if si > first and si not in which])
         self._commit(manifest)
 
-    @staticmethod
-    def _live_tokens(segments, lives):
-        """``(segment, token rows)`` of the live documents ``lives`` of each segment."""
+    def _live_tokens(self, segments, lives) -> Iterator[tuple[SegmentArrays, np.ndarray]]:
+        """``(segment, token rows)`` of the live documents ``lives`` of each segment, about
+        ``MERGE_BLOCK_TOKENS`` rows at a time (the rows of a whole segment would cost 8 bytes a token)."""
         for seg, live in zip(segments, lives):
-            yield seg, _ranges(seg.offsets[live], seg.doclens[live].astype(np.int64))
+            lengths = seg.doclens[live].astype(np.int64)
+            ends = np.cumsum(lengths)
+            cuts = np.searchsorted(ends, np.arange(self.MERGE_BLOCK_TOKENS, int(ends[-1]) if len(ends) else 0,
+                                                   self.MERGE_BLOCK_TOKENS), side="right")
+            for lo, hi in zip([0, *cuts], [*cuts, len(live)]):
+                if hi > lo:
+                    yield seg, _ranges(seg.offsets[live[lo:hi]], lengths[lo:hi])
 
-    #: token rows a merge copies at a time (residuals and kept vectors)
+    #: token rows (and postings) a merge copies at a time
     MERGE_BLOCK_TOKENS = 1 << 16
 
     def _merged_rows(self, segments, lives, field: str, total: int) -> Blocks:
-        """The live tokens' rows of one per-token array (``residuals`` or ``vectors``) of
+        """The live tokens' rows of one per-token array (``codes``, ``residuals`` or ``vectors``) of
         ``segments``, in order, as blocks read from the mapped files."""
         first = getattr(segments[0], field)
 
@@ -806,7 +866,13 @@ class PlaidIndex:
             for seg, tok in self._live_tokens(segments, lives):
                 rows = getattr(seg, field)
                 for s in range(0, len(tok), self.MERGE_BLOCK_TOKENS):
-                    yield rows[tok[s : s + self.MERGE_BLOCK_TOKENS]]
+                    block = rows[tok[s : s + self.MERGE_BLOCK_TOKENS]]
+                    # (segments too large to check at every open are checked here)
+                    if field == "codes" and len(block) and int(block.max()) >= self.codec.num_centroids:
+                        raise IndexStoreError(f"index segment {seg.folder} is damaged: it has centroid codes "
+                                              f"past the codec's {self.codec.num_centroids}")
+                    yield block
+                    del block  # (not held while the next block is read)
 
         return Blocks((total, *first.shape[1:]), first.dtype, blocks())
 
