@@ -72,6 +72,26 @@ def test_codec_pack_unpack_and_quality(corpus):
     assert cos[1] < cos[2] < cos[4] and cos[2] > 0.9
 
 
+def test_codec_assigns_through_the_centroid_graph_as_by_scoring_every_centroid(corpus, monkeypatch):
+    """Past GRAPH_ASSIGN_FROM centroids (an index of ~10M tokens) k-means and compression walk
+    an HNSW graph of the centroids: the same nearest centroid for nearly every vector, and
+    k-means as good (here 64 centroids, the threshold lowered)."""
+    from polylate.index import codec as codec_module
+
+    flat = np.concatenate(corpus.docs).astype(np.float32)
+    exact = ResidualCodec.train(flat, nbits=2, num_centroids=64, niter=5)
+    monkeypatch.setattr(codec_module, "GRAPH_ASSIGN_FROM", 16)
+    graphed = ResidualCodec.train(flat, nbits=2, num_centroids=64, niter=5)
+    by_graph = ResidualCodec(exact.centroids, exact.cutoffs, exact.weights, 2)
+    assert by_graph._graph is None and (by_graph.assign(flat) == exact.assign(flat)).mean() > 0.97
+    assert by_graph._graph is not None  # built once, kept for the next compress
+
+    def fit(codec):  # mean cosine of each vector to its nearest centroid
+        return float((flat @ codec.centroids.T).max(1).mean())
+
+    assert abs(fit(graphed) - fit(exact)) < 0.02
+
+
 def test_codec_keeps_centroids_in_float16(tmp_path, corpus):
     """Saved as float16 (half the codec's bytes) without a change of value: they were rounded
     before any residual was taken. A codec written float32 by an older version stays float32."""
