@@ -100,6 +100,49 @@ def test_an_interrupted_write_says_where_it_leaves_the_index(corpus, tmp_path, m
     assert not (tmp_path / "new").exists()
 
 
+def test_an_add_stopped_after_a_commit_says_how_to_add_the_rest(tmp_path, monkeypatch):
+    """An add commits part by part: stopped after a part, it names how many documents went in
+    and the command that adds the rest (--skip); a .txt's lines then get the ids an
+    uninterrupted add gives them (it numbers them after the index's documents: a plain re-run
+    would add the committed lines again under new ids)."""
+    from polylate import cli
+    from polylate.index.plaid import PlaidIndex
+
+    lines = [d["text"] for d in SAMPLE_DOCUMENTS[:9]]
+    first, rest = tmp_path / "first.txt", tmp_path / "rest.txt"
+    first.write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")
+    rest.write_text("\n".join(lines[3:]) + "\n", encoding="utf-8")
+    runner, index, whole = CliRunner(), tmp_path / "idx", tmp_path / "whole"
+    for folder in (index, whole):
+        assert runner.invoke(app, ["index", "build", str(folder), "-i", str(first)]).exit_code == 0
+    assert runner.invoke(app, ["index", "add", str(whole), "-i", str(rest)]).exit_code == 0
+
+    monkeypatch.setattr(cli, "BUILD_PART_DOCS", 2)
+    add, calls = PlaidIndex.add, []
+
+    def stopped_at_the_second_part(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(PlaidIndex, "add", stopped_at_the_second_part)
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 130 and "2 of the 6 documents were committed" in out, res.output
+    assert f"polylate index add {index} -i {rest} --skip 2" in out
+    assert len(PlaidIndex.open(index)) == 5
+    monkeypatch.undo()
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest), "--skip", "2"])
+    assert res.exit_code == 0, res.output
+    got, want = PlaidIndex.open(index), PlaidIndex.open(whole)
+    assert sorted(got.ids) == sorted(want.ids) == [str(i) for i in range(9)]
+    assert got.documents(want.ids) == want.documents(want.ids)
+    for skip, problem in (("6", "leaves none of the 6 documents"), ("-1", "--skip': Input should be greater than or equal to 0")):
+        res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest), "--skip", skip])
+        assert res.exit_code == 2 and problem in " ".join(res.output.split()), res.output
+
+
 def test_search_settings_from_the_command_line(corpus, tmp_path):
     path, _ = corpus
     runner = CliRunner()

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -571,15 +572,19 @@ def index_add(
     path: Path = typer.Argument(..., help="existing index folder"),
     input: Path = typer.Option(..., "--input", "-i", help="documents (.jsonl[.gz] or .txt)"),
     replace: bool = typer.Option(False, help="replace documents whose id is already indexed"),
+    skip: int = typer.Option(0, "--skip", min=0, help="leave out the input's first N documents (what a "
+                             "stopped add committed: it says N)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model recorded in the index"),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Add documents without rebuilding (committed atomically every 10k documents: an add
-    stopped midway keeps the parts it committed; rerun it with --replace)."""
+    """Add documents without rebuilding. Committed atomically every 10k documents: an add
+    stopped midway keeps the parts it committed and says how to add the rest (--skip)."""
 
     empty = _empty_index(path)
+    if empty is not None and skip:
+        _fail("--skip continues an add into an index that holds documents; this one is empty")
     if empty is not None:
         _add_first(path, empty, input, model, batch_size, device, dtype)
         return
@@ -593,18 +598,40 @@ def index_add(
     ids, texts = read_texts(input, [], first_id=first)
     if not texts:
         _fail(f"{input} holds no documents")
+    if skip >= len(texts):
+        _fail(f"--skip {skip} leaves none of the {len(texts)} documents of {input}")
+    if skip:  # (a .txt's lines left are numbered on from the index's documents, as those skipped were)
+        ids, texts = ids[skip:], texts[skip:]
+        if positional:
+            ids = [str(first + n) for n in range(len(texts))]
     present = [i for i in ids if i in idx]
     if present and not replace:
         _fail(f"{len(present)} id(s) already in the index, e.g. {present[:5]}; delete them first or pass --replace")
     m, dim, doc_maxlen = _index_model(idx.manifest.get("model"), idx.dim, model, device, dtype)
     _check_writer(path)
     # a part at a time (bounded memory, as index build); each add commits every 10k documents anyway
-    for start in range(0, len(ids), BUILD_PART_DOCS):
-        part_ids, part_texts = ids[start : start + BUILD_PART_DOCS], texts[start : start + BUILD_PART_DOCS]
-        vectors = _encode_docs(m, part_texts, dim, batch_size, doc_maxlen)
-        with _writing(path), _bar() as bar:
-            task = bar.add_task("committing", total=len(part_ids))
-            idx.add(part_ids, vectors, replace=replace, texts=part_texts, progress=lambda n: bar.advance(task, n))
+    committed = [0]  # documents of this input committed so far
+
+    def done(n: int) -> None:
+        committed[0] += n
+        bar.advance(task, n)
+
+    try:
+        for start in range(0, len(ids), BUILD_PART_DOCS):
+            part_ids, part_texts = ids[start : start + BUILD_PART_DOCS], texts[start : start + BUILD_PART_DOCS]
+            vectors = _encode_docs(m, part_texts, dim, batch_size, doc_maxlen)
+            with _writing(path), _bar() as bar:
+                task = bar.add_task("committing", total=len(part_ids))
+                idx.add(part_ids, vectors, replace=replace, texts=part_texts, progress=done)
+    except KeyboardInterrupt:
+        if not committed[0]:
+            raise
+        rest = " ".join(shlex.quote(a) for a in ("polylate", "index", "add", str(path), "-i", str(input), "--skip",
+                                                 str(skip + committed[0]), *(["--replace"] if replace else []),
+                                                 *(["-m", model] if model else [])))
+        console.print(f"interrupted: {committed[0]} of the {len(ids)} documents were committed (the input's first "
+                      f"{skip + committed[0]}); add the rest with: {rest}", soft_wrap=True)
+        raise typer.Exit(130) from None
     replaced = f" ({len(present)} replaced)" if present else ""
     console.print(f"added {len(ids)} documents{replaced}; {len(idx)} in the index")
     if idx.outgrown():
