@@ -430,6 +430,7 @@ def test_cli_train_with_data_teacher_accumulation_and_checkpoints(tmp_path):
     assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-1", "epoch-2", "step-1", "step-2", "step-3", "step-4"]
     before, after = load_model(start), load_model(out)
     assert not torch.equal(before.heads["16"].weight, after.heads["16"].weight)
+    assert before.name and after.name == f"trained (fine-tuned from {before.name})"  # not the base's name
     assert torch.equal(after.heads["16"].weight, load_model(ckpt / "step-4").heads["16"].weight)
     resumed = tmp_path / "resumed"
     res = run(app, ["train", str(data), "-o", str(resumed), "-m", str(start), "--dims", "16", "-b", "2",

@@ -1568,7 +1568,9 @@ def train(
     try:
         if heads_only:  # with every encoder layer that differs from the base's: trained now or before
             save_heads(m, output)
-        else:
+        else:  # named for what it is: /health, answers and index records show which model is served
+            base = re.sub(r" \(fine-tuned from .*\)$", "", m.name)
+            m.name = f"{output.name} (fine-tuned from {base})" if base else output.name
             m.save(output)
     except OSError as exc:
         kept = trainer.written_checkpoints
