@@ -1,29 +1,43 @@
-"""polylate: multilingual late-interaction (ColBERT) retrieval, after Jina-ColBERT-v2."""
+"""polylate: multilingual late-interaction (ColBERT) retrieval, after Jina-ColBERT-v2.
 
-from polylate.config import MATRYOSHKA_DIMS, ColBERTConfig
-from polylate.index.exact import ExactIndex
-from polylate.index.plaid import Hit, PlaidIndex, SearchSettings
-from polylate.model.checkpoints import CheckpointError, load_model
-from polylate.model.colbert import ColBERT
-from polylate.scoring import maxsim, maxsim_packed, rerank
+The names below are imported when first used (PEP 562), so ``import polylate.cli`` (and
+``polylate --help``) does not pay for torch."""
 
-Index = PlaidIndex  # the default on-disk index
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MATRYOSHKA_DIMS",
-    "CheckpointError",
-    "ColBERT",
-    "ColBERTConfig",
-    "ExactIndex",
-    "Hit",
-    "Index",
-    "PlaidIndex",
-    "SearchSettings",
-    "load_model",
-    "maxsim",
-    "maxsim_packed",
-    "rerank",
-    "__version__",
-]
+_WHERE = {
+    "MATRYOSHKA_DIMS": "polylate.config",
+    "ColBERTConfig": "polylate.config",
+    "ExactIndex": "polylate.index.exact",
+    "Hit": "polylate.index.plaid",
+    "PlaidIndex": "polylate.index.plaid",
+    "SearchSettings": "polylate.index.plaid",
+    "CheckpointError": "polylate.model.checkpoints",
+    "load_model": "polylate.model.checkpoints",
+    "ColBERT": "polylate.model.colbert",
+    "maxsim": "polylate.scoring",
+    "maxsim_packed": "polylate.scoring",
+    "rerank": "polylate.scoring",
+}
+
+__all__ = sorted([*_WHERE, "Index", "__version__"])
+
+
+def __getattr__(name: str):
+    if name == "Index":  # the default on-disk index
+        name_in_module, module = "PlaidIndex", _WHERE["PlaidIndex"]
+    elif name in _WHERE:
+        name_in_module, module = name, _WHERE[name]
+    else:
+        raise AttributeError(f"module 'polylate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name_in_module)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE, "Index"])

@@ -1,0 +1,30 @@
+"""The package's top-level names, imported when first used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_the_cli_starts_without_importing_torch():
+    """`polylate --help` and option errors answer in well under a second: torch (~3 s to
+    import) is loaded by the commands that use it, not by ``import polylate``."""
+    code = "import sys, polylate.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_top_level_names_resolve_to_their_modules():
+    import polylate
+    from polylate import ColBERT, Index, PlaidIndex, load_model, maxsim
+    from polylate.index.plaid import PlaidIndex as plaid_index
+    from polylate.model.colbert import ColBERT as colbert
+    from polylate.scoring import maxsim as scoring_maxsim
+
+    assert Index is PlaidIndex is plaid_index and ColBERT is colbert and maxsim is scoring_maxsim
+    assert callable(load_model) and set(polylate.__all__) <= set(dir(polylate))
+    assert all(getattr(polylate, name) is not None for name in polylate.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Indx'"):
+        polylate.Indx  # noqa: B018
