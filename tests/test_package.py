@@ -28,3 +28,13 @@ def test_top_level_names_resolve_to_their_modules():
     assert all(getattr(polylate, name) is not None for name in polylate.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Indx'"):
         polylate.Indx  # noqa: B018
+
+
+def test_demo_rows_shorten_long_texts_visibly():
+    from polylate.cli import _shortened
+
+    text = "La photosynthèse permet aux plantes de transformer la lumière du soleil en énergie chimique."
+    assert _shortened(text, 200) == text
+    cut = _shortened(text, 60)
+    assert cut.endswith("…") and len(cut) <= 60 and text.startswith(cut[:-1]) and text[len(cut) - 1] == " "
+    assert _shortened("长城是中国古代修建的军事防御工程", 10) == "长城是中国古代修建…"

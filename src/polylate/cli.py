@@ -1737,6 +1737,14 @@ def serve(
         raise
 
 
+def _shortened(text: str, width: int) -> str:
+    """``text`` within ``width`` characters, a cut one ending in "…" (not mid-word, unseen)."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[width // 2:] else cut).rstrip(" ,;:") + "…"
+
+
 @app.command()
 def demo(
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
@@ -1771,7 +1779,7 @@ def demo(
             for col, just in (("rank", "right"), ("score", "right"), ("lang", "left"), ("document", "left")):
                 table.add_column(col, justify=just)
             for rank, (h, text) in enumerate(zip(hits, index.documents(h.id for h in hits)), 1):
-                table.add_row(str(rank), f"{h.score:.2f}", langs[h.id], (text or "")[:90])
+                table.add_row(str(rank), f"{h.score:.2f}", langs[h.id], _shortened(text or "", 90))
             out.print(table)
 
 
