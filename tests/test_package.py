@@ -25,9 +25,13 @@ def test_top_level_names_resolve_to_their_modules():
 
     assert Index is PlaidIndex is plaid_index and ColBERT is colbert and maxsim is scoring_maxsim
     assert callable(load_model) and set(polylate.__all__) <= set(dir(polylate))
+    assert set(polylate.__all__) == {*polylate._WHERE, "Index", "__version__"}  # the two lists agree
     assert all(getattr(polylate, name) is not None for name in polylate.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Indx'"):
         polylate.Indx  # noqa: B018
+    code = "import polylate; print(polylate.index.plaid.PlaidIndex.__name__, polylate.scoring.maxsim.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["PlaidIndex", "maxsim"]  # submodules after a plain import, as before
 
 
 def test_demo_rows_shorten_long_texts_visibly():

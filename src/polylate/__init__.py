@@ -6,6 +6,17 @@ The names below are imported when first used (PEP 562), so ``import polylate.cli
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr__ imports them
+    from polylate.config import MATRYOSHKA_DIMS, ColBERTConfig
+    from polylate.index.exact import ExactIndex
+    from polylate.index.plaid import Hit, PlaidIndex, SearchSettings
+    from polylate.model.checkpoints import CheckpointError, load_model
+    from polylate.model.colbert import ColBERT
+    from polylate.scoring import maxsim, maxsim_packed, rerank
+
+    Index = PlaidIndex
 
 __version__ = "0.1.0"
 
@@ -24,7 +35,10 @@ _WHERE = {
     "rerank": "polylate.scoring",
 }
 
-__all__ = sorted([*_WHERE, "Index", "__version__"])
+__all__ = [
+    "MATRYOSHKA_DIMS", "CheckpointError", "ColBERT", "ColBERTConfig", "ExactIndex", "Hit", "Index",
+    "PlaidIndex", "SearchSettings", "load_model", "maxsim", "maxsim_packed", "rerank", "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -32,8 +46,16 @@ def __getattr__(name: str):
         name_in_module, module = "PlaidIndex", _WHERE["PlaidIndex"]
     elif name in _WHERE:
         name_in_module, module = name, _WHERE[name]
-    else:
-        raise AttributeError(f"module 'polylate' has no attribute {name!r}")
+    else:  # a submodule after a plain ``import polylate`` (polylate.index.plaid...): as before
+        try:
+            submodule = importlib.import_module(f"polylate.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"polylate.{name}":  # the submodule exists but needs something missing
+                raise
+            raise AttributeError(f"module 'polylate' has no attribute {name!r}") from None
+        for where in sorted(set(_WHERE.values())):  # what ``import polylate`` used to load
+            importlib.import_module(where)
+        return submodule
     value = getattr(importlib.import_module(module), name_in_module)
     globals()[name] = value
     return value

@@ -145,13 +145,18 @@ class ResidualCodec:
 
     # -- encode / decode -----------------------------------------------------------------
 
-    def assign(self, vectors: np.ndarray, batch: int = 1 << 15) -> np.ndarray:
-        """Nearest centroid (max inner product) for each vector."""
+    #: bytes of the [vectors, centroids] score block assignment computes at a time
+    ASSIGN_BLOCK_BYTES = 64 << 20
+
+    def assign(self, vectors: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """Nearest centroid (max inner product) for each vector; scored ``batch`` vectors at a
+        time (default: a 64 MiB score block, whatever the number of centroids)."""
         if self.num_centroids >= GRAPH_ASSIGN_FROM:
             if self._graph is None:
                 self._graph = _graph_index(self.centroids)
             _, idx = self._graph.search(np.ascontiguousarray(vectors, np.float32), 1)
             return idx[:, 0].astype(np.int64)
+        batch = batch or max(256, self.ASSIGN_BLOCK_BYTES // (4 * self.num_centroids))
         v = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
         out = np.empty(v.shape[0], dtype=np.int64)
         for s in range(0, v.shape[0], batch):
