@@ -130,10 +130,28 @@ def test_an_add_stopped_after_a_commit_says_how_to_add_the_rest(tmp_path, monkey
     res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest)])
     out = " ".join(res.output.split())
     assert res.exit_code == 130 and "2 of the 6 documents were committed" in out, res.output
-    assert f"polylate index add {index} -i {rest} --skip 2" in out
+    assert f"polylate index add {index} -i {rest} --skip 2 -b 32" in out
     assert len(PlaidIndex.open(index)) == 5
-    monkeypatch.undo()
+    # stopped after a commit landed but before it was reported (while the index was re-read):
+    # the count comes from the index, not from the reports
+    calls.clear()
+    monkeypatch.setattr(cli, "BUILD_PART_DOCS", 2)
+    load = PlaidIndex._load
+
+    def stopped_while_reloading(self, manifest):
+        load(self, manifest)
+        if not calls and sum(seg["docs"] for seg in manifest["segments"]) == 7:  # the first part's commit
+            calls.append(1)  # (once)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PlaidIndex, "add", add)
+    monkeypatch.setattr(PlaidIndex, "_load", stopped_while_reloading)
     res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest), "--skip", "2"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 130 and "2 of the 4 documents were committed (the input's first 4)" in out, res.output
+    assert f"--skip 4 -b 32" in out
+    monkeypatch.undo()
+    res = runner.invoke(app, ["index", "add", str(index), "-i", str(rest), "--skip", "4"])
     assert res.exit_code == 0, res.output
     got, want = PlaidIndex.open(index), PlaidIndex.open(whole)
     assert sorted(got.ids) == sorted(want.ids) == [str(i) for i in range(9)]

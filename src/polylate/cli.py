@@ -624,13 +624,24 @@ def index_add(
                 task = bar.add_task("committing", total=len(part_ids))
                 idx.add(part_ids, vectors, replace=replace, texts=part_texts, progress=done)
     except KeyboardInterrupt:
+        # counted from the index, not the commits reported: a commit may have landed after
+        # its report was due (while the index was re-read). New ids go in input order.
+        if not replace:
+            now = _open_index(path)
+            committed[0] = next((n for n, i in enumerate(ids) if i not in now), len(ids))
         if not committed[0]:
             raise
-        rest = " ".join(shlex.quote(a) for a in ("polylate", "index", "add", str(path), "-i", str(input), "--skip",
-                                                 str(skip + committed[0]), *(["--replace"] if replace else []),
-                                                 *(["-m", model] if model else [])))
+        if committed[0] == len(ids):
+            console.print(f"interrupted: all {len(ids)} documents were committed (after that, only a merge of "
+                          "segments was stopped)")
+            raise typer.Exit(130) from None
+        options = [*(["--replace"] if replace else []), *(["-m", model] if model else []), "-b", str(batch_size),
+                   *(["--device", device] if device else []), *(["--dtype", dtype] if dtype else [])]
+        again = " ".join(shlex.quote(a) for a in ("polylate", "index", "add", str(path), "-i", str(input),
+                                                  "--skip", str(skip + committed[0]), *options))
         console.print(f"interrupted: {committed[0]} of the {len(ids)} documents were committed (the input's first "
-                      f"{skip + committed[0]}); add the rest with: {rest}", soft_wrap=True)
+                      f"{skip + committed[0]}); add the rest with: {again}"
+                      + (" (the same input piped in again)" if str(input) == "-" else ""), soft_wrap=True)
         raise typer.Exit(130) from None
     replaced = f" ({len(present)} replaced)" if present else ""
     console.print(f"added {len(ids)} documents{replaced}; {len(idx)} in the index")
