@@ -42,3 +42,13 @@ def test_demo_rows_shorten_long_texts_visibly():
     cut = _shortened(text, 60)
     assert cut.endswith("…") and len(cut) <= 60 and text.startswith(cut[:-1]) and text[len(cut) - 1] == " "
     assert _shortened("长城是中国古代修建的军事防御工程", 10) == "长城是中国古代修建…"
+
+
+def test_a_trained_model_is_named_for_its_folder_and_first_base(tmp_path, monkeypatch):
+    from polylate.cli import fine_tuned_name
+
+    assert fine_tuned_name("jina-colbert-v2", tmp_path / "mine") == "mine (fine-tuned from jina-colbert-v2)"
+    again = fine_tuned_name("mine (fine-tuned from jina-colbert-v2)", tmp_path / "mine2")
+    assert again == "mine2 (fine-tuned from jina-colbert-v2)"  # not "(fine-tuned from mine (...))"
+    monkeypatch.chdir(tmp_path)
+    assert fine_tuned_name("", tmp_path.__class__(".")) == tmp_path.name  # `-o .`: the folder's own name
