@@ -363,7 +363,8 @@ def merge_ivf(segments, num_centroids: int, block: int) -> tuple[Blocks, np.ndar
     """The inverted lists of ``segments`` merged (their live documents renumbered in order), as
     ``build_ivf`` would build them from the merged codes, but from the segments' own lists: a
     centroid's documents are each segment's, in segment order, so already unique and ascending.
-    Read and written ``block`` postings at a time: a merge never holds the codes or a sort."""
+    Written ``block`` live postings at a time (each segment's deleted postings among them are
+    read too, and dropped): a merge never holds the codes or a sort."""
     for seg in segments:
         if len(seg.ivf_offsets) != num_centroids + 1:
             raise IndexStoreError(f"index segment {seg.folder} is damaged: its inverted lists are for "
