@@ -909,7 +909,7 @@ def _print_hits(out: Console, query: str, ms: float, hits, texts, as_json: bool,
     for col, just in (("rank", "right"), ("score", "right"), ("id", "left"), ("document", "left")):
         table.add_column(col, justify=just)
     for rank, (h, t) in enumerate(zip(hits, texts), 1):
-        table.add_row(str(rank), f"{h.score:.2f}", h.id, (t or "")[:100])
+        table.add_row(str(rank), f"{h.score:.2f}", h.id, _shortened(t or "", 100))
     out.print(table)
 
 
