@@ -1022,8 +1022,8 @@ def test_merged_inverted_lists_are_those_of_the_merged_codes(segments_docs, bloc
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(max_size=8), max_size=12), st.integers(1, 5))
 def test_id_lists_written_a_chunk_at_a_time_read_back_as_json(tmp_path_factory, ids, chunk):
-    from polylate.index.storage import save_json_list
+    from polylate.index.storage import save_json
 
     path = tmp_path_factory.mktemp("ids") / "ids.json"
-    save_json_list(path, ids, chunk)
+    save_json(path, ids, chunk)
     assert json.loads(path.read_text(encoding="utf-8")) == ids

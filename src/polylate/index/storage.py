@@ -93,21 +93,17 @@ def _write_blocks(f, array: Blocks, path: Path) -> None:
         raise ValueError(f"{path}: {rows} rows written for an array of {shape[0]}")
 
 
-def save_json(path: Path, obj) -> None:
+def save_json(path: Path, obj, chunk: int = 4096) -> None:
+    """``obj`` as JSON, synced; a list ``chunk`` items at a time (``json.dump`` builds the whole
+    text's pieces first: ~65 bytes per id of a large segment)."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def save_json_list(path: Path, items: Sequence, chunk: int = 4096) -> None:
-    """A JSON list written ``chunk`` items at a time (``json.dump`` builds the whole text's
-    pieces first: ~65 bytes per id of a large segment)."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("[")
-        for start in range(0, len(items), chunk):
-            f.write(("," if start else "") + json.dumps(items[start:start + chunk], ensure_ascii=False)[1:-1])
-        f.write("]")
+        if isinstance(obj, list):
+            f.write("[")
+            for start in range(0, len(obj), chunk):
+                f.write(("," if start else "") + json.dumps(obj[start:start + chunk], ensure_ascii=False)[1:-1])
+            f.write("]")
+        else:
+            json.dump(obj, f, ensure_ascii=False)
         f.flush()
         os.fsync(f.fileno())
 
@@ -377,7 +373,7 @@ def write_segment(folder: Path, codes, residuals, doclens, ivf_docs, ivf_offsets
     save_array(folder / "doclens.npy", doclens.astype(np.int32))
     save_array(folder / "ivf_docs.npy", ivf_docs if isinstance(ivf_docs, Blocks) else ivf_docs.astype(np.int32))
     save_array(folder / "ivf_offsets.npy", ivf_offsets.astype(np.int64))
-    save_json_list(folder / "ids.json", ids if isinstance(ids, list) else list(ids))
+    save_json(folder / "ids.json", list(ids))
     if vectors is not None:
         save_array(folder / "vectors.npy", vectors if isinstance(vectors, Blocks) else vectors.astype(np.float16))
     if texts is not None and write_texts(folder, texts) != len(ids):
