@@ -52,3 +52,15 @@ def test_a_trained_model_is_named_for_where_it_was_saved_and_its_first_base():
     assert again == "mine2 (fine-tuned from jina-colbert-v2)"  # not "(fine-tuned from mine (...))"
     assert first_base(again) == "jina-colbert-v2" and first_base("jina-colbert-v2") == "jina-colbert-v2"
     assert fine_tuned_name("", "mine") == "mine"
+
+
+def test_command_help_is_reflowed_for_the_terminal():
+    """rich keeps a docstring's line breaks: help paragraphs must reach it as one line each."""
+    import re
+
+    from polylate import cli
+
+    helps = {c.callback.__name__: c.help for g in (cli.app, cli.index_app, cli.qdrant_app) for c in g.registered_commands}
+    assert all(helps.values()) and len(helps) >= 15
+    assert not [name for name, text in helps.items() if re.search(r"(?<!\n)\n(?!\n)", text)]
+    assert helps["index_add"].startswith("Add documents without rebuilding.\n\nCommitted atomically")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -579,8 +580,10 @@ def index_add(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Add documents without rebuilding. Committed atomically every 10k documents: an add
-    stopped midway keeps the parts it committed and says how to add the rest (--skip)."""
+    """Add documents without rebuilding.
+
+    Committed atomically every 10k documents: an add stopped midway keeps the parts it
+    committed and says how to add the rest (--skip)."""
 
     empty = _empty_index(path)
     if empty is not None and skip:
@@ -1297,8 +1300,9 @@ def rerank(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
-    """Re-score a first-stage run's top candidates by exact MaxSim (e.g. BM25 → ColBERT), with
-    metrics before and after when judgments are given."""
+    """Re-score a first-stage run's top candidates by exact MaxSim (e.g. BM25 → ColBERT).
+
+    With judgments it prints the metrics before and after."""
 
     from polylate.eval.beir import DatasetError, find_file, read_corpus, read_qrels, read_queries
     from polylate.eval.metrics import parse_metric
@@ -1793,6 +1797,18 @@ def demo(
                 table.add_row(str(rank), f"{h.score:.2f}", langs[h.id], _shortened(text or "", 90))
             out.print(table)
 
+
+def _reflowed(doc: str) -> str:
+    """A docstring as help text: each paragraph one line, which rich wraps to the terminal (it
+    keeps the source's line breaks, which would cut help lines mid-sentence)."""
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines())
+                       for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+for _group in (app, index_app, qdrant_app):
+    for _command in _group.registered_commands:
+        if _command.help is None and _command.callback.__doc__:
+            _command.help = _reflowed(_command.callback.__doc__)
 
 if __name__ == "__main__":
     app()
