@@ -233,3 +233,9 @@ def test_cli_rerank_metrics_count_the_judged_queries_the_run_ranks(model, tmp_pa
     assert row.count("1.0000") == 2  # q1's relevant d0 is among its two, in both stages
     assert "recall@100 (≤ 2 ranked)" in res.output and "1 judged queries, the top 2" in res.output
     assert "2 judged queries have no ranking in the run and are not counted" in res.output
+    some = tmp_path / "some-queries.jsonl"  # BM25 over a part of the queries: the rest were not read
+    _write(some, _jsonl({"_id": q, "text": QUERIES[q]} for q in ("q1",)))
+    res = CliRunner().invoke(app, ["rerank", "--bm25", "--data", str(data), "--queries", str(some), "-m",
+                                   str(tmp_path / "m"), "-o", str(tmp_path / "bm25.trec"), "--depth", "2"])
+    assert res.exit_code == 0, res.output
+    assert "2 judged queries are not among the queries read" in res.output and "no ranking" not in res.output

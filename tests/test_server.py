@@ -265,6 +265,9 @@ def test_protect_reads(model, tmp_path):
         ok = c.post("/v1/multi-vector", json={"input": ["x"]}, headers={"Authorization": "Bearer second-key-456"})
         assert ok.status_code == 200
         assert c.get("/health").status_code == 200 and c.get("/").status_code == 200
+        moved = c.get("/static/index.html?index=a&q=b", follow_redirects=False)  # its links resolve from /
+        assert moved.status_code == 307 and moved.headers["location"] == "../?index=a&q=b"
+        assert c.get("/static/index.html").url.path == "/" and c.get("/static/app.js").status_code == 200
 
 
 def test_settings_from_env(monkeypatch):

@@ -503,7 +503,11 @@ def qdrant(model, tmp_path):
 
 def test_lifecycle_on_qdrant(qdrant):
     client = qdrant
-    res = client.post("/v1/indexes", json={"name": "sample", "dim": 64})
+    for asked in ({"nbits": 2}, {"keep_vectors": False}):  # a codec Qdrant does not have: told, not ignored
+        res = client.post("/v1/indexes", json={"name": "sample", "dim": 64, **asked})
+        assert res.status_code == 422 and "store float16 vectors" in res.json()["detail"], res.text
+    assert client.get("/v1/indexes/sample").status_code == 404
+    res = client.post("/v1/indexes", json={"name": "sample", "dim": 64, "keep_vectors": True})
     assert res.status_code == 201, res.text
     body = res.json()
     assert body["backend"] == "qdrant" and body["documents"] == 0 and body["dim"] == 64
@@ -514,7 +518,9 @@ def test_lifecycle_on_qdrant(qdrant):
     res = client.post("/v1/indexes/sample/search",
                       json={"query": "Welcher Fluss ist der längste in Europa?", "k": 3, "explain": True})
     hits = res.json()["hits"]
-    assert hits[0]["id"] == "ru-volga" and hits[0]["text"].startswith("Волга")
+    assert hits[0]["id"] == "ru-volga" and hits[0]["text"].startswith("Волга") and not res.json()["query_truncated"]
+    long_query = "Welcher Fluss ist der längste in Europa? " * 20  # past query_maxlen: the answer says so
+    assert client.post("/v1/indexes/sample/search", json={"query": long_query}).json()["query_truncated"] is True
     assert hits == sorted(hits, key=lambda h: -h["score"])
     # Qdrant scores exact MaxSim: the explanation's exact score is the hit's score
     assert hits[0]["explain"]["score"] == pytest.approx(hits[0]["score"], abs=1e-3)

@@ -123,6 +123,16 @@ def test_search_page_from_url_and_errors(browser, server):
     _wait(browser, "return document.body.dataset.state === 'done'")
     assert browser.find_element(By.ID, "thorough").is_selected() and "thorough=1" in browser.current_url
     assert _hits(browser)[0]["id"] == "de-berlin"
+    long_query = "Was ist die Hauptstadt von Deutschland? " * 20  # past the model's 32 query tokens
+    browser.get(server + "/?index=sample&k=3&q=" + long_query.strip().replace(" ", "+"))
+    _wait(browser, "return document.body.dataset.state === 'done'")
+    status = browser.find_element(By.ID, "status")
+    assert "only its beginning was searched" in status.text and _hits(browser)[0]["id"] == "de-berlin"
+    query = browser.find_element(By.ID, "query")
+    query.clear()
+    query.send_keys("   ")
+    browser.execute_script("search()")  # (the form's own check lets spaces through)
+    _wait(browser, "return document.getElementById('status').textContent.includes('type a query')")
     browser.get(server + "/?index=missing&q=anything")
     _wait(browser, "return document.body.dataset.state === 'error'")
     status = browser.find_element(By.ID, "status")
@@ -148,6 +158,10 @@ def test_search_page_asks_for_the_key_of_a_server_that_protects_reads(browser, t
         assert browser.find_element(By.ID, "auth").get_attribute("open") is not None
         assert not browser.find_elements(By.CSS_SELECTOR, "#index option")
         browser.find_element(By.ID, "query").send_keys("capital of Germany")
+        browser.find_element(By.ID, "key").send_keys("wrong-key" + Keys.ENTER)  # the server's answer, not the prompt again
+        _wait(browser, "return document.getElementById('status').textContent.includes('invalid API key')")
+        assert "enter another API key" in browser.find_element(By.ID, "status").text
+        browser.find_element(By.ID, "key").clear()
         browser.find_element(By.ID, "key").send_keys(key + Keys.ENTER)  # the list loads, then the search runs
         _wait(browser, "return document.body.dataset.state === 'done'")
         options = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#index option")]

@@ -1369,13 +1369,16 @@ def rerank(
     else:
         sys.stdout.writelines(trec_lines(reranked, tag))
     if judged:
-        _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, files["--qrels"])
+        _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, files["--qrels"], set(query_texts),
+                              "the run" if run is not None else "BM25")
     console.print(f"reranked {len(shortlist)} queries" + (f" → {output}" if output else ""))
 
 
-def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrels_path) -> None:
+def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrels_path, asked: set,
+                          first_stage: str) -> None:
     """Both stages over the judged queries the run ranks (trec_eval's default), on the same
-    top ``depth`` candidates; says how many judged queries the run leaves out."""
+    top ``depth`` candidates; says how many judged queries are left out, and why: not among
+    the queries read (``asked``), or ranked nothing by the first stage."""
     from polylate.eval.metrics import evaluate, parse_metric
 
     relevant = {q: rels for q, rels in judged.items() if any(r > 0 for r in rels.values())}
@@ -1394,9 +1397,13 @@ def _print_rerank_metrics(first, reranked, judged, metric_list, depth, dim, qrel
         note = f" (≤ {depth} ranked)" if k is not None and k > depth else ""
         table.add_row(name + note, f"{before[name]:.4f}", f"{after[name]:.4f}")
     console.print(table)
-    unranked = len(relevant) - len(both)
+    absent = sum(1 for q in relevant if q not in asked)
+    unranked = len(relevant) - len(both) - absent
+    if absent:
+        console.print(f"[yellow]note:[/yellow] {absent} judged queries are not among the queries read "
+                      "and are not counted", soft_wrap=True)
     if unranked:
-        console.print(f"[yellow]note:[/yellow] {unranked} judged queries have no ranking in the run "
+        console.print(f"[yellow]note:[/yellow] {unranked} judged queries have no ranking in {first_stage} "
                       "and are not counted", soft_wrap=True)
 
 

@@ -18,12 +18,12 @@ from typing import Annotated
 import anyio
 import numpy as np
 import torch
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -192,6 +192,12 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/static/index.html", include_in_schema=False)
+    async def page_file(request: Request) -> RedirectResponse:
+        """The page's relative links resolve from /, not from /static/ (where they 404); relative,
+        so it holds behind a proxy's path prefix."""
+        return RedirectResponse("../" + (f"?{request.url.query}" if request.url.query else ""))
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # -- Jina-compatible ---------------------------------------------------------------------
@@ -256,7 +262,9 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
         ids = [d.id for d in req.documents]
         texts = [d.text for d in req.documents]
         texts_ok(texts, "documents")
-        return await in_thread(registry.create, req.name, req.dim, req.nbits, req.keep_vectors, ids, texts)
+        stated = req.model_fields_set  # (None: not asked for, the backend's own storage)
+        return await in_thread(registry.create, req.name, req.dim, req.nbits if "nbits" in stated else None,
+                               req.keep_vectors if "keep_vectors" in stated else None, ids, texts)
 
     @app.get("/v1/indexes/{name}", response_model=IndexStats, dependencies=read, tags=["indexes"],
              responses=errors(401, 404, 409))
@@ -312,7 +320,7 @@ def create_app(settings: ServerSettings | None = None, model: ColBERT | None = N
                 for (hit, _), why in zip(todo, explained):
                     hit["explain"] = why
             return {"index": name, "query": req.query, "took_ms": round(1000 * (time.perf_counter() - start), 2),
-                    "hits": hits, "query_tokens": query_tokens}
+                    "hits": hits, "query_tokens": query_tokens, "query_truncated": runner.query_cut(req.query)}
 
         return await in_thread(work)
 

@@ -241,8 +241,10 @@ class IndexRegistry:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def create(self, name: str, dim: int | None, nbits: int, keep_vectors: bool,
+    def create(self, name: str, dim: int | None, nbits: int | None, keep_vectors: bool | None,
                ids: list[str], texts: list[str]) -> dict:
+        """None: the default, 2-bit residuals without kept vectors."""
+        nbits, keep_vectors = 2 if nbits is None else nbits, bool(keep_vectors)
         folder = self.folder(name)
         dim = self.runner.check_dim(dim, "dim")
         check_documents(ids, texts)

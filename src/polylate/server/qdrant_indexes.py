@@ -76,9 +76,16 @@ class QdrantRegistry:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def create(self, name: str, dim: int | None, nbits: int, keep_vectors: bool,
+    def create(self, name: str, dim: int | None, nbits: int | None, keep_vectors: bool | None,
                ids: list[str], texts: list[str]) -> dict:
+        """``nbits`` and ``keep_vectors`` (None: not asked for) are refused unless they describe
+        what Qdrant keeps, float16 vectors: a caller asking for 2-bit storage is told."""
         from polylate.backends.qdrant import QdrantIndex
+
+        if nbits not in (None, 16) or keep_vectors is False:
+            raise RegistryError(422, "indexes on Qdrant store float16 vectors (nbits 16, vectors kept): "
+                                     f"{'nbits ' + str(nbits) if nbits not in (None, 16) else 'keep_vectors false'} "
+                                     "does not apply here")
 
         collection = self._collection(name)
         dim = self.runner.check_dim(dim, "dim")

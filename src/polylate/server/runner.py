@@ -125,6 +125,12 @@ class ModelRunner:
         """Tokens the model reads (with markers and special tokens; queries at full length)."""
         return sum(len(s) for s in self.model.tokenizer.sequences(texts, is_query))
 
+    def query_cut(self, query: str) -> bool:
+        """Whether the query is longer than the model reads (``query_maxlen`` tokens, with its
+        marker): its tail is not searched, which a search answer says."""
+        tok = self.model.tokenizer
+        return len(tok.content_ids([query])[0]) > tok.max_query_content
+
     def count_cut(self, texts: list[str], doc_maxlen: int | None = None) -> int:
         """Documents longer than ``doc_maxlen`` (default: the model's), whose text past it is
         not encoded: an add says how many, since no warning reaches an API client."""

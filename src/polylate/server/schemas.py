@@ -282,6 +282,8 @@ class SearchResponse(BaseModel):
     took_ms: float
     hits: list[SearchHit]
     query_tokens: list[TokenInfo] | None = None
+    query_truncated: bool = Field(False, description="the query is longer than the model reads (its query_maxlen "
+                                  "tokens, marker included): only its beginning was searched")
 
 
 class IndexStats(BaseModel):

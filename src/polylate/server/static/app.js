@@ -122,14 +122,22 @@ function renderHits(result) {
     li.append(meta, p);
     list.appendChild(li);
   }
-  status(`${result.hits.length} hit${result.hits.length === 1 ? "" : "s"} in ${result.took_ms.toFixed(0)} ms`);
+  const explained = result.hits.filter((h) => h.explain).length;
+  const notes = [];
+  if (explained && explained < result.hits.filter((h) => h.text !== null).length) notes.push(`matches highlighted in the first ${explained}`);
+  if (result.query_truncated) notes.push("the query is longer than the model reads: only its beginning was searched");
+  status(`${result.hits.length} hit${result.hits.length === 1 ? "" : "s"} in ${result.took_ms.toFixed(0)} ms`
+    + (notes.length ? ` (${notes.join("; ")})` : ""), Boolean(result.query_truncated));
   document.body.dataset.state = "done";
 }
 
 async function search() {
   const index = $("index").value, query = $("query").value.trim();
-  const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 10));
-  if (!index || !query) return;
+  const k = Math.max(1, Math.min(1000, parseInt($("k").value, 10) || 10));
+  if (!index || !query) {
+    status(index ? "type a query (not only spaces)" : "no index to search: create one with POST /v1/indexes", true);
+    return;
+  }
   const thorough = $("thorough").checked;
   const params = new URLSearchParams({ index, q: query, k });
   if (thorough) params.set("thorough", "1");
@@ -169,7 +177,8 @@ async function loadIndexes() {
   } catch (err) {
     if (err.status === 401) {
       $("auth").open = true;
-      status("this server protects reads: enter an API key (then press Enter)", true);
+      status(headers().Authorization ? `${err.message}: enter another API key (then press Enter)`
+        : "this server protects reads: enter an API key (then press Enter)", true);
       $("key").focus();
     } else {
       status(err.message, true);
@@ -206,6 +215,7 @@ form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
 $("key").addEventListener("keydown", async (e) => {
   if (e.key !== "Enter") return;
   e.preventDefault();
+  if (!$("key").value.trim()) sessionStorage.removeItem("polylate-key");  // a cleared field forgets the key
   headers();
   if (await loadIndexes() && $("query").value.trim()) await search();
 });
