@@ -66,7 +66,9 @@ def test_build_search_add_delete(corpus, tmp_path):
     res = runner.invoke(app, ["index", "search", str(tmp_path / "none"), "x"])
     assert res.exit_code == 2 and "no index" in res.output
     res = runner.invoke(app, ["index", "search", str(index), "x", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "longer than the model reads" not in res.output, res.output
+    res = runner.invoke(app, ["index", "search", str(index), "x", "capital of Germany " * 20])
+    assert res.exit_code == 0 and "1 of 2 queries are longer than the model reads" in " ".join(res.output.split())
     for extra, message in ((["--model", str(tmp_path / "no-model")], "--model"),
                            (["--device", "not-a-device"], "is not a torch device")):
         res = runner.invoke(app, ["index", "add", str(index), "-i", str(more), "--replace", *extra])

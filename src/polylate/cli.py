@@ -812,8 +812,13 @@ def _rank_queries(m, dim: int, query_ids: list[str], query_texts: list[str], bat
                   search, documents, errors: tuple) -> dict:
     """{query id: (hits, their texts, ms)} by ``search(vectors)``; texts by ``documents(ids)``
     (None: not wanted, as for a run file). Many queries are encoded in one batch; a few typed
-    ones each timed with their encoding."""
+    ones each timed with their encoding. Queries longer than the model reads are said."""
     try:
+        cut = m.tokenizer.count_query_cut(m.tokenizer.content_ids(query_texts))
+        if cut:
+            console.print(f"[yellow]note:[/yellow] {cut} of {len(query_texts)} queries are longer than the model "
+                          f"reads ({m.config.query_maxlen} tokens with its marker): only their beginning is searched",
+                          soft_wrap=True)
         encoded = m.encode(query_texts, is_query=True, dim=dim, batch_size=batch_size,
                            show_progress=batch and len(query_texts) > batch_size) if batch else None
     except (ValueError, TypeError) as exc:

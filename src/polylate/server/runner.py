@@ -129,7 +129,7 @@ class ModelRunner:
         """Whether the query is longer than the model reads (``query_maxlen`` tokens, with its
         marker): its tail is not searched, which a search answer says."""
         tok = self.model.tokenizer
-        return len(tok.content_ids([query])[0]) > tok.max_query_content
+        return tok.count_query_cut(tok.content_ids([query])) > 0
 
     def count_cut(self, texts: list[str], doc_maxlen: int | None = None) -> int:
         """Documents longer than ``doc_maxlen`` (default: the model's), whose text past it is

@@ -140,6 +140,11 @@ class ColBERTTokenizer:
         room = self.max_doc_content(doc_maxlen)
         return sum(len(c) > room for c in content)
 
+    def count_query_cut(self, content: list[list[int]]) -> int:
+        """How many queries (``content_ids``) are longer than ``query_maxlen`` leaves room for:
+        their tail is not encoded, so not searched."""
+        return sum(len(c) > self.max_query_content for c in content)
+
     # -- encoding -------------------------------------------------------------------------
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
