@@ -245,3 +245,29 @@ def test_long_document_is_encoded_whole_in_windows(model):
     with pytest.warns(UserWarning, match="cut there"):
         short = model.encode(text, doc_maxlen=100)
     assert short.shape[0] <= 100
+
+
+def test_a_heads_file_names_its_model_and_loads_whatever_the_base_was_called(model, tmp_path):
+    """The bundled encoder is known by its weights: a heads file saved from it under any name
+    loads; a file of the earlier release (base a fine-tuned name, no name of its own) too."""
+    from safetensors.torch import load_file
+
+    from polylate.model import bundled
+    from polylate.model.colbert import write_safetensors
+    from polylate.train.trainer import save_heads
+
+    kept = model.name
+    try:
+        model.name = "mine"  # e.g. a folder whose polylate.json has no name: named for the folder
+        path = save_heads(model, tmp_path / "h.safetensors")
+    finally:
+        model.name = kept
+    assert bundled.read_head_file(path)[3] == "h (fine-tuned from mine)"
+    state = load_file(str(path))
+    earlier = tmp_path / "earlier.safetensors"
+    write_safetensors(state, earlier, metadata={"base": f"x (fine-tuned from {bundled.BUNDLED_NAME})"})
+    assert bundled.read_head_file(earlier)[3] == f"earlier (fine-tuned from {bundled.BUNDLED_NAME})"
+    foreign = tmp_path / "foreign.safetensors"
+    write_safetensors(state, foreign, metadata={"base": "x (fine-tuned from jina-colbert-v2)"})
+    with pytest.raises(ValueError, match="not the bundled default model"):
+        bundled.read_head_file(foreign)

@@ -82,10 +82,9 @@ class QdrantRegistry:
         what Qdrant keeps, float16 vectors: a caller asking for 2-bit storage is told."""
         from polylate.backends.qdrant import QdrantIndex
 
-        if nbits not in (None, 16) or keep_vectors is False:
-            raise RegistryError(422, "indexes on Qdrant store float16 vectors (nbits 16, vectors kept): "
-                                     f"{'nbits ' + str(nbits) if nbits not in (None, 16) else 'keep_vectors false'} "
-                                     "does not apply here")
+        if nbits is not None or keep_vectors is False:
+            raise RegistryError(422, "indexes on Qdrant store float16 vectors: omit " + (
+                "nbits" if nbits is not None else "keep_vectors false") + " (it applies to PLAID indexes)")
 
         collection = self._collection(name)
         dim = self.runner.check_dim(dim, "dim")

@@ -181,15 +181,19 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
     that is not the bundled encoder is refused (save it whole). The metadata's ``base``
     names the model it was first trained over, so a loader can refuse to put it on another;
     its ``name``, the trained model's (``fine_tuned_name``, after the file)."""
-    path = Path(path)
-    if encoder_layers is None:
-        from polylate.model.bundled import layers_over_base
+    from polylate.model.bundled import BUNDLED_NAME, layers_over_base
 
+    path = Path(path)
+    name = getattr(model, "name", "") or ""
+    base = first_base(name)
+    if encoder_layers is None:
         encoder_layers = layers_over_base(model)
         if encoder_layers is None:
-            raise ValueError(f"{getattr(model, 'name', '') or 'this model'} is not the bundled encoder with other "
+            raise ValueError(f"{name or 'this model'} is not the bundled encoder with other "
                              "heads or layers (its embeddings, shapes or settings differ): a heads file cannot "
                              "stand for it; save it whole (model.save)")
+        if not base.startswith(BUNDLED_NAME):  # the bundled encoder by its weights, whatever its name says
+            base = BUNDLED_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for d in dims or model.head_dims:
@@ -198,10 +202,9 @@ def save_heads(model, path: str | Path, dims: Sequence[int] | None = None,
         if head.bias is not None:
             state[f"heads.{d}.bias"] = head.bias.detach().float().cpu().contiguous()
     for i in sorted(set(encoder_layers)):
-        for name, value in model.encoder.layers[i].state_dict().items():
-            state[f"encoder.layers.{i}.{name}"] = value.detach().half().cpu().contiguous()
-    base = getattr(model, "name", "") or ""
-    metadata = {"base": first_base(base), "name": fine_tuned_name(base, path.name.removesuffix(".safetensors"))}
+        for key, value in model.encoder.layers[i].state_dict().items():
+            state[f"encoder.layers.{i}.{key}"] = value.detach().half().cpu().contiguous()
+    metadata = {"base": base, "name": fine_tuned_name(name, path.name.removesuffix(".safetensors"))}
     if model.config.trained_dims:  # sizes trained as truncations: served like the heads' own
         metadata["trained_dims"] = ",".join(map(str, model.config.trained_dims))
     write_safetensors(state, path, metadata=metadata)
@@ -586,7 +589,7 @@ class Trainer:
         # it): each is a whole model's size, and nothing else would ever remove it
         for stale in self.checkpoint_dir.glob(".*.partial*"):
             shutil.rmtree(stale, ignore_errors=True)
-        # named as the run's output will be: it is a trained model, not the one the run began from
+        # named for the checkpoint (folder/step): a trained model, not the one the run began from
         self.model.save(partial, name=fine_tuned_name(self.model.name, f"{self.checkpoint_dir.resolve().name}/{name}"))
         (partial / RUN_SIGNATURE).write_text(json.dumps(self._run_signature, sort_keys=True), encoding="utf-8")
         torch.save({"format": 1, "signature": self._run_signature, "step": self.step, "epoch": self._epoch,

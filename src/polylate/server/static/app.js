@@ -135,7 +135,9 @@ async function search() {
   const index = $("index").value, query = $("query").value.trim();
   const k = Math.max(1, Math.min(1000, parseInt($("k").value, 10) || 10));
   if (!index || !query) {
-    status(index ? "type a query (not only spaces)" : "no index to search: create one with POST /v1/indexes", true);
+    const listed = $("index").options.length;
+    status(index ? "type a query (not only spaces)" : listed ? "no index here is searchable with this model"
+      : "no index to search: create one with POST /v1/indexes", true);
     return;
   }
   const thorough = $("thorough").checked;
@@ -177,7 +179,9 @@ async function loadIndexes() {
   } catch (err) {
     if (err.status === 401) {
       $("auth").open = true;
-      status(headers().Authorization ? `${err.message}: enter another API key (then press Enter)`
+      const sent = Boolean(headers().Authorization);
+      sessionStorage.removeItem("polylate-key");  // refused: not sent again on the next load
+      status(sent ? `${err.message}: enter another API key (then press Enter)`
         : "this server protects reads: enter an API key (then press Enter)", true);
       $("key").focus();
     } else {
