@@ -78,8 +78,8 @@ class QdrantRegistry:
 
     def create(self, name: str, dim: int | None, nbits: int | None, keep_vectors: bool | None,
                ids: list[str], texts: list[str]) -> dict:
-        """``nbits`` and ``keep_vectors`` (None: not asked for) are refused unless they describe
-        what Qdrant keeps, float16 vectors: a caller asking for 2-bit storage is told."""
+        """Qdrant keeps float16 vectors: ``nbits`` (None: not asked for) and ``keep_vectors``
+        false are refused, so a caller asking for 2-bit storage is told, not ignored."""
         from polylate.backends.qdrant import QdrantIndex
 
         if nbits is not None or keep_vectors is False:
