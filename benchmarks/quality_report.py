@@ -13,7 +13,7 @@ XLM-R pieces (polylate.eval.bm25). Metrics: nDCG@10 and Recall@100 by pytrec_eva
     python benchmarks/quality_report.py [--max-queries 400] [--fp32] [--json out.json] [--plot out.png]
 
 By default the encoder runs with bfloat16 weights (4× faster on CPU; token vectors agree with
-fp32 at cosine ≥ 0.9998, see benchmarks/encode_throughput.py); ``--fp32`` for full precision.
+fp32 at cosine ≥ 0.9995, see benchmarks/encode_throughput.py); ``--fp32`` for full precision.
 Queries are subsampled per set (same ids across parallel languages); corpora are complete.
 """
 

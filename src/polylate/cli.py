@@ -59,7 +59,7 @@ def _fail(message: str) -> None:
 
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, mps (default: cpu)"
 DTYPE_HELP = ("encoder precision: float32 (fp32), bfloat16 (bf16; 2-3x faster on CPUs with bf16 support, vectors "
-              "within cosine 0.9998) or float16 (fp16, half); on CUDA half precision is what enables the flash "
+              "within cosine 0.9995) or float16 (fp16, half); on CUDA half precision is what enables the flash "
               "attention kernel")
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "half": "float16"}
