@@ -849,6 +849,104 @@ def test_an_open_handle_reads_texts_after_another_writer_compacts(tmp_path, corp
     assert reader.documents([corpus.ids[0]]) == [None]  # deleted meanwhile
 
 
+def test_readers_never_see_a_half_swept_segment(tmp_path, corpus, monkeypatch):
+    """A commit's sweep deletes superseded segments one file at a time. Readers caught between
+    two unlinks (a writer descheduled there) once saw a segment without vectors.npy ("damaged:
+    lost its vectors"), or without its texts (None for a live document's text). The sweep now
+    renames each folder out of sight first: a reader sees it whole or not at all, and re-reads."""
+    import shutil
+
+    from polylate.index import storage
+    from polylate.index.storage import read_manifest
+
+    root = tmp_path / "race"
+    texts = [f"text of {i}" for i in corpus.ids[:40]]
+    PlaidIndex.build(root, corpus.ids[:20], corpus.docs[:20], num_centroids=16, keep_vectors=True,
+                     texts=texts[:20])
+    PlaidIndex.open(root).add(corpus.ids[20:40], corpus.docs[20:40], texts=texts[20:40])
+    stale = read_manifest(root)  # a reader's open read the manifest before the commit below
+    handle = PlaidIndex.open(root)  # and a reader holding the index open
+    seen, real_rmtree, real_unlink = [], shutil.rmtree, os.unlink
+
+    def rmtree(path, *args, **kwargs):
+        seen.append(Path(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    def unlink(path, *args, **kwargs):  # the writer, paused inside its sweep
+        real_unlink(path, *args, **kwargs)
+        if os.path.basename(os.fspath(path)) == "vectors.npy" and not readers:
+            readers.append(PlaidIndex(root, stale))  # opens what the commit made, not an error
+            readers.append(handle.documents(corpus.ids[:40]))
+
+    readers = []
+    monkeypatch.setattr(storage.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(os, "unlink", unlink)
+    PlaidIndex.open(root).compact()
+    monkeypatch.undo()
+    opened, read = readers
+    assert len(opened) == 40 and len(opened.segments) == 1
+    assert read == texts
+    assert seen and all(p.name.endswith(".swept") for p in seen)  # each folder deleted out of sight
+
+
+def test_an_index_that_really_lost_a_file_is_still_damaged(tmp_path, corpus):
+    """The re-read on a damaged-looking segment retries only when the manifest moved on."""
+    root = tmp_path / "lost"
+    PlaidIndex.build(root, corpus.ids[:20], corpus.docs[:20], num_centroids=16, keep_vectors=True)
+    seg = next((root / "segments").iterdir())
+    (seg / "vectors.npy").unlink()
+    with pytest.raises(IndexStoreError, match="lost its vectors.npy"):
+        PlaidIndex.open(root)
+
+
+def test_a_killed_sweep_leaves_nothing_behind_after_the_next_commit(tmp_path, corpus):
+    root = tmp_path / "left"
+    idx = PlaidIndex.build(root, corpus.ids[:20], corpus.docs[:20], num_centroids=16)
+    leftover = root / "segments" / ".seg-0123456789ab.5f5f5f5f.swept"
+    (leftover / "sub").mkdir(parents=True)
+    (root / ".codec-0123456789ab.5f5f5f5f.swept").mkdir()
+    idx.delete(corpus.ids[:2])
+    assert not leftover.exists() and not (root / ".codec-0123456789ab.5f5f5f5f.swept").exists()
+    assert len(PlaidIndex.open(root)) == 18
+
+
+def test_two_first_builds_of_one_folder_never_replace_each_other(tmp_path, corpus, monkeypatch):
+    """Both passed the "no index here" check; the one that reaches the lock second, after the
+    other committed, is refused instead of building over it (its documents lost)."""
+    import threading
+
+    from polylate.index import plaid
+
+    root = tmp_path / "twice"
+    real_lock = plaid.WriterLock
+    second_waits, first_done = threading.Event(), threading.Event()
+
+    class PausingLock(real_lock):
+        def __enter__(self):
+            if threading.current_thread().name == "second":
+                second_waits.set()
+                first_done.wait(60)
+            return super().__enter__()
+
+    monkeypatch.setattr(plaid, "WriterLock", PausingLock)
+    errors = []
+
+    def second():
+        try:
+            PlaidIndex.build(root, corpus.ids[20:30], corpus.docs[20:30], num_centroids=8)
+        except IndexStoreError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second, name="second")
+    thread.start()
+    second_waits.wait(60)
+    PlaidIndex.build(root, corpus.ids[:20], corpus.docs[:20], num_centroids=8)
+    first_done.set()
+    thread.join(60)
+    assert errors and "built at" in str(errors[0]) and "meanwhile" in str(errors[0])
+    assert sorted(PlaidIndex.open(root).ids) == sorted(corpus.ids[:20])
+
+
 def test_warm_up_searches_a_throwaway_index_and_leaves_nothing(tmp_path, monkeypatch):
     """The server compiles the search kernels at start-up with it; a failure there would
     only be a warning, so it is checked here."""

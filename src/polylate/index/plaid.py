@@ -216,6 +216,12 @@ def _check_consistent(root: Path, manifest: dict, codec: ResidualCodec, segments
         raise IndexStoreError(f"index {root} is damaged: {problem}")
 
 
+def _state(manifest: dict) -> tuple:
+    """What tells two commits apart: the codec too, since a rebuild in place is a new index
+    whatever its generation."""
+    return manifest["generation"], manifest["codec"]
+
+
 def _writable(manifest: dict) -> dict:
     """A copy of a committed manifest that a writer may edit without touching the original."""
     return {**manifest, "segments": [dict(s) for s in manifest["segments"]]}
@@ -418,6 +424,13 @@ class PlaidIndex:
                 if attempt == 2:
                     raise IndexStoreError(f"index {self.root} is damaged: {exc.filename or exc} is missing") from exc
                 manifest = read_manifest(self.root)
+            except IndexStoreError:
+                # what looks damaged may be a segment swept while it was read: damage only if
+                # the manifest still names it
+                fresh = read_manifest(self.root)
+                if attempt == 2 or _state(fresh) == _state(manifest):
+                    raise
+                manifest = fresh
             except (KeyError, ValueError, TypeError, IndexError, EOFError, OSError) as exc:
                 raise IndexStoreError(f"index {self.root} is damaged: {type(exc).__name__}: {exc}") from exc
         locator = {doc_id: (si, li) for si, seg in enumerate(segments)
@@ -438,8 +451,7 @@ class PlaidIndex:
             self._load(manifest)
 
     def _changed(self, manifest: dict) -> bool:
-        # the codec name too: a rebuild in place is a new index, whatever its generation
-        return (manifest["generation"], manifest["codec"]) != (self.manifest["generation"], self.manifest["codec"])
+        return _state(manifest) != _state(self.manifest)
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -556,7 +568,7 @@ class PlaidIndex:
         root.mkdir(parents=True, exist_ok=True)
         with WriterLock(root):
             first = not (root / MANIFEST).exists()
-            if over_interrupted and not overwrite and not first:  # another build committed meanwhile
+            if not overwrite and not first:  # another build committed since the check above
                 raise IndexStoreError(f"an index was built at {root} meanwhile; not replaced")
             if first:
                 (root / BUILDING).touch()
@@ -568,7 +580,7 @@ class PlaidIndex:
                     generation = int(old["generation"]) + 1
                 except (IndexStoreError, KeyError, ValueError, TypeError):
                     old = None
-            if replaces is not None and (old is None or (old["generation"], old["codec"]) != tuple(replaces)):
+            if replaces is not None and (old is None or _state(old) != tuple(replaces)):
                 raise IndexStoreError(f"index {root} changed since it was read; not rebuilt")
             rng = np.random.default_rng(seed)
             total = sum(v.shape[0] for v in vectors)
@@ -616,7 +628,7 @@ class PlaidIndex:
         a part per call. One commit, refused
         (IndexStoreError) if another writer committed since this object last read the index:
         the rebuild would drop that writer's changes."""
-        state = (self.manifest["generation"], self.manifest["codec"])
+        state = _state(self.manifest)
         segments = self.segments  # the old segments stay until the new index commits: read from them
         lives = [np.flatnonzero(~seg.deleted) for seg in segments]
         ids = [seg.ids[r] for seg, live in zip(segments, lives) for r in live]

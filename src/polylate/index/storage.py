@@ -223,6 +223,28 @@ def new_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+#: what a sweep renames a folder to before deleting it
+_SWEPT = ".swept"
+
+
+def _remove_folder(folder: Path) -> None:
+    """Out of readers' sight in one rename, then deleted. A reader that opened the index before
+    the commit finds each old folder whole or gone (FileNotFoundError, on which it re-reads the
+    manifest), never half deleted: rmtree unlinks one file at a time, and a segment seen without
+    its vectors.npy or texts.bin would read as damaged or as storing no texts."""
+    if folder.name.startswith(".") and folder.name.endswith(_SWEPT):  # a killed sweep's
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    gone = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}{_SWEPT}")
+    try:
+        folder.rename(gone)
+    except FileNotFoundError:
+        return
+    except OSError:  # a file system that refuses the rename: delete in place, as before
+        gone = folder
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def sweep(root: Path, manifest: dict) -> None:
     """Delete files and folders that the committed manifest does not name (crash leftovers,
     superseded tombstones, merged segments). Only a writer holding the lock calls this."""
@@ -232,14 +254,14 @@ def sweep(root: Path, manifest: dict) -> None:
         for d in seg_root.iterdir():
             seg = live_segments.get(d.name)
             if seg is None:
-                shutil.rmtree(d, ignore_errors=True)
+                _remove_folder(d)
                 continue
             for f in d.glob("deleted-*.npy"):
                 if f.name != seg.get("deleted"):
                     f.unlink(missing_ok=True)
-    for d in root.glob("codec-*"):
+    for d in [*root.glob("codec-*"), *root.glob(f".codec-*{_SWEPT}")]:
         if d.name != manifest["codec"]:
-            shutil.rmtree(d, ignore_errors=True)
+            _remove_folder(d)
     for f in root.glob(f".{MANIFEST}.*.tmp"):
         f.unlink(missing_ok=True)
 
