@@ -889,6 +889,32 @@ def test_readers_never_see_a_half_swept_segment(tmp_path, corpus, monkeypatch):
     assert seen and all(p.name.endswith(".swept") for p in seen)  # each folder deleted out of sight
 
 
+def test_texts_are_read_again_while_other_writers_keep_committing(tmp_path, corpus, monkeypatch):
+    """documents() re-opened the index once after its segments were swept; a second commit
+    sweeping the fresh object's segments before it read them let FileNotFoundError out (a 500
+    from the server). It now reads through fresh objects until one holds, a bounded number of
+    times, then says so as IndexStoreError (the server's 409 "retry")."""
+    root = tmp_path / "busy"
+    texts = [f"text {i}" for i in corpus.ids[:20]]
+    PlaidIndex.build(root, corpus.ids[:20], corpus.docs[:20], num_centroids=8, texts=texts)
+    reader = PlaidIndex.open(root)
+    PlaidIndex.open(root).compact()  # the reader's segment is swept
+    real_open, commits = PlaidIndex.open.__func__, []
+
+    def open_then_another_commit(cls, path):
+        fresh = real_open(cls, path)
+        if len(commits) < limit:
+            commits.append(real_open(cls, path).compact())  # lands before fresh reads its texts
+        return fresh
+
+    monkeypatch.setattr(PlaidIndex, "open", classmethod(open_then_another_commit))
+    limit = 2
+    assert reader.documents(corpus.ids[3:5]) == texts[3:5] and len(commits) == 2
+    limit = 10**6
+    with pytest.raises(IndexStoreError, match="rewritten by other writers during each of 5 reads"):
+        reader.documents(corpus.ids[3:5])
+
+
 def test_an_index_that_really_lost_a_file_is_still_damaged(tmp_path, corpus):
     """The re-read on a damaged-looking segment retries only when the manifest moved on."""
     root = tmp_path / "lost"

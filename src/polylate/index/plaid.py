@@ -469,6 +469,9 @@ class PlaidIndex:
     def ids(self) -> list[str]:
         return list(self._locator)
 
+    #: fresh reads of the texts after other writers swept the segments being read
+    READ_RETRIES = 5
+
     #: an outgrown codec this small is retrained after an add by the CLI and the server (cheap);
     #: a larger one on request (``polylate index compact --retrain``)
     AUTO_RETRAIN_BELOW_TOKENS = 1 << 16
@@ -906,12 +909,17 @@ class PlaidIndex:
     def documents(self, ids: Iterable[str]) -> list[str | None]:
         """Stored texts of documents (None where no text was stored or the id is unknown)."""
         ids = _id_list(ids, "ids")
-        try:
-            return self._documents(ids)
-        except FileNotFoundError:
-            # another writer compacted the segments away: read its state through a fresh object
-            # (not a refresh in place: other threads may be searching this one)
-            return PlaidIndex.open(self.root)._documents(ids)
+        index = self
+        for _ in range(self.READ_RETRIES):
+            try:
+                return index._documents(ids)
+            except FileNotFoundError:
+                # another writer compacted the segments away: read its state through a fresh
+                # object (not a refresh in place: other threads may be searching this one),
+                # which a further commit may sweep in turn before its texts are read
+                index = PlaidIndex.open(self.root)
+        raise IndexStoreError(f"index {self.root} was rewritten by other writers during each of "
+                              f"{self.READ_RETRIES} reads of its texts; retry")
 
     def _documents(self, ids: list[str]) -> list[str | None]:
         out = []
